@@ -1,0 +1,213 @@
+"""JSONL reading and writing shared by every step.
+
+- `read_jsonl` streams records as ``(lineno, record)``; a torn or invalid line is reported
+  with file and line number and skipped (counted in ``Reader.bad``). A file whose first
+  line is not a JSON object is not JSONL at all: that raises `InputError`.
+- `Appender` appends one record per ``write`` call with a single ``os.write`` of the whole
+  line, and repairs a torn tail left by a killed writer before its first append.
+- `atomic_write` rewrites a whole file through a temp file and an atomic rename, so a kill
+  leaves either the old or the new file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import jsonlines
+
+log = logging.getLogger("annoy_datasync")
+
+
+class InputError(Exception):
+    """Bad user input (file, line, field). Steps print it as one line and exit non-zero."""
+
+
+def where(path: str | os.PathLike, lineno: int | None = None) -> str:
+    return f"{os.fspath(path)}:{lineno}" if lineno is not None else os.fspath(path)
+
+
+class Reader:
+    """Iterate ``(lineno, record)`` over a JSONL file of objects, 1-based line numbers.
+
+    Bad lines are logged as warnings with ``path:lineno`` and collected in ``self.bad``
+    as ``(lineno, reason)``. Blank lines are ignored.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, must_exist: bool = True):
+        self.path = os.fspath(path)
+        self.bad: list[tuple[int, str]] = []
+        self.good = 0
+        if must_exist and not os.path.isfile(self.path):
+            raise InputError(f"{self.path}: no such file")
+
+    def __iter__(self) -> Iterator[tuple[int, dict]]:
+        if not os.path.exists(self.path):
+            return
+        with open(self.path, "rb") as fh:
+            for lineno, raw in enumerate(fh, start=1):
+                if not raw.strip():
+                    continue
+                torn = not raw.endswith(b"\n")
+                try:
+                    rec = json.loads(raw)
+                except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                    self._bad(lineno, torn, f"not valid JSON ({exc})")
+                    continue
+                if not isinstance(rec, dict):
+                    self._bad(lineno, torn, f"a JSON {type(rec).__name__}, not an object")
+                    continue
+                self.good += 1
+                yield lineno, rec
+
+    def _bad(self, lineno: int, torn: bool, reason: str) -> None:
+        if self.good == 0 and not self.bad and not torn:
+            raise InputError(
+                f"{where(self.path, lineno)}: {reason}; is this a JSONL file (one JSON object per line)?"
+            )
+        what = "torn last line (a killed writer?)" if torn else reason
+        log.warning("%s: skipped: %s", where(self.path, lineno), what)
+        self.bad.append((lineno, what))
+
+
+def read_jsonl(path: str | os.PathLike) -> Reader:
+    """Stream ``(lineno, record)`` pairs; see `Reader`."""
+    return Reader(path)
+
+
+def require(record: dict, fields: Iterable[str], path: str | os.PathLike, lineno: int) -> None:
+    """Raise `InputError` naming file, line and the missing field."""
+    for f in fields:
+        if f not in record:
+            keys = ", ".join(sorted(record)) or "none"
+            raise InputError(f'{where(path, lineno)}: no "{f}" field (keys: {keys})')
+
+
+def require_type(value: Any, typ: type | tuple[type, ...], field: str,
+                 path: str | os.PathLike, lineno: int) -> None:
+    if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+        names = typ.__name__ if isinstance(typ, type) else " or ".join(t.__name__ for t in typ)
+        raise InputError(
+            f'{where(path, lineno)}: "{field}" should be {names}, got {type(value).__name__}'
+        )
+
+
+def dumps(record: Any) -> str:
+    return json.dumps(record, ensure_ascii=False)
+
+
+def repair_tail(path: str | os.PathLike) -> int:
+    """Cut a torn last line (no trailing newline) off `path`. Returns the bytes removed.
+
+    The torn line is logged and saved beside the file as ``<path>.torn`` so nothing is lost.
+    """
+    path = os.fspath(path)
+    try:
+        size = os.path.getsize(path)
+    except FileNotFoundError:
+        return 0
+    if size == 0:
+        return 0
+    with open(path, "rb+") as fh:
+        fh.seek(size - 1)
+        if fh.read(1) == b"\n":
+            return 0
+        # walk back to the last newline
+        pos, chunk = size, 65536
+        cut = 0
+        while pos > 0:
+            start = max(0, pos - chunk)
+            fh.seek(start)
+            buf = fh.read(pos - start)
+            i = buf.rfind(b"\n")
+            if i >= 0:
+                cut = start + i + 1
+                break
+            pos = start
+        fh.seek(cut)
+        torn = fh.read()
+        with open(path + ".torn", "ab") as keep:
+            keep.write(torn + b"\n")
+        fh.truncate(cut)
+    log.warning("%s: removed a torn last line of %d bytes (kept in %s.torn)", path, len(torn), path)
+    return len(torn)
+
+
+class Appender:
+    """Append records to a JSONL file, one complete line per ``os.write``.
+
+    Opening repairs a torn tail first, so a later read never trips on a half record.
+    ``fsync_every`` > 0 syncs to disk every that many records.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, fsync_every: int = 0):
+        self.path = os.fspath(path)
+        parent = os.path.dirname(self.path)
+        if parent:
+            os.makedirs(parent, exist_ok=True)
+        repair_tail(self.path)
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self.fsync_every = fsync_every
+        self.count = 0
+
+    def write(self, record: Any) -> None:
+        data = (dumps(record) + "\n").encode("utf-8")
+        view = memoryview(data)
+        while view:
+            n = os.write(self.fd, view)
+            view = view[n:]
+        self.count += 1
+        if self.fsync_every and self.count % self.fsync_every == 0:
+            os.fsync(self.fd)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.fsync(self.fd)
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> Appender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[jsonlines.Writer]:
+    """Write a whole JSONL file: a temp file beside `path`, fsync, rename over `path`.
+
+    If the block raises, the temp file is removed and `path` is untouched.
+    """
+    path = os.fspath(path)
+    parent = os.path.dirname(path) or "."
+    os.makedirs(parent, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            writer = jsonlines.Writer(fh, dumps=dumps, flush=False)
+            yield writer
+            writer.close()
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_jsonl(path: str | os.PathLike, records: Iterable[Any]) -> int:
+    """Atomically write `records` to `path`; returns the count."""
+    n = 0
+    with atomic_write(path) as w:
+        for r in records:
+            w.write(r)
+            n += 1
+    return n
