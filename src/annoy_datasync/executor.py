@@ -1,19 +1,51 @@
-"""The only way model-written code runs (API fixed; implementation in progress).
+"""The only way model-written code runs.
 
 A pool of warm worker processes under ``python_path`` that preload common modules and fork
 one sandboxed child per job. Results come back as JSON values on a framed pipe and are
-judged by the caller, never by the child.
+judged by the caller, never by the child. The worker side is ``sandbox_worker.py`` (stdlib
+only, so ``python_path`` may be an environment without this package); its docstring
+describes the isolation.
 """
 
 from __future__ import annotations
 
+import atexit
+import itertools
+import json
+import logging
+import os
+import queue
+import struct
+import subprocess
+import sys
+import threading
+import time
+import weakref
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
+
+from . import status
+
+log = logging.getLogger(__name__)
 
 DEFAULT_PRELOAD = ("math", "random", "collections", "itertools", "functools", "heapq",
                    "bisect", "re", "string", "json", "copy", "fractions", "decimal",
                    "statistics", "datetime", "numpy", "numpy.random")
+
+WORKER_SCRIPT = Path(__file__).with_name("sandbox_worker.py")
+HEADER = struct.Struct(">I")
+# Each Executor gets its own block of job uids when run as root, so that two executors in
+# one step (e.g. a reproduction check with another hash seed) never share RLIMIT_NPROC.
+JOB_UID_BASE = 100_000
+_instances = itertools.count()
+# Switch for tests and debugging: False runs workers without namespaces (the fallback used
+# when the kernel refuses them).
+USE_NAMESPACES = True
+# A worker that has not answered this long after a job's own limits is killed and replaced.
+WATCHDOG_GRACE_S = 60.0
+_warned: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -26,6 +58,8 @@ class Limits:
     nofile: int = 64            # open files (RLIMIT_NOFILE)
     output_bytes: int = 64 * 1024        # stdout / stderr each captured up to this
     result_bytes: int = 8 * 1024 * 1024  # largest JSON result frame
+    disk_mb: int = 64           # files the job may write in total (its directory is on a
+                                # tmpfs of this size when namespaces work)
 
 
 @dataclass
@@ -48,33 +82,315 @@ class GenResult:
     message: str = ""
 
 
+_STATUS_NAMES = ("SUCCESS", "EXCEPTION", "TIMEOUT", "RESOURCE_LIMIT", "CRASHED", "NON_JSON",
+                 "NOT_RUNNABLE")
+
+
+def clean_env(hash_seed: int) -> dict[str, str]:
+    """The whole environment of workers and jobs: built from scratch, no secrets."""
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "PYTHONHASHSEED": str(hash_seed),
+        # BLAS thread pools in a process that forks are a deadlock waiting to happen.
+        "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+    }
+
+
+class WorkerDied(Exception):
+    pass
+
+
+class _Worker:
+    """One sandbox worker process and the parent-side pipe protocol."""
+
+    def __init__(self, ex: Executor, index: int) -> None:
+        self.ex, self.index = ex, index
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.launch()
+        self.handshake()
+
+    def launch(self) -> None:
+        ex = self.ex
+        cfg = {
+            "worker_id": self.index,
+            "parent_pid": os.getpid(),
+            "run_path": ex.run_path,
+            "preload": list(ex.preload),
+            "status": {name: getattr(status, name) for name in _STATUS_NAMES},
+            "job_uid": ex.uid_base + self.index if os.geteuid() == 0 else None,
+            "read_paths": ex.read_paths,
+            "namespaces": USE_NAMESPACES,
+        }
+        self.proc = subprocess.Popen(
+            [ex.python_path, "-s", str(WORKER_SCRIPT), json.dumps(cfg)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=clean_env(ex.hash_seed),
+            close_fds=True, start_new_session=True, cwd="/")
+
+    def handshake(self) -> None:
+        ex = self.ex
+        proc = self.proc
+        watchdog = threading.Timer(120.0, proc.kill)   # a preload import that hangs
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            hello = self.recv()
+        except WorkerDied:
+            hello = None
+        finally:
+            watchdog.cancel()
+        if not isinstance(hello, dict) or not hello.get("hello"):
+            raise RuntimeError(f"sandbox worker under {ex.python_path} did not start")
+        self.hello = hello
+        for note in hello.get("notes", []):
+            if note not in _warned:
+                _warned.add(note)
+                log.warning("executor: %s", note)
+
+    def send(self, obj: dict) -> None:
+        body = json.dumps(obj).encode()
+        try:
+            self.proc.stdin.write(HEADER.pack(len(body)) + body)
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError) as exc:
+            raise WorkerDied(str(exc)) from None
+
+    def recv(self) -> Any:
+        head = self.proc.stdout.read(HEADER.size)
+        if len(head) < HEADER.size:
+            raise WorkerDied("the sandbox worker exited")
+        n = HEADER.unpack(head)[0]
+        body = self.proc.stdout.read(n)
+        if len(body) < n:
+            raise WorkerDied("the sandbox worker exited mid-answer")
+        return json.loads(body)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+        self.proc = None
+
+
 class Executor:
     def __init__(self, python_path: str | None = None, run_path: str = "./temp/run",
                  workers: int | None = None, limits: Limits | None = None,
                  preload: tuple[str, ...] = DEFAULT_PRELOAD, hash_seed: int = 0) -> None:
-        raise NotImplementedError
+        self.python_path = python_path or sys.executable
+        self.run_path = os.path.realpath(run_path)
+        os.makedirs(self.run_path, exist_ok=True)
+        if os.geteuid() == 0:   # the job uid must reach its directory
+            os.chmod(self.run_path, os.stat(self.run_path).st_mode | 0o711)
+        self.limits = limits or Limits()
+        self.preload = tuple(preload)
+        self.hash_seed = hash_seed
+        self.uid_base = JOB_UID_BASE + ((os.getpid() * 8 + next(_instances)) % 30000) * 128
+        # Directories a dropped uid must be able to read: the interpreter's prefixes and
+        # import path, asked from the interpreter itself (it may be another environment).
+        self.read_paths = self._interpreter_paths()
+        n = workers or os.cpu_count() or 1
+        self._queue: queue.Queue = queue.Queue()
+        self._closed = False
+        self._deadlines: dict[int, tuple[float, subprocess.Popen | None]] = {}
+        self._stop = threading.Event()
+        self._workers = [_Worker(self, i) for i in range(min(n, 128))]
+        self._threads: list[threading.Thread] = []
+        try:
+            for w in self._workers:     # launch all, then wait: start-up overlaps
+                w.launch()
+            for w in self._workers:
+                w.handshake()
+        except BaseException:
+            for w in self._workers:
+                w.stop()
+            raise
+        for w in self._workers:
+            t = threading.Thread(target=self._serve, args=(w,), daemon=True,
+                                 name=f"executor-{w.index}")
+            t.start()
+            self._threads.append(t)
+        threading.Thread(target=self._watchdog, daemon=True, name="executor-watchdog").start()
+        _live.add(self)
 
+    def _interpreter_paths(self) -> list[str]:
+        probe = ("import sys, json; print(json.dumps(sorted({sys.prefix, sys.base_prefix, "
+                 "sys.exec_prefix} | {p for p in sys.path if p})))")
+        if self.python_path == sys.executable:
+            paths = {sys.prefix, sys.base_prefix, sys.exec_prefix} | {p for p in sys.path if p}
+            out = sorted(paths)
+        else:
+            try:
+                text = subprocess.run([self.python_path, "-s", "-c", probe], check=True,
+                                      capture_output=True, text=True, timeout=60,
+                                      env=clean_env(self.hash_seed), cwd="/").stdout
+                out = json.loads(text)
+            except (OSError, subprocess.SubprocessError, ValueError) as exc:
+                raise RuntimeError(f"cannot run --python_path {self.python_path}: {exc}") from exc
+        real = {os.path.realpath(p) for p in out if os.path.isdir(p)}
+        # the interpreter binary's own directory and what its symlinks point to
+        real.add(os.path.dirname(os.path.realpath(self.python_path)))
+        # keep only tops: a path inside another listed path adds nothing
+        tops = sorted(real, key=len)
+        return [p for i, p in enumerate(tops)
+                if not any(p.startswith(q.rstrip("/") + "/") for q in tops[:i])]
+
+    # -- public API ------------------------------------------------------------------------
     def run_calls(self, code: str, inputs: list[dict], *, func: str = "main_solution",
                   seed: int | None = None, limits: Limits | None = None) -> Future[list[JobResult]]:
         """Exec `code` once in a fresh child, then ``func(**copy_of(kwargs))`` for each input.
 
         One JobResult per input, in order. The input is a JSON round-trip copy. `seed`, when
-        given, seeds ``random`` and ``numpy.random`` before each call.
+        given, seeds ``random`` and ``numpy.random`` before each call. A call that kills the
+        child (timeout, crash, os._exit) fails alone: the calls after it run in a new child.
+        stdout/stderr of a JobResult are those of the whole job (capped).
         """
-        raise NotImplementedError
+        for x in inputs:
+            if not isinstance(x, dict):
+                raise TypeError(f"run_calls: each input must be a dict of keyword arguments, "
+                                f"not {type(x).__name__}")
+        job = {"kind": "calls", "code": code, "inputs": list(inputs), "func": func,
+               "seed": seed}
+        return self._submit(job, limits)
 
     def run_generator(self, code: str, gen_code: str, *, seed: int, max_calls: int,
                       max_pairs: int, budget_s: float, limits: Limits | None = None) -> Future[GenResult]:
         """Exec `code` + `gen_code`, seed random state with `seed`, then call
         ``input_generator()`` up to `max_calls` times (or until `max_pairs` distinct inputs or
-        `budget_s` seconds) and ``main_solution(**copy_of(input))`` on each."""
-        raise NotImplementedError
+        `budget_s` seconds) and ``main_solution(**copy_of(input))`` on each.
+
+        Inputs that repeat one already seen (canonical JSON) are skipped and counted in
+        ``errors["duplicate"]``; failed calls (generator or main_solution) are
+        counted under their status. A call that hangs ends the job: the pairs so far are
+        kept, ``errors[TIMEOUT]`` counts it and ``message`` says so.
+        """
+        job = {"kind": "gen", "code": code, "gen_code": gen_code, "seed": seed,
+               "max_calls": max_calls, "max_pairs": max_pairs, "budget_s": budget_s}
+        return self._submit(job, limits)
 
     def close(self) -> None:
-        raise NotImplementedError
+        if self._closed:
+            return
+        self._closed = True
+        for _ in self._threads:
+            self._queue.put(None)
+        for t in self._threads:
+            t.join()
+        self._stop.set()
+        for w in self._workers:
+            w.stop()
+        _live.discard(self)
 
     def __enter__(self) -> Executor:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # -- internals -------------------------------------------------------------------------
+    def _submit(self, job: dict, limits: Limits | None) -> Future:
+        if self._closed:
+            raise RuntimeError("Executor is closed")
+        job["limits"] = asdict(limits or self.limits)
+        json.dumps(job)   # inputs must be JSON: fail here, in the caller, not in a worker
+        fut: Future = Future()
+        self._queue.put((job, fut))
+        return fut
+
+    def _serve(self, w: _Worker) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            job, fut = item
+            if not fut.set_running_or_notify_cancel():
+                continue
+            t0 = time.perf_counter()
+            lim = job["limits"]
+            budget = (lim["wall_time"] * (len(job.get("inputs", ())) + 1)
+                      + job.get("budget_s", 0) + WATCHDOG_GRACE_S)
+            proc = w.proc
+            self._deadlines[w.index] = (time.monotonic() + budget, proc)
+            try:
+                if proc is None:
+                    raise WorkerDied("no worker")
+                w.send(job)
+                answer = w.recv()
+            except WorkerDied as exc:
+                answer = {"error": f"the sandbox worker died ({exc})"}
+                self._restart(w)
+            except BaseException as exc:  # noqa: BLE001 - never leave a Future pending
+                fut.set_exception(exc)
+                continue
+            finally:
+                self._deadlines.pop(w.index, None)
+            try:
+                fut.set_result(self._to_result(job, answer, time.perf_counter() - t0))
+            except BaseException as exc:  # noqa: BLE001
+                fut.set_exception(exc)
+
+    def _watchdog(self) -> None:
+        """Kill a worker that overran a job's limits by far (it is then replaced); the
+        worker enforces the limits itself, this only guards against a stuck worker."""
+        while not self._stop.wait(1.0):
+            now = time.monotonic()
+            for deadline, proc in list(self._deadlines.values()):
+                if now > deadline and proc is not None:
+                    log.error("executor: a sandbox worker stopped answering; replacing it")
+                    proc.kill()
+
+    def _restart(self, w: _Worker) -> None:
+        try:
+            w.stop()
+        except OSError:
+            pass
+        if not self._closed:
+            try:
+                w.start()
+            except (OSError, RuntimeError, WorkerDied) as exc:
+                log.error("executor: restarting a sandbox worker failed: %s", exc)
+
+    @staticmethod
+    def _to_result(job: dict, answer: dict, seconds: float) -> list[JobResult] | GenResult:
+        if "error" in answer:
+            msg = f"The code could not be run: {answer['error']}."
+            if job["kind"] == "gen":
+                return GenResult(status.NOT_RUNNABLE, message=msg)
+            return [JobResult(status.NOT_RUNNABLE, error_type="executor", message=msg,
+                              seconds=seconds) for _ in job["inputs"]]
+        if job["kind"] == "gen":
+            return GenResult(answer["status"], answer["pairs"], answer["errors"],
+                             answer["message"])
+        return [JobResult(r["status"], r["value"] if r["status"] == status.SUCCESS else None,
+                          r["error_type"], r["message"], answer["stdout"], answer["stderr"],
+                          r["seconds"])
+                for r in answer["results"]]
+
+
+_live: weakref.WeakSet[Executor] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    for ex in list(_live):
+        while True:     # at exit, jobs still queued are cancelled rather than run
+            try:
+                item = ex._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                item[1].cancel()
+        try:
+            ex.close()
+        except Exception:  # noqa: BLE001 - best effort at interpreter exit
+            pass

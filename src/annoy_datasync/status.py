@@ -48,3 +48,46 @@ FAIL_BAD_REQUEST = "bad_request"
 FAIL_AUTH = "auth_error"
 FAIL_NOT_FOUND = "not_found"
 FAIL_OTHER = "other_error"
+
+# --- prompt-building and assembly steps (build_transform_msg, build_spec_msg,
+#     build_spec_rev_msg, assemble_spec_demo): summary keys --------------------------
+SKIP_BAD_LINE = "skipped_bad_line"              # torn / invalid JSON line (read_jsonl skipped it)
+SKIP_EMPTY_CONTENT = "skipped_empty_content"    # raw record whose "content" is blank
+SKIP_NO_IOS = "skipped_no_ios"                  # parsed sample with an empty "ios" list
+SKIP_PASSED = "skipped_passed"                  # verified record that already passed: no revision
+SKIP_NO_ANSWER_TEXT = "skipped_no_model_output"  # verified record without a model answer to revise
+KEPT_TURN1 = "kept_turn1_pass"                  # final record: passed in turn 1
+KEPT_TURN2 = "kept_turn2_pass"                  # final record: failed turn 1, passed turn 2
+KEPT_FAILED = "kept_failed"                     # final record kept with --keep_failed
+DROP_BOTH_FAILED = "dropped_both_failed"        # failed turn 1 and turn 2
+DROP_NO_TURN2 = "dropped_no_turn2"              # failed turn 1 and has no turn-2 record
+DUPLICATE_ID = "skipped_duplicate_id"           # a second record with an id already seen
+TURN2_UNMATCHED = "turn2_unmatched"             # turn-2 record whose original_id is no turn-1 failure
+
+# --- inference (batched_api_inference.py): added by the inference helper ---------------
+FAIL_BAD_INPUT = "bad_input"            # input line not JSON, not an object, or no "messages" list
+INFERENCE_SUCCEEDED = "succeeded"       # summary key of answered rows
+
+# --- parse_gen_ios.py and verify.py: summary keys ---------------------------------------
+PAIRS_KEPT = "pairs_kept"                       # I/O pairs written in kept samples
+SKIP_DONE = "skipped_done"                      # sample already in the output / dropped file (resume)
+REUSED = "reused"                               # verdict copied from an earlier verified file
+EXECUTIONS = "executions"                       # reference-code runs started by verify.py
+CACHE_HITS = "cache_hits"                       # input predictions answered from the execution cache
+RECORDED_HITS = "recorded_hits"                 # input predictions equal to a recorded input: not run
+
+# --- report.py (funnel gaps: records of a stage that no file of the next one accounts for)
+GAP_NOT_BUILT = "not_built"                          # raw file without a transform prompt
+GAP_NO_RESPONSE = "no_response_recorded"             # prompt neither answered nor failed
+GAP_NO_PARSE_RECORD = "no_parse_record"              # unified response neither kept nor dropped
+GAP_NOT_VERIFIED = "not_verified"                    # answer without a verdict
+GAP_NOT_IN_FINAL = "failed_both_turns_or_not_revised"  # turn-1 prediction missing from the final file
+
+# --- export.py: summary keys -----------------------------------------------------------
+EXPORTED_SINGLE = "exported_single_turn"    # turn 1 passed: prompt -> turn_1
+EXPORTED_MULTI = "exported_multi_turn"      # revised: prompt -> turn_1 -> feedback -> turn_2
+EXPORTED_TURN2_ONLY = "exported_turn2_only"  # revised, --drop_feedback: prompt -> turn_2
+SKIP_FAILED = "skipped_failed"              # final record marked "failed": true
+SKIP_EMPTY_TEXT = "skipped_empty_text"      # a turn with no text: trainers reject it
+TIP_REMOVED = "tip_removed"
+TIP_NOT_FOUND = "tip_not_found"             # --drop_tip, but the prompt has no tip: kept as is

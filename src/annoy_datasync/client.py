@@ -1,0 +1,548 @@
+"""Chat completions over a JSONL file of requests: endpoint and key, retries, the async worker.
+
+The step script `batched_api_inference.py` is a thin shell around this module:
+
+- `resolve_endpoint` picks the base URL and the API key (flag, environment, model family).
+- `run_shard` is one worker process: an asyncio loop with up to ``concurrency`` requests in
+  flight over reused `openai.AsyncOpenAI` clients (their own retries off), one client per lane
+  of at most LANE requests (the HTTP pool under the SDK scans all its connections for every
+  request, so one pool of 1,000 connections costs more CPU than the requests themselves).
+  It streams the input, takes the lines of its shard that are not done yet, and appends each
+  result the moment it completes: answers to the output file, failures to the failures file
+  (one ``os.write`` each).
+- `complete` is the single place where requests are retried: exponential backoff with jitter,
+  honouring ``Retry-After`` / ``retry-after-ms``; errors that no retry can fix (bad key, unknown
+  model, no credit) come back with a ``fatal`` message, and `run_shard` then stops the run
+  instead of failing every row.
+
+The API key lives only in memory: `redact` scrubs it from every error text we keep or print.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import os
+import random
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import openai
+from openai.types.chat import ChatCompletion
+
+from . import status
+from .jsonl import Appender, InputError, where
+
+log = logging.getLogger("annoy_datasync")
+
+DEEPSEEK_URL = "https://api.deepseek.com"
+OPENAI_URL = "https://api.openai.com/v1"
+NO_KEY = "EMPTY"                       # what local servers (vLLM, sglang) accept as "no key"
+OUR_FIELDS = ("output", "model", "reasoning", "index", "finish_reason", "usage")
+MAX_RETRY_AFTER = 300.0                # longest server-requested wait we honour, in seconds
+ERROR_CHARS = 1000
+
+
+# --- endpoint and key ----------------------------------------------------------------------
+def model_family(model: str) -> str | None:
+    """"deepseek", "openai" or None (unknown: needs an explicit base URL)."""
+    if "/" in model:          # a Hugging Face id served locally, e.g. deepseek-ai/DeepSeek-R1
+        return None
+    name = model.lower()
+    if name.startswith("deepseek-"):
+        return "deepseek"
+    if re.match(r"(gpt-|chatgpt-|o1|o3|o4)", name):
+        return "openai"
+    return None
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    base_url: str
+    key: str = field(repr=False)
+    key_source: str            # "--key", "OPENAI_API_KEY", ... or "none" (placeholder)
+
+
+def resolve_endpoint(model: str, base_url: str | None, key: str | None,
+                     environ: Mapping[str, str] = os.environ) -> Endpoint:
+    """Base URL: ``base_url``, else $OPENAI_BASE_URL, else the model family's provider.
+    Key: ``key``, else the provider's variable ($DEEPSEEK_API_KEY for api.deepseek.com, then
+    $OPENAI_API_KEY), else the placeholder ``EMPTY`` for an explicitly given server."""
+    family = model_family(model)
+    explicit = base_url or environ.get("OPENAI_BASE_URL")
+    url = explicit or {"deepseek": DEEPSEEK_URL, "openai": OPENAI_URL}.get(family or "")
+    if not url:
+        raise InputError(
+            f'--model {model}: unknown model family, so no default server; pass --base_url '
+            f'(e.g. http://127.0.0.1:8000/v1 for vLLM or sglang) or set OPENAI_BASE_URL')
+    names = ["OPENAI_API_KEY"]
+    if "api.deepseek.com" in url:
+        names = ["DEEPSEEK_API_KEY", "OPENAI_API_KEY"]
+    if key:
+        return Endpoint(url.rstrip("/"), key, "--key")
+    for name in names:
+        if environ.get(name):
+            return Endpoint(url.rstrip("/"), environ[name], name)
+    if explicit:
+        return Endpoint(url.rstrip("/"), NO_KEY, "none")
+    raise InputError(f"no API key for {url}: set {names[0]} in the environment "
+                     f"(or pass --key, which other users can see in `ps`)")
+
+
+def redact(text: str, secret: str | None) -> str:
+    """`text` without `secret` (the API key) in it."""
+    if secret and secret != NO_KEY and len(secret) >= 4:
+        text = text.replace(secret, "***")
+    return text
+
+
+# --- one request ---------------------------------------------------------------------------
+@dataclass
+class Outcome:
+    """Result of one attempt, or of the last attempt of a request."""
+
+    ok: bool
+    reason: str | None = None           # status.FAIL_* when not ok
+    retry: bool = False                 # worth another attempt
+    error: str = ""
+    retry_after: float | None = None    # seconds asked by the server
+    fatal: str | None = None            # message that stops the whole run
+    output: str | None = None
+    reasoning: str | None = None
+    finish_reason: str | None = None
+    usage: dict | None = None
+    attempts: int = 0
+
+
+def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
+    if not headers:
+        return None
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            return max(0.0, float(value) * scale)
+        except ValueError:
+            pass
+        if name == "retry-after":
+            try:
+                when = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError):
+                continue
+            return max(0.0, when.timestamp() - time.time())
+    return None
+
+
+def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | None = None,
+                  rng: random.Random | None = None) -> float:
+    """Wait before attempt ``attempt + 1``: base * 2**(attempt-1), capped, times a jitter in
+    [0.5, 1]; never shorter than what the server asked for (up to MAX_RETRY_AFTER)."""
+    rng = rng or random
+    delay = min(cap, base * 2 ** (attempt - 1)) * (0.5 + 0.5 * rng.random())
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, MAX_RETRY_AFTER))
+    return delay
+
+
+def _usage_dict(usage: Any) -> dict | None:
+    if usage is None:
+        return None
+    return {k: getattr(usage, k, None) for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+
+
+def classify_completion(resp: Any, max_tokens: int | None) -> Outcome:
+    """A 200 answer: success, or truncated / filtered / empty."""
+    choices = getattr(resp, "choices", None)
+    if not choices:
+        return Outcome(False, status.FAIL_EMPTY, retry=True,
+                       error="the answer has no choices" if choices is not None
+                       else f"unexpected response body: {str(resp)[:200]!r}")
+    choice = choices[0]
+    msg = choice.message
+    content = getattr(msg, "content", None)
+    # DeepSeek and sglang say reasoning_content, newer vLLM says reasoning
+    reasoning = getattr(msg, "reasoning_content", None) or getattr(msg, "reasoning", None)
+    finish = choice.finish_reason
+    usage = _usage_dict(getattr(resp, "usage", None))
+    out = Outcome(True, output=content, reasoning=reasoning if isinstance(reasoning, str) else None,
+                  finish_reason=finish, usage=usage)
+    if finish == "length":
+        used = (usage or {}).get("completion_tokens")
+        out.ok, out.reason = False, status.FAIL_LENGTH
+        out.error = (f"truncated: finish_reason length after {used} completion tokens "
+                     f"(max_tokens={max_tokens}); raise --max_tokens")
+    elif finish == "content_filter":
+        out.ok, out.reason = False, status.FAIL_CONTENT_FILTER
+        out.error = "finish_reason content_filter: the provider filtered the answer"
+    elif not isinstance(content, str) or not content.strip():
+        out.ok, out.reason, out.retry = False, status.FAIL_EMPTY, True
+        out.error = f"empty answer (finish_reason {finish})"
+    return out
+
+
+def classify_exception(exc: BaseException, key: str | None, base_url: str, model: str) -> Outcome:
+    """An exception of one attempt: reason, whether to retry, whether to stop the run."""
+    text = redact(f"{type(exc).__name__}: {exc}", key)[:ERROR_CHARS]
+    if isinstance(exc, openai.APIStatusError):
+        code = exc.status_code
+        headers = exc.response.headers if exc.response is not None else None
+        after = parse_retry_after(headers)
+        err_code = str(getattr(exc, "code", None) or "")
+        text = redact(f"{code}: {exc.message}", key)[:ERROR_CHARS]
+        if code in (401, 403):
+            return Outcome(False, status.FAIL_AUTH, error=text, fatal=(
+                f"{base_url} refused the API key ({text}); check the key "
+                f"(--key, OPENAI_API_KEY or DEEPSEEK_API_KEY) and --base_url"))
+        if code == 402 or (code == 429 and err_code == "insufficient_quota"):
+            return Outcome(False, status.FAIL_AUTH, error=text, fatal=(
+                f"{base_url} refused for billing reasons ({text}); top up the account, then rerun"))
+        if code == 404:
+            return Outcome(False, status.FAIL_NOT_FOUND, error=text, fatal=(
+                f"{base_url} answered 404 for model {model!r} ({text}); check --model, and that "
+                f"--base_url ends with the API prefix (e.g. /v1)"))
+        if code == 429:
+            return Outcome(False, status.FAIL_RATE_LIMIT, retry=True, error=text, retry_after=after)
+        if code == 408:
+            return Outcome(False, status.FAIL_TIMEOUT, retry=True, error=text, retry_after=after)
+        if code == 409 or code >= 500:
+            return Outcome(False, status.FAIL_SERVER, retry=True, error=text, retry_after=after)
+        if code in (400, 413, 422):
+            return Outcome(False, status.FAIL_BAD_REQUEST, error=text)
+        return Outcome(False, status.FAIL_OTHER, error=text)
+    if isinstance(exc, openai.APITimeoutError):
+        return Outcome(False, status.FAIL_TIMEOUT, retry=True, error=text)
+    if isinstance(exc, openai.APIConnectionError):
+        cause = exc.__cause__
+        if cause is not None:
+            text = redact(f"{text} ({type(cause).__name__}: {cause})", key)[:ERROR_CHARS]
+        return Outcome(False, status.FAIL_CONNECTION, retry=True, error=text)
+    if isinstance(exc, (ValueError, openai.APIResponseValidationError)):
+        # an empty or truncated 200 body makes the SDK's JSON decoding fail
+        return Outcome(False, status.FAIL_EMPTY, retry=True,
+                       error=f"empty or unreadable response body ({text})")
+    return Outcome(False, status.FAIL_OTHER, error=text)
+
+
+@dataclass
+class Settings:
+    """Everything a worker needs; inherited by forked workers (never pickled, never logged)."""
+
+    input: str
+    model: str
+    endpoint: Endpoint
+    temperature: float | None = 0.7
+    max_tokens: int | None = 4096
+    timeout: float = 600.0
+    max_retries: int = 8
+    backoff: float = 1.0          # first retry waits about this long, then doubles
+    backoff_cap: float = 60.0
+    concurrency: int = 64         # requests in flight per worker
+    limit: int | None = None      # only input lines with index < limit
+    report_every: float = 0.25
+
+
+# Requests in flight per client (and connections per pool); measured in bench/.
+LANE = 16
+
+
+def make_client(settings: Settings, connections: int | None = None) -> openai.AsyncOpenAI:
+    """A client whose connection pool holds `connections` (default: all requests in flight)."""
+    n = connections or settings.concurrency
+    limits = type(openai.DEFAULT_CONNECTION_LIMITS)(max_connections=n, max_keepalive_connections=n)
+    http = openai.DefaultAsyncHttpxClient(limits=limits, timeout=settings.timeout)
+    return openai.AsyncOpenAI(api_key=settings.endpoint.key, base_url=settings.endpoint.base_url,
+                              max_retries=0, timeout=settings.timeout, http_client=http)
+
+
+def request_params(settings: Settings, messages: list) -> dict:
+    params: dict[str, Any] = {"model": settings.model, "messages": messages}
+    if settings.temperature is not None:
+        params["temperature"] = settings.temperature
+    if settings.max_tokens is not None:
+        # OpenAI's reasoning models take max_completion_tokens instead of max_tokens
+        if model_family(settings.model) == "openai" and re.match(r"o\d", settings.model.lower()):
+            params["max_completion_tokens"] = settings.max_tokens
+        else:
+            params["max_tokens"] = settings.max_tokens
+    return params
+
+
+class Gate:
+    """Shared pause of one worker after a 429: no new attempt starts before ``not_before``."""
+
+    def __init__(self) -> None:
+        self.not_before = 0.0
+
+    async def wait(self) -> None:
+        while (delay := self.not_before - time.monotonic()) > 0:
+            await asyncio.sleep(delay)
+
+    def hold(self, seconds: float) -> None:
+        self.not_before = max(self.not_before, time.monotonic() + seconds)
+
+
+async def complete(client: openai.AsyncOpenAI, settings: Settings, messages: list,
+                   gate: Gate | None = None, on_attempt: Callable[[], None] | None = None) -> Outcome:
+    """Send one request, retrying what is worth retrying. Never raises for API errors:
+    the returned `Outcome` carries success or the last failure, and ``fatal`` if any."""
+    params = request_params(settings, messages)
+    gate = gate or Gate()
+    attempt = 0
+    while True:
+        attempt += 1
+        await gate.wait()
+        if on_attempt:
+            on_attempt()
+        try:
+            # the documented raw-path call: same request and parsed ChatCompletion as
+            # chat.completions.create, without its per-call typed transform (12% of our CPU)
+            resp = await client.post("/chat/completions", body=params, cast_to=ChatCompletion)
+        except (openai.OpenAIError, ValueError) as exc:
+            out = classify_exception(exc, settings.endpoint.key, settings.endpoint.base_url,
+                                     settings.model)
+        else:
+            out = classify_completion(resp, settings.max_tokens)
+        out.attempts = attempt
+        if out.ok or not out.retry or out.fatal or attempt > settings.max_retries:
+            return out
+        if out.retry_after is not None and out.retry_after > MAX_RETRY_AFTER:
+            out.error += f" (the server asked to wait {out.retry_after:.0f} s; not waiting that long)"
+            return out
+        delay = backoff_delay(attempt, settings.backoff, settings.backoff_cap, out.retry_after)
+        if out.reason == status.FAIL_RATE_LIMIT:
+            gate.hold(delay)
+        await asyncio.sleep(delay)
+
+
+# --- the input, the done set ----------------------------------------------------------------
+class Bitmap:
+    """A growable set of non-negative ints, one bit each (1M indices: 125 kB)."""
+
+    def __init__(self) -> None:
+        self.bits = bytearray()
+        self.count = 0
+
+    def add(self, i: int) -> bool:
+        byte = i >> 3
+        if byte >= len(self.bits):
+            self.bits.extend(bytes(max(byte + 1 - len(self.bits), len(self.bits))))
+        mask = 1 << (i & 7)
+        if self.bits[byte] & mask:
+            return False
+        self.bits[byte] |= mask
+        self.count += 1
+        return True
+
+    def __contains__(self, i: int) -> bool:
+        byte = i >> 3
+        return byte < len(self.bits) and bool(self.bits[byte] & (1 << (i & 7)))
+
+
+def scan_indices(path: str, what: str = "index") -> tuple[Bitmap, int]:
+    """Indices (field `what`) present in a JSONL file, streamed. Returns (set, duplicates)."""
+    done = Bitmap()
+    dups = 0
+    if not os.path.exists(path):
+        return done, 0
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            try:
+                idx = json.loads(raw).get(what)
+            except (ValueError, AttributeError):
+                log.warning("%s: skipped an unreadable line while resuming", where(path, lineno))
+                continue
+            if isinstance(idx, int) and idx >= 0 and not done.add(idx):
+                dups += 1
+    return done, dups
+
+
+def scan_input(path: str, limit: int | None, done: Bitmap) -> tuple[int, int]:
+    """(lines in the file, requests still to send: non-blank, index < limit, not done)."""
+    lines = pending = 0
+    with open(path, "rb") as fh:
+        for index, raw in enumerate(fh):
+            lines += 1
+            if (limit is None or index < limit) and index not in done and raw.strip():
+                pending += 1
+    return lines, pending
+
+
+def iter_shard(path: str, shard: int, nshards: int, limit: int | None,
+               done: Bitmap) -> Iterator[tuple[int, bytes]]:
+    """(index, raw line) of this shard's lines that are not done, streamed."""
+    with open(path, "rb") as fh:
+        for index, raw in enumerate(fh):
+            if limit is not None and index >= limit:
+                return
+            if index % nshards != shard or index in done or not raw.strip():
+                continue
+            yield index, raw
+
+
+def parse_request(raw: bytes, path: str, index: int) -> tuple[dict | None, str]:
+    """The record and its messages, or None and why not."""
+    lineno = index + 1
+    try:
+        rec = json.loads(raw)
+    except ValueError as exc:
+        torn = "" if raw.endswith(b"\n") else " (torn last line?)"
+        return None, f"{where(path, lineno)}: not valid JSON{torn}: {exc}"
+    if not isinstance(rec, dict):
+        return None, f"{where(path, lineno)}: a JSON {type(rec).__name__}, not an object"
+    msgs = rec.get("messages")
+    if not isinstance(msgs, list) or not msgs:
+        keys = ", ".join(sorted(rec)) or "none"
+        return None, f'{where(path, lineno)}: no "messages" list (keys: {keys})'
+    return rec, ""
+
+
+# --- the worker -----------------------------------------------------------------------------
+class Stats:
+    """Counts of one worker, sent to the parent as plain dicts."""
+
+    def __init__(self) -> None:
+        self.counts: Counter = Counter()
+        self.in_flight = 0
+        self.tokens_in = 0
+        self.tokens_out = 0
+        self.attempts = 0
+
+    def snapshot(self) -> dict:
+        return {"counts": dict(self.counts), "in_flight": self.in_flight,
+                "tokens_in": self.tokens_in, "tokens_out": self.tokens_out,
+                "attempts": self.attempts}
+
+
+class StopFlag:
+    """What `run_shard` polls to stop early (a threading or multiprocessing Event fits too)."""
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+
+# Stop if the first this-many finished rows all failed as bad requests (wrong parameters
+# for this model) or could not connect (wrong URL, server down), before any success: those
+# would fail every row. Once a request has succeeded, failures are per row.
+FIRST_FAILURES = 8
+
+
+async def run_shard(settings: Settings, shard: int, nshards: int, out: Appender, failed: Appender,
+                    done: Bitmap, stop: Any = None,
+                    report: Callable[[dict], None] | None = None,
+                    answered: Any = None) -> tuple[Stats, str | None]:
+    """Answer this shard's pending lines. Returns the stats and a fatal message or None.
+
+    ``answered[index] = 1`` is set for each success when given (a byte array shared with the
+    parent, which uses it to drop answered rows from the failures file)."""
+    stop = stop or StopFlag()
+    stats = Stats()
+    nlanes = -(-settings.concurrency // LANE)
+    clients = [make_client(settings, -(-settings.concurrency // nlanes)) for _ in range(nlanes)]
+    gate = Gate()
+    # one token per request in flight, naming the lane (client) it uses
+    slots: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(settings.concurrency):
+        slots.put_nowait(i % nlanes)
+    tasks: set[asyncio.Task] = set()
+    fatal: list[str] = []
+    finished = asyncio.Event()
+
+    def count_attempt() -> None:
+        stats.attempts += 1
+
+    def fail(index: int, reason: str, attempts: int, error: str) -> None:
+        failed.write({"index": index, "reason": reason, "attempts": attempts, "error": error})
+        stats.counts[reason] += 1
+
+    def halt(message: str) -> None:
+        if not fatal:
+            fatal.append(message)
+        for t in list(tasks):
+            t.cancel()
+
+    async def one(index: int, raw: bytes, lane: int) -> None:
+        try:
+            rec, why = parse_request(raw, settings.input, index)
+            if rec is None:
+                log.warning("%s; recorded as %s", why, status.FAIL_BAD_INPUT)
+                fail(index, status.FAIL_BAD_INPUT, 0, why)
+                return
+            res = await complete(clients[lane], settings, rec["messages"], gate, count_attempt)
+            if res.usage:
+                stats.tokens_in += res.usage.get("prompt_tokens") or 0
+                stats.tokens_out += res.usage.get("completion_tokens") or 0
+            if res.ok:
+                for k in OUR_FIELDS:
+                    rec.pop(k, None)
+                rec.update(output=res.output, model=settings.model, reasoning=res.reasoning,
+                           index=index, finish_reason=res.finish_reason, usage=res.usage)
+                out.write(rec)
+                if answered is not None:
+                    answered[index] = 1
+                stats.counts[status.INFERENCE_SUCCEEDED] += 1
+                return
+            fail(index, res.reason or status.FAIL_OTHER, res.attempts, res.error)
+            if res.fatal:
+                halt(res.fatal)
+            elif (res.reason in (status.FAIL_BAD_REQUEST, status.FAIL_CONNECTION)
+                  and not stats.counts[status.INFERENCE_SUCCEEDED]
+                  and stats.counts[res.reason] >= FIRST_FAILURES):
+                hint = ("check --model, --temperature and --max_tokens for this server"
+                        if res.reason == status.FAIL_BAD_REQUEST else
+                        f"is the server at {settings.endpoint.base_url} up? check --base_url")
+                halt(f"the first {FIRST_FAILURES} requests all failed with {res.reason}, the last "
+                     f"with: {res.error}; {hint}")
+        finally:
+            stats.in_flight -= 1
+            slots.put_nowait(lane)
+
+    async def ticker() -> None:
+        while not finished.is_set():
+            if stop.is_set():
+                halt("")
+            if report:
+                report(stats.snapshot())
+            try:
+                await asyncio.wait_for(finished.wait(), settings.report_every)
+            except asyncio.TimeoutError:
+                pass
+
+    tick = asyncio.create_task(ticker())
+    try:
+        for index, raw in iter_shard(settings.input, shard, nshards, settings.limit, done):
+            lane = await slots.get()
+            if fatal:
+                break
+            stats.in_flight += 1
+            task = asyncio.create_task(one(index, raw, lane))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        while tasks:
+            await asyncio.gather(*list(tasks), return_exceptions=True)
+    finally:
+        finished.set()
+        await tick
+        for t in list(tasks):
+            t.cancel()
+        for c in clients:
+            await c.close()
+    if report:
+        report(stats.snapshot())
+    message = next((m for m in fatal if m), None)
+    return stats, message

@@ -1,0 +1,913 @@
+"""Sandbox worker: run by ``executor.Executor`` under the target interpreter (stdlib only).
+
+Usage (by the executor, never by hand): ``python sandbox_worker.py CONFIG_JSON``.
+Speaks length-prefixed JSON frames: jobs on stdin, one answer per job on stdout.
+
+Start-up, once per worker:
+  1. die with the parent (PR_SET_PDEATHSIG);
+  2. enter new mount + network + PID namespaces (plus a user namespace when not root) and
+     fork: the grandchild is PID 1 of its namespace and serves the jobs; when it dies the
+     kernel kills everything left in the namespace;
+  3. mount a fresh /proc (only this namespace's processes), hide the 0700 directories that
+     would keep a dropped uid from the interpreter (tmpfs with the needed subtrees bound
+     back; as an ordinary user, hide the home directory the same way), put a private
+     size-limited tmpfs on the run directory, make every other mount read-only;
+  4. import the preload modules, say hello.
+Per job: fork a child that starts a session, closes stdin, gets a fresh 0700 directory,
+rlimits, drops privileges (a dedicated uid when root; no capabilities otherwise), execs the
+code and writes one frame per call on fd 3 (tagged with a per-job token). The worker
+enforces the wall deadline, caps the captured output, SIGKILLs everything in the namespace
+but itself (kill(-1) from PID 1), answers, then reaps and removes the directory.
+Without namespaces (refused by the kernel) it falls back to a subreaper that kills the
+job's processes found by scanning /proc, rlimits and (as root) the dedicated uid.
+"""
+
+import ctypes
+import ctypes.util
+import errno
+import json
+import math
+import os
+import resource
+import select
+import shutil
+import signal
+import stat
+import struct
+import sys
+import time
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REMOUNT, MS_NOATIME, MS_NODIRATIME, MS_BIND, MS_REC = 32, 1024, 2048, 4096, 16384
+MS_PRIVATE, MS_RELATIME = 1 << 18, 1 << 21
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 4, 36, 38
+RESULT_FD = 3
+MAX_INT = 10 ** 100      # larger ints are not plain JSON for our purposes
+MAX_DEPTH = 100          # deeper nesting is not plain JSON either
+HEADER = struct.Struct(">I")
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
+                        ctypes.c_char_p]
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
+                        ctypes.c_ulong]
+
+
+def _check(ret, what):
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def prctl(option, arg=0):
+    _check(_libc.prctl(option, arg, 0, 0, 0), f"prctl({option})")
+
+
+def unshare(flags):
+    _check(_libc.unshare(ctypes.c_int(flags)), "unshare")
+
+
+def mount(source, target, fstype, flags, data=None):
+    enc = lambda s: None if s is None else os.fsencode(s)  # noqa: E731
+    _check(_libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)),
+           f"mount {target}")
+
+
+def drop_capabilities():
+    """capset(2) with empty sets: no capability left in our user namespace."""
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                    ("inheritable", ctypes.c_uint32)]
+    data = (Data * 2)()
+    _check(_libc.capset(ctypes.byref(Header(0x20080522, 0)), data), "capset")
+
+
+# ----------------------------------------------------------------------------- framing
+def write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        try:
+            n = os.write(fd, view)
+        except InterruptedError:
+            continue
+        view = view[n:]
+
+
+def send(fd, obj):
+    body = json.dumps(obj, ensure_ascii=False, allow_nan=False).encode("utf-8", "surrogatepass")
+    write_all(fd, HEADER.pack(len(body)) + body)
+
+
+def read_exact(fd, n):
+    chunks = []
+    while n:
+        try:
+            b = os.read(fd, min(n, 1 << 20))
+        except InterruptedError:
+            continue
+        if not b:
+            return None
+        chunks.append(b)
+        n -= len(b)
+    return b"".join(chunks)
+
+
+def recv(fd):
+    head = read_exact(fd, HEADER.size)
+    if head is None:
+        return None
+    body = read_exact(fd, HEADER.unpack(head)[0])
+    return None if body is None else json.loads(body)
+
+
+# --------------------------------------------------------------- strict JSON (in child)
+class NotJSON(Exception):
+    pass
+
+
+def plain(x, depth=0):
+    """A copy of `x` made only of exact JSON types, or NotJSON naming what is not."""
+    if depth > MAX_DEPTH:
+        raise NotJSON(f"nesting deeper than {MAX_DEPTH}")
+    if x is None or x is True or x is False:
+        return x
+    if isinstance(x, str):
+        return str.__str__(x)
+    if isinstance(x, int) and not isinstance(x, bool):
+        v = int.__index__(x)
+        if abs(v) >= MAX_INT:
+            raise NotJSON("an int with more than 100 digits")
+        return v
+    if isinstance(x, float):
+        v = float(float.__repr__(x))
+        if not math.isfinite(v):
+            raise NotJSON(f"the float {float.__repr__(x)}")
+        return v
+    if isinstance(x, (list, tuple)):
+        seq = list.__iter__(x) if isinstance(x, list) else tuple.__iter__(x)
+        return [plain(v, depth + 1) for v in seq]
+    if isinstance(x, dict):
+        out = {}
+        for k, v in dict.items(x):
+            if isinstance(k, str):
+                key = str.__str__(k)
+            elif isinstance(k, int) and not isinstance(k, bool):
+                key = str(int.__index__(k))   # as json.dumps does: {1: x} -> {"1": x}
+            else:
+                raise NotJSON(f"a dict key of type {type_name(k)}")
+            if key in out:
+                raise NotJSON(f"the dict key {key!r} twice after conversion to a string")
+            out[key] = plain(v, depth + 1)
+        return out
+    raise NotJSON(f"a value of type {type_name(x)}")
+
+
+def type_name(x):
+    t = type(x)
+    mod = getattr(t, "__module__", "")
+    return t.__qualname__ if mod in ("builtins", "__main__", "") else f"{mod}.{t.__qualname__}"
+
+
+# ------------------------------------------------------------------ the job (in child)
+class Job:
+    def __init__(self, cfg, job, token):
+        self.S = cfg["status"]
+        self.job = job
+        self.token = token
+        self.limit = job["limits"]["result_bytes"]
+
+    def frame(self, kind, **fields):
+        fields["k"] = self.token
+        fields["t"] = kind
+        self._emit(json.dumps(fields, allow_nan=False))
+
+    def value_frame(self, kind, values, **fields):
+        """Frame with pre-serialised JSON values spliced in (serialised exactly once)."""
+        fields["k"] = self.token
+        fields["t"] = kind
+        head = json.dumps(fields)[:-1]
+        parts = [head] + [f', "{name}": {text}' for name, text in values] + ["}"]
+        self._emit("".join(parts))
+
+    def _emit(self, text):
+        flush_std()
+        write_all(RESULT_FD, HEADER.pack(len(text.encode())) + text.encode())
+
+    def failure(self, exc):
+        """(status, error_type, message) for an exception raised by the code."""
+        S = self.S
+        name = type(exc).__name__
+        try:
+            detail = " ".join(str(exc).split())
+        except BaseException:  # noqa: BLE001 - a broken __str__ must not break us
+            detail = ""
+        if len(detail) > 300:
+            detail = detail[:300] + "..."
+        msg = f"{name}: {detail}" if detail else name
+        if isinstance(exc, MemoryError):
+            return S["RESOURCE_LIMIT"], "memory", f"The code ran out of memory ({msg})."
+        if isinstance(exc, OSError):
+            which = {errno.EAGAIN: "processes", errno.EMFILE: "open files",
+                     errno.ENOSPC: "disk space", errno.EDQUOT: "disk space",
+                     errno.ENFILE: "open files", errno.EFBIG: "file size"}.get(exc.errno)
+            if which:
+                return S["RESOURCE_LIMIT"], which, f"The code hit the {which} limit ({msg})."
+        return S["EXCEPTION"], name, msg
+
+    def load(self):
+        ns = {"__name__": "__sandbox__", "__builtins__": __builtins__}
+        try:
+            exec(compile(self.job["code"], "<code>", "exec"), ns)
+            if self.job["kind"] == "gen":
+                exec(compile(self.job["gen_code"], "<input_generator>", "exec"), ns)
+        except SyntaxError as exc:
+            self.frame("fatal", s=self.S["NOT_RUNNABLE"], e="SyntaxError",
+                       m=f"The code has a syntax error at line {exc.lineno}: {exc.msg}.")
+            return None
+        except BaseException as exc:  # noqa: BLE001 - code's own failure becomes a status
+            status, etype, msg = self.failure(exc)
+            if status == self.S["EXCEPTION"]:
+                status, msg = self.S["NOT_RUNNABLE"], f"Loading the code raised {msg}."
+            self.frame("fatal", s=status, e=etype, m=msg)
+            return None
+        names = ["main_solution", "input_generator"] if self.job["kind"] == "gen" \
+            else [self.job["func"]]
+        for name in names:
+            if not callable(ns.get(name)):
+                self.frame("fatal", s=self.S["NOT_RUNNABLE"], e="missing",
+                           m=f"The code defines no function {name}.")
+                return None
+        return ns
+
+    def seed(self, seed):
+        import random
+        random.seed(seed)
+        nprand = sys.modules.get("numpy.random")
+        if nprand is not None:
+            nprand.seed(seed % (2 ** 32))
+
+    def call(self, fn, kwargs):
+        """Run fn(**kwargs) -> (status, error_type, message, json_text)."""
+        try:
+            out = fn(**kwargs)
+        except BaseException as exc:  # noqa: BLE001 - includes SystemExit, KeyboardInterrupt
+            return self.failure(exc) + (None,)
+        try:
+            text = json.dumps(plain(out), allow_nan=False)
+        except NotJSON as exc:
+            return self.S["NON_JSON"], "non_json", f"The code returned {exc}, not plain JSON.", None
+        except BaseException as exc:  # noqa: BLE001 - e.g. MemoryError while converting
+            return self.failure(exc) + (None,)
+        if len(text) > self.limit:
+            return (self.S["RESOURCE_LIMIT"], "result size",
+                    f"The returned value is larger than {self.limit} bytes as JSON.", None)
+        return self.S["SUCCESS"], None, "", text
+
+    def run_calls(self, ns):
+        fn = ns[self.job["func"]]
+        seed = self.job.get("seed")
+        for i, text in enumerate(self.job["inputs"]):
+            if seed is not None:
+                self.seed(seed)
+            t0 = time.perf_counter()
+            status, etype, msg, value = self.call(fn, json.loads(text))
+            dt = round(time.perf_counter() - t0, 6)
+            if value is None:
+                self.frame("call", i=i, s=status, e=etype, m=msg, d=dt)
+            else:
+                self.value_frame("call", [("v", value)], i=i, s=status, d=dt)
+
+    def run_gen(self, ns):
+        job, S = self.job, self.S
+        gen, fn = ns["input_generator"], ns["main_solution"]
+        self.seed(job["seed"])
+        seen = set()
+        t_end = time.monotonic() + job["budget_s"]
+        for _ in range(job["max_calls"]):
+            if len(seen) >= job["max_pairs"] or time.monotonic() > t_end:
+                break
+            try:
+                raw = gen()
+                if not isinstance(raw, dict):
+                    raise NotJSON(f"the generator returned {type_name(raw)}, not a dict")
+                text = json.dumps(plain(raw), allow_nan=False)
+                if len(text) > self.limit:
+                    raise NotJSON("an input larger than the result size limit")
+            except NotJSON as exc:
+                self.frame("err", s=S["NON_JSON"], m=str(exc))
+                continue
+            except BaseException as exc:  # noqa: BLE001
+                status, etype, msg = self.failure(exc)
+                self.frame("err", s=status, e=etype, m=f"input_generator raised {msg}")
+                continue
+            key = json.dumps(json.loads(text), sort_keys=True)
+            if key in seen:
+                self.frame("dup")
+                continue
+            seen.add(key)
+            status, etype, msg, value = self.call(fn, json.loads(text))
+            if value is None:
+                self.frame("err", s=status, e=etype, m=msg)
+            else:
+                self.value_frame("pair", [("in", text), ("out", value)])
+        self.frame("gdone")
+
+
+def flush_std():
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:  # noqa: BLE001 - the code may have replaced or closed them
+            pass
+
+
+def child_main(cfg, job, token, workdir, fds, ids):
+    """In the forked child: isolate, limit, run. Never returns."""
+    code = 71
+    try:
+        runner = Job(cfg, job, token)
+        try:
+            isolate(job, workdir, fds, ids)
+        except BaseException as exc:  # noqa: BLE001 - say why instead of dying silently
+            runner.frame("fatal", s=cfg["status"]["NOT_RUNNABLE"], e="sandbox",
+                         m=f"The sandbox could not be set up ({type(exc).__name__}: {exc}).")
+            os._exit(72)
+        ns = runner.load()
+        if ns is not None:
+            runner.frame("ready")
+            if job["kind"] == "gen":
+                runner.run_gen(ns)
+            else:
+                runner.run_calls(ns)
+        flush_std()
+        code = 0
+    except BaseException:  # noqa: BLE001 - never unwind into the worker's code
+        pass
+    os._exit(code)
+
+
+def isolate(job, workdir, fds, ids):
+    """Session, standard fds, directory, rlimits, privileges (in the child, before the code)."""
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(fds["out"], 1)
+    os.dup2(fds["err"], 2)
+    os.dup2(fds["res"], RESULT_FD)
+    os.closerange(RESULT_FD + 1, 1 << 16)
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    os.chdir(workdir)
+    lim = job["limits"]
+    cpu = max(1, math.ceil(job["cpu_s"]))
+    mb = 1024 * 1024
+    for which, value in ((resource.RLIMIT_CPU, (cpu, cpu + 1)),
+                         (resource.RLIMIT_AS, (lim["memory_mb"] * mb,) * 2),
+                         (resource.RLIMIT_FSIZE, (lim["fsize_mb"] * mb,) * 2),
+                         (resource.RLIMIT_NOFILE, (lim["nofile"],) * 2),
+                         (resource.RLIMIT_CORE, (0, 0)),
+                         (resource.RLIMIT_NPROC, (lim["nproc"],) * 2)):
+        resource.setrlimit(which, value)
+    prctl(PR_SET_NO_NEW_PRIVS, 1)       # no setuid binary gives privileges back
+    if ids is not None:
+        os.setgroups([])
+        os.setresgid(ids, ids, ids)
+        os.setresuid(ids, ids, ids)
+    else:
+        drop_capabilities()
+    os.environ["HOME"] = workdir
+    os.environ["TMPDIR"] = workdir
+
+
+# ----------------------------------------------------------------- the worker (trusted)
+class Worker:
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.S = cfg["status"]
+        self.statuses = set(self.S.values())
+        self.run_path = cfg["run_path"]
+        self.ids = cfg.get("job_uid")   # None when not root
+        self.pidns = False
+        self.pending = None
+        self.run_tmpfs = None
+        self.notes = []
+        self.n = 0
+
+    # -- isolation set-up -------------------------------------------------------------
+    def enter_namespaces(self, proto_fds):
+        root = os.geteuid() == 0
+        flags = (CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC
+                 | (0 if root else CLONE_NEWUSER))
+        uid, gid = os.getuid(), os.getgid()
+        try:
+            if not self.cfg.get("namespaces", True):
+                raise OSError(errno.EPERM, "turned off by the caller")
+            unshare(flags)
+        except OSError as exc:
+            self.notes.append(f"no namespaces ({exc.strerror}): no network isolation, "
+                              "whole-tree kill by process scan, writable file system")
+            try:
+                prctl(PR_SET_CHILD_SUBREAPER, 1)
+            except OSError:
+                pass
+            return
+        if not root:
+            for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"),
+                               ("gid_map", f"{gid} {gid} 1")):
+                with open(f"/proc/self/{name}", "w") as f:
+                    f.write(text)
+        pid = os.fork()
+        if pid:   # stay as the namespace's parent; exit with the server's status
+            for fd in proto_fds:
+                os.close(fd)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            _, st = os.waitpid(pid, 0)
+            os._exit(os.waitstatus_to_exitcode(st) & 0xFF)
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        self.pidns = True
+        self.setup_mounts()
+
+    def setup_mounts(self):
+        """Each step may fail on a restrictive kernel; what failed is reported, not fatal."""
+        mount(None, "/", None, MS_REC | MS_PRIVATE)   # nothing we mount leaks out
+        try:
+            mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        except OSError as exc:   # e.g. unprivileged with a partly masked /proc
+            try:
+                mount("tmpfs", "/proc", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY,
+                      "size=4k,mode=555")
+                self.notes.append(f"/proc hidden from jobs ({exc.strerror})")
+            except OSError as exc2:
+                self.notes.append(f"/proc of the host visible to jobs ({exc2.strerror})")
+        run = os.path.realpath(self.run_path)
+        needed = [os.path.realpath(p) for p in self.cfg["read_paths"] if os.path.exists(p)]
+        needed.append(run)
+        try:
+            if self.ids is not None:    # a dropped uid must reach the interpreter and run dir
+                self.hide(self.blocking_dirs(needed), needed)
+            else:                       # the same uid as the user: hide the user's home
+                import pwd
+                try:
+                    home = os.path.realpath(pwd.getpwuid(os.getuid()).pw_dir)
+                except KeyError:
+                    home = "/"
+                self.hide({home}, needed)
+        except OSError as exc:
+            self.notes.append(f"could not hide or expose directories ({exc})")
+        # The run directory, as this worker sees it, is a private tmpfs: job directories
+        # cost no disk I/O, their total size is bounded, nothing is left on disk.
+        try:
+            self.disk_mb = 64
+            mount("tmpfs", run, "tmpfs", MS_NOSUID | MS_NODEV, self.tmpfs_options(64))
+            self.run_tmpfs = run
+        except OSError as exc:
+            self.notes.append(f"job directories on disk, size unbounded ({exc.strerror})")
+            try:
+                mount(run, run, None, MS_BIND)   # stays writable below
+            except OSError:
+                pass
+        self.read_only(keep={run})
+
+    def tmpfs_options(self, mb):
+        return f"size={mb}m,nr_inodes={max(1024, mb * 64)},mode=711"
+
+    def resize_run_tmpfs(self, mb):
+        if self.run_tmpfs and mb != self.disk_mb:
+            mount(None, self.run_tmpfs, None, MS_REMOUNT | MS_NOSUID | MS_NODEV,
+                  self.tmpfs_options(mb))
+            self.disk_mb = mb
+
+    def blocking_dirs(self, needed):
+        """The outermost ancestors of `needed` that others may not traverse (e.g. /root)."""
+        found = set()
+        for path in needed:
+            parts = path.strip("/").split("/")
+            for i in range(1, len(parts)):
+                anc = "/" + "/".join(parts[:i])
+                if not os.stat(anc).st_mode & stat.S_IXOTH:
+                    found.add(anc)
+                    break
+        return found
+
+    def hide(self, tops, needed):
+        """Cover each directory of `tops` with an empty tmpfs, then bind the `needed` paths
+        under it back in place (they end up read-only with everything else)."""
+        tops = {t for t in tops if t != "/" and os.path.isdir(t)}
+        for top in sorted(tops, key=len):
+            if any(top.startswith(t + "/") for t in tops):
+                continue
+            under = sorted({p for p in needed if p.startswith(top + "/")}, key=len)
+            under = [p for p in under if not any(p.startswith(q + "/") for q in under)]
+            fds = [os.open(p, os.O_PATH) for p in under]
+            mount("tmpfs", top, "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,mode=755")
+            for p, fd in zip(under, fds):
+                os.makedirs(p, mode=0o755, exist_ok=True)
+                mount(f"/proc/self/fd/{fd}", p, None, MS_BIND | MS_REC)
+                os.close(fd)
+
+    def read_only(self, keep):
+        with open("/proc/self/mountinfo") as f:
+            lines = f.read().splitlines()
+        keepflags = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC,
+                     "noatime": MS_NOATIME, "nodiratime": MS_NODIRATIME,
+                     "relatime": MS_RELATIME}
+        for line in lines:
+            fields = line.split()
+            mp = fields[4].encode().decode("unicode_escape")
+            opts = fields[5].split(",")
+            if mp in keep or "ro" in opts or mp in ("/dev", "/dev/pts") \
+                    or mp.startswith(("/proc", "/sys")):
+                continue
+            flags = MS_REMOUNT | MS_BIND | MS_RDONLY   # MS_BIND: per mount, never the fs
+            for o in opts:
+                flags |= keepflags.get(o, 0)
+            try:
+                mount(None, mp, None, flags)
+            except OSError as exc:
+                self.notes.append(f"{mp} stays writable ({exc.strerror})")
+
+    def preload(self):
+        for name in self.cfg["preload"]:
+            try:
+                __import__(name)
+            except BaseException as exc:  # noqa: BLE001 - a missing module is not fatal
+                self.notes.append(f"preload {name} failed ({type(exc).__name__})")
+
+    # -- jobs ---------------------------------------------------------------------------
+    def run_job(self, job):
+        lim = job["limits"]
+        job["inputs"] = [json.dumps(x) for x in job.get("inputs", [])]
+        out = {"stdout": b"", "stderr": b""}
+        if job["kind"] == "gen":
+            job["cpu_s"] = job["budget_s"] + lim["cpu_time"]
+            res = self.spawn(job, out)
+            answer = self.gen_answer(res)
+        else:
+            n = len(job["inputs"])
+            results = []
+            while len(results) < n:
+                sub = dict(job, inputs=job["inputs"][len(results):])
+                sub["cpu_s"] = lim["cpu_time"] * len(sub["inputs"]) + 1
+                res = self.spawn(sub, out)
+                got = res["calls"]
+                results.extend(got)
+                if len(results) >= n:
+                    break
+                status, etype, msg = res["end"]
+                if not res["ready"]:     # died before the first call: all calls share it
+                    results.extend([self.result(status, etype, msg, seconds=res["elapsed"])]
+                                   * (n - len(results)))
+                    break
+                results.append(self.result(status, etype, msg, seconds=res["elapsed"]))  # then resume after it
+            answer = {"results": results[:n]}
+        cap = lim["output_bytes"]
+        for k, v in out.items():
+            answer[k] = v[:cap].decode("utf-8", "replace") + \
+                ("\n[output truncated]" if len(v) > cap else "")
+        return answer
+
+    @staticmethod
+    def result(status, etype, msg, value=None, seconds=0.0):
+        return {"status": status, "error_type": etype, "message": msg, "value": value,
+                "seconds": seconds}
+
+    def gen_answer(self, res):
+        S = self.S
+        if not res["ready"]:
+            status, etype, msg = res["end"]
+            return {"status": status, "pairs": [], "errors": {}, "message": msg}
+        errors = res["errors"]
+        if not res["done"]:
+            status, _, msg = res["end"]
+            errors[status] = errors.get(status, 0) + 1
+        return {"status": S["SUCCESS"], "pairs": res["pairs"], "errors": errors,
+                "message": "" if res["done"] else f"Stopped early: {msg}"}
+
+    def spawn(self, job, out):
+        self.cleanup()
+        self.resize_run_tmpfs(job["limits"]["disk_mb"])
+        self.n += 1
+        workdir = os.path.join(self.run_path, f"job-{self.cfg['worker_id']}-{os.urandom(6).hex()}")
+        os.mkdir(workdir, 0o700)
+        if self.ids is not None:
+            os.chown(workdir, self.ids, self.ids)
+
+        token = os.urandom(12).hex()
+        res_r, res_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        self._status = None
+        pid = os.fork()
+        if pid == 0:
+            child_main(self.cfg, job, token, workdir,
+                       {"out": out_w, "err": err_w, "res": res_w}, self.ids)
+        for fd in (res_w, out_w, err_w):
+            os.close(fd)
+        state = {"ready": False, "calls": [], "pairs": [], "errors": {}, "done": False,
+                 "end": None, "n": len(job["inputs"])}
+        try:
+            self.watch(pid, job, token, state, {res_r: None, out_r: "stdout", err_r: "stderr"},
+                       out)
+        finally:
+            # SIGKILL now; reaping (the kernel tearing down address spaces) and removing
+            # the directory wait until the answer is sent (see cleanup).
+            self.pending = (pid, (res_r, out_r, err_r), workdir)
+            if self.pidns:
+                try:
+                    os.kill(-1, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            else:
+                self.cleanup()
+        return state
+
+    def cleanup(self):
+        """Finish the last job: every process of it dead and reaped, its directory gone."""
+        if self.pending is None:
+            return
+        pid, fds, workdir = self.pending
+        self.pending = None
+        self.kill_all(pid)
+        for fd in fds:
+            os.close(fd)
+        try:
+            os.rmdir(workdir)
+        except OSError:
+            remove_tree(workdir)
+
+    def watch(self, pid, job, token, state, fds, out):
+        S, lim = self.S, job["limits"]
+        wall = lim["wall_time"]
+        t0 = time.monotonic()
+        state["t_last"] = t0
+        deadline = t0 + wall
+        hard_end = t0 + job["budget_s"] + wall if job["kind"] == "gen" else None
+        hard_out = max(64 * lim["output_bytes"], 1 << 20)
+        total_out = 0
+        buf = bytearray()
+        pidfd = os.pidfd_open(pid)
+        poller = select.poll()
+        for fd in list(fds) + [pidfd]:
+            poller.register(fd, select.POLLIN)
+        open_fds = set(fds)
+        killed = None
+        exited = None
+        try:
+            while True:
+                now = time.monotonic()
+                limit_t = deadline if hard_end is None else min(deadline, hard_end)
+                if now >= limit_t:
+                    killed = (S["TIMEOUT"], "wall",
+                              f"The code did not finish within {wall:g} s.")
+                    break
+                for fd, ev in poller.poll(max(1, int((limit_t - now) * 1000) + 1)):
+                    if fd == pidfd:
+                        exited = True
+                        continue
+                    data = os.read(fd, 1 << 16) if ev & (select.POLLIN | select.POLLHUP) else b""
+                    if not data:
+                        poller.unregister(fd)
+                        open_fds.discard(fd)
+                        continue
+                    name = fds[fd]
+                    if name is not None:
+                        total_out += len(data)
+                        if len(out[name]) < lim["output_bytes"] + 1:
+                            out[name] += data[:lim["output_bytes"] + 1 - len(out[name])]
+                        if total_out > hard_out:
+                            killed = (S["RESOURCE_LIMIT"], "output size",
+                                      f"The code printed more than {hard_out} bytes.")
+                        continue
+                    buf += data
+                    bad = self.frames(buf, token, state, lim)
+                    if bad:
+                        killed = (S["CRASHED"], "bad frame", bad)
+                    state["t_last"] = time.monotonic()
+                    deadline = state["t_last"] + wall
+                if killed or state["done"]:
+                    break
+                if exited:
+                    break
+        finally:
+            os.close(pidfd)
+        if not killed and not state["done"]:
+            # drain what the child wrote before it exited (grandchildren are killed first)
+            self.kill_all(pid)
+            for fd in list(open_fds):
+                while True:
+                    data = os.read(fd, 1 << 16)
+                    if not data:
+                        break
+                    if fds[fd] is None:
+                        buf += data
+                    elif len(out[fds[fd]]) <= lim["output_bytes"]:
+                        out[fds[fd]] += data[:lim["output_bytes"] + 1 - len(out[fds[fd]])]
+            bad = self.frames(buf, token, state, lim)
+            if bad:
+                killed = (S["CRASHED"], "bad frame", bad)
+        state["elapsed"] = round(time.monotonic() - state["t_last"], 6)
+        if killed:
+            state["end"] = killed
+        elif not state["done"]:
+            if self._status is None:
+                self.kill_all(pid)
+            state["end"] = self.child_status(job)
+
+    def frames(self, buf, token, state, lim):
+        """Consume complete frames from `buf` (a bytearray) into `state`; return an error
+        sentence if a frame is not one our child code writes."""
+        while len(buf) >= HEADER.size:
+            n = HEADER.unpack_from(buf)[0]
+            if n > lim["result_bytes"] + 4096:
+                return "The code wrote an oversized frame on the executor's result channel."
+            if len(buf) < HEADER.size + n:
+                break
+            body = bytes(buf[HEADER.size:HEADER.size + n])
+            del buf[:HEADER.size + n]
+            try:
+                msg = json.loads(body)
+                ok = self.apply(msg, token, state) if isinstance(msg, dict) else False
+            except (ValueError, RecursionError, KeyError, TypeError):
+                ok = False
+            if not ok:
+                return "The code wrote to the executor's result channel."
+        return None
+
+    def apply(self, msg, token, state):
+        if msg.get("k") != token:
+            return False
+        kind = msg["t"]
+        if "s" in msg and msg["s"] not in self.statuses:
+            return False
+        if kind == "ready":
+            state["ready"] = True
+        elif kind == "fatal":
+            state["end"] = (msg["s"], msg.get("e"), str(msg["m"]))
+            state["done"] = True
+        elif kind == "call":
+            if msg["i"] != len(state["calls"]) or len(state["calls"]) >= state["n"]:
+                return False
+            state["calls"].append(self.result(msg["s"], msg.get("e"), str(msg.get("m", "")),
+                                              msg.get("v"), float(msg.get("d", 0.0))))
+            state["done"] = len(state["calls"]) == state["n"]
+        elif kind == "pair":
+            state["pairs"].append({"input": msg["in"], "output": msg["out"]})
+        elif kind == "err":
+            state["errors"][msg["s"]] = state["errors"].get(msg["s"], 0) + 1
+        elif kind == "dup":
+            state["errors"]["duplicate"] = state["errors"].get("duplicate", 0) + 1
+        elif kind == "gdone":
+            state["done"] = True
+        else:
+            return False
+        return True
+
+    def child_status(self, job):
+        S, lim = self.S, job["limits"]
+        st, usage = self._status
+        cpu = usage.ru_utime + usage.ru_stime
+        if os.WIFSIGNALED(st):
+            sig = os.WTERMSIG(st)
+            if sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu >= job["cpu_s"]):
+                return S["TIMEOUT"], "cpu", f"The code used more than {lim['cpu_time']:g} s of CPU time."
+            if sig == signal.SIGXFSZ:
+                return S["RESOURCE_LIMIT"], "file size", \
+                    f"The code wrote a file larger than {lim['fsize_mb']} MB."
+            name = signal.Signals(sig).name if sig in signal.valid_signals() else str(sig)
+            return S["CRASHED"], name, f"The code crashed with {name}."
+        code = os.WEXITSTATUS(st) if os.WIFEXITED(st) else -1
+        if code == 71:
+            return S["CRASHED"], "result channel", \
+                "The code closed or broke the executor's result channel."
+        return S["CRASHED"], f"exit {code}", \
+            f"The code ended its process (exit status {code}) before returning a result."
+
+    def kill_all(self, pid):
+        """SIGKILL every process of the job (all but us in the PID namespace) and reap."""
+        if self.pidns:
+            while True:
+                try:
+                    os.kill(-1, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.reap(pid)
+                try:
+                    os.kill(-1, 0)
+                except ProcessLookupError:
+                    break
+        else:
+            self.kill_by_scan(pid)
+
+    def reap(self, pid):
+        while True:
+            try:
+                p, st, usage = os.wait4(-1, 0)
+            except ChildProcessError:
+                return
+            if p == pid:
+                self._status = (st, usage)
+
+    def kill_by_scan(self, pid):
+        """Without a PID namespace: kill our children (orphans come to us, a subreaper)."""
+        me = str(os.getpid())
+        while True:
+            kids = []
+            for entry in os.listdir("/proc"):
+                if entry.isdigit():
+                    try:
+                        with open(f"/proc/{entry}/stat") as f:
+                            ppid = f.read().rsplit(")", 1)[1].split()[1]
+                    except (OSError, IndexError):
+                        continue
+                    if ppid == me:
+                        kids.append(int(entry))
+            if not kids:
+                return
+            for k in kids:
+                try:
+                    os.kill(k, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            for k in kids:      # their children come to us (subreaper): scan again
+                try:
+                    _, st, usage = os.wait4(k, 0)
+                except ChildProcessError:
+                    continue
+                if k == pid:
+                    self._status = (st, usage)
+
+    def serve(self, rd, wr):
+        while True:
+            job = recv(rd)
+            if job is None:
+                return
+            try:
+                answer = self.run_job(job)
+            except Exception as exc:  # noqa: BLE001 - report, keep serving
+                answer = {"error": f"{type(exc).__name__}: {exc}"}
+            send(wr, answer)
+            self.cleanup()
+
+
+def remove_tree(path):
+    """Remove a job directory even if the job made parts of it unreadable."""
+    def fix(func, p, _exc):
+        try:
+            parent = os.path.dirname(p)
+            os.chmod(parent, 0o700)
+            if os.path.isdir(p) and not os.path.islink(p):
+                os.chmod(p, 0o700)
+            func(p)
+        except OSError:
+            pass
+    shutil.rmtree(path, onerror=fix)
+    if os.path.lexists(path):
+        for root, dirs, _ in os.walk(path):
+            for d in dirs:
+                full = os.path.join(root, d)
+                if not os.path.islink(full):
+                    try:
+                        os.chmod(full, 0o700)
+                    except OSError:
+                        pass
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def main():
+    cfg = json.loads(sys.argv[1])
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != cfg["parent_pid"]:
+        os._exit(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    rd, wr = os.dup(0), os.dup(1)
+    os.set_inheritable(rd, False)
+    os.set_inheritable(wr, False)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(2, 1)            # stray prints of preloaded modules must not hit the protocol
+    worker = Worker(cfg)
+    try:
+        worker.enter_namespaces((rd, wr))
+    except OSError as exc:
+        worker.notes.append(f"isolation set-up failed: {exc}")
+    try:
+        prctl(PR_SET_DUMPABLE, 0)
+    except OSError:
+        pass
+    worker.preload()
+    send(wr, {"hello": True, "pidns": worker.pidns, "notes": worker.notes,
+              "pid": os.getpid()})
+    worker.serve(rd, wr)
+
+
+if __name__ == "__main__":
+    main()

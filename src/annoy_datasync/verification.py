@@ -1,0 +1,422 @@
+"""Verdicts on predictions (the library behind ``verify.py``).
+
+- `ParsedIndex`: random access to a parsed file by ``itemid`` (its 0-based line) through an
+  index of line offsets: memory grows by 8 bytes per parsed line, never with its content; a
+  small LRU keeps recently used samples (gens files come grouped by sample).
+- `Verifier.run(items)`: turns a stream of gens records into the same records with
+  ``"res": {"status", "message"}`` added, in input order. Output predictions are compared with
+  the recorded output (`compare.json_equal`); input predictions run the reference code on the
+  predicted input through the executor (a bounded window of jobs in flight) and compare the
+  result with the recorded output. Each record keeps its own future: verdicts cannot land on
+  another record. Executions are cached by (sha256 of code, canonical input).
+- The messages are the feedback a model sees in its second turn: one sentence each, values
+  shown as JSON and shortened when long.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import os
+from array import array
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+from . import extract
+from . import status as st
+from .compare import canonical, exec_key, json_equal
+from .jsonl import InputError, where
+
+log = logging.getLogger("annoy_datasync.verify")
+
+SHOW_CHARS = 300  # longest JSON shown for one value in a message
+
+
+# --- messages --------------------------------------------------------------------------
+
+def show(value: Any, limit: int = SHOW_CHARS) -> str:
+    """JSON text of `value` for a message, cut in the middle when longer than `limit`."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(value)
+    if len(text) <= limit:
+        return text
+    head, tail = text[: limit * 2 // 3], text[-(limit // 4):]
+    return f"{head} ... {tail} ({len(text)} characters)"
+
+
+def _sentence(text: str, limit: int = SHOW_CHARS) -> str:
+    text = " ".join(str(text).split())
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    return text.rstrip(".")
+
+
+def res(status: str, message: str) -> dict:
+    return {"status": status, "message": message}
+
+
+MSG_SUCCESS = "Your answer is correct."
+
+
+def msg_output_wrong(inp: Any, pred: Any) -> str:
+    return f"Given the input {show(inp)}, your predicted output {show(pred)} is wrong."
+
+
+def msg_input_wrong(pred: Any, got: Any, expected: Any) -> str:
+    return f"Your predicted input {show(pred)} gives the output {show(got)}, not {show(expected)}."
+
+
+def msg_no_answer(key: str) -> str:
+    example = '{"input": {...}}' if key == "input" else '{"output": ...}'
+    return f"Your answer has no JSON object of the form {example}."
+
+
+def msg_bad_input(pred: Any) -> str:
+    return ('Your predicted "input" must be an object mapping argument names to values, '
+            f"not {show(pred)}.")
+
+
+def msg_from_job(job: Any, timeout_s: float) -> str:
+    """Feedback for an execution of the reference code on a predicted input that did not
+    return a JSON value (`job` is an executor JobResult)."""
+    kind = job.error_type or ""
+    detail = _sentence(job.message) if job.message else ""
+    if job.status == st.EXCEPTION:
+        # the executor's message may or may not already start with the exception type
+        if detail.startswith(kind) or not kind:
+            text = detail or "an exception"
+        else:
+            text = f"{kind}: {detail}" if detail else kind
+        return f"Your predicted input raised {text}."
+    if job.status == st.TIMEOUT:
+        return f"Running the code on your predicted input timed out after {timeout_s:g} s."
+    if job.status == st.NOT_RUNNABLE:
+        return f"The reference code could not be run: {_lower_first(detail) or job.status}."
+    if detail:  # the executor's sentence about "the code": say it was on this input
+        return f"On your predicted input, {_lower_first(detail)}."
+    what = {st.RESOURCE_LIMIT: f"the code exceeded the {kind or 'resource'} limit",
+            st.CRASHED: f"the code crashed ({kind or 'killed by a signal'})",
+            st.NON_JSON: "the code returned a value that is not plain JSON"}
+    return f"On your predicted input, {what.get(job.status, job.status)}."
+
+
+def _lower_first(text: str) -> str:
+    if text.startswith("The code") or text.startswith("The "):
+        return text[0].lower() + text[1:]
+    return text
+
+
+# --- the parsed file -----------------------------------------------------------------
+
+_AMBIGUOUS = object()
+
+
+@dataclass(frozen=True, eq=False)
+class Sample:
+    refcode: str
+    ios: list
+
+    @functools.cached_property
+    def recorded(self) -> dict[str, Any]:
+        """Recorded output by canonical input; an input recorded with two different outputs
+        (a pair that does not reproduce, in files of other tools) maps to nothing usable."""
+        table: dict[str, Any] = {}
+        for pair in self.ios:
+            if isinstance(pair, dict) and isinstance(pair.get("input"), dict) and "output" in pair:
+                key = canonical(pair["input"])
+                if key not in table:
+                    table[key] = pair["output"]
+                elif (table[key] is not _AMBIGUOUS
+                      and canonical(table[key]) != canonical(pair["output"])):
+                    table[key] = _AMBIGUOUS
+        return table
+
+
+class ParsedIndex:
+    """Samples of a parsed file by itemid (0-based physical line), read on demand.
+
+    Only ``refcode`` and ``ios`` are kept from a line. A line that cannot serve (bad JSON, no
+    refcode or ios) is reported by `get` as a string saying what is wrong, not raised: it
+    fails the predictions that point at it, not the run.
+    """
+
+    def __init__(self, path: str | os.PathLike, cache_size: int = 1024):
+        self.path = os.fspath(path)
+        if not os.path.isfile(self.path):
+            raise InputError(f"{self.path}: no such file")
+        self.offsets = array("q")
+        first = None
+        with open(self.path, "rb") as fh:
+            pos = 0
+            for line in fh:
+                self.offsets.append(pos)
+                if first is None and line.strip():
+                    first = (len(self.offsets), line)
+                pos += len(line)
+        if first is not None:
+            try:
+                ok = isinstance(json.loads(first[1]), dict)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                ok = False
+            if not ok:
+                raise InputError(f"{where(self.path, first[0])}: not a JSON object; "
+                                 "is this the parsed file (one JSON object per line)?")
+        self._fh = open(self.path, "rb")
+        self._cache: OrderedDict[int, Sample | str] = OrderedDict()
+        self._cache_size = cache_size
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def get(self, itemid: int) -> Sample | str:
+        hit = self._cache.get(itemid)
+        if hit is not None:
+            self._cache.move_to_end(itemid)
+            return hit
+        got = self._load(itemid)
+        self._cache[itemid] = got
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return got
+
+    def _load(self, itemid: int) -> Sample | str:
+        if not 0 <= itemid < len(self.offsets):
+            return f"itemid {itemid} is not a line of {self.path} ({len(self.offsets)} lines)"
+        here = where(self.path, itemid + 1)
+        self._fh.seek(self.offsets[itemid])
+        raw = self._fh.readline()
+        try:
+            rec = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return f"{here} is not valid JSON"
+        if not isinstance(rec, dict):
+            return f"{here} is not a JSON object"
+        for field, typ in (("refcode", str), ("ios", list)):
+            if not isinstance(rec.get(field), typ):
+                return f'{here} has no "{field}" {typ.__name__}'
+        return Sample(rec["refcode"], rec["ios"])
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+# --- checking one record ---------------------------------------------------------------
+
+@dataclass
+class Target:
+    """What one gens record asks to check, or why it cannot be checked."""
+    kind: str = ""            # "i" or "o"
+    inp: Any = None           # the recorded input of the pair
+    expected: Any = None      # the recorded output of the pair
+    refcode: str = ""
+    problem: str = ""         # non-empty: the record cannot be checked (not_runnable)
+    sample: Sample | None = None
+
+
+def locate(record: dict, parsed: ParsedIndex, here: str) -> Target:
+    """Find the recorded pair a gens record refers to (itemid, ioid, io_pred)."""
+    itemid, ioid, kind = record.get("itemid"), record.get("ioid"), record.get("io_pred")
+    for name, value in (("itemid", itemid), ("ioid", ioid)):
+        if not isinstance(value, int) or isinstance(value, bool):
+            return Target(problem=f'{here}: "{name}" should be an int, got {show(value, 40)}')
+    if kind not in ("i", "o"):
+        return Target(problem=f'{here}: "io_pred" should be "i" or "o", got {show(kind, 40)}')
+    sample = parsed.get(itemid)
+    if isinstance(sample, str):
+        return Target(problem=f"{here}: {sample}")
+    if not 0 <= ioid < len(sample.ios):
+        return Target(problem=f"{here}: ioid {ioid} is out of range: sample {itemid} has "
+                              f"{len(sample.ios)} I/O pairs")
+    pair = sample.ios[ioid]
+    if not isinstance(pair, dict) or "input" not in pair or "output" not in pair:
+        return Target(problem=f'{here}: pair {ioid} of sample {itemid} has no "input"/"output"')
+    return Target(kind, pair["input"], pair["output"], sample.refcode, sample=sample)
+
+
+def check_output_prediction(text: str, target: Target) -> dict:
+    answer = extract.extract_json_answer(text, "output")
+    if answer.value is None:
+        return res(st.NO_ANSWER, msg_no_answer("output"))
+    pred = answer.value["output"]
+    if json_equal(target.expected, pred):
+        return res(st.SUCCESS, MSG_SUCCESS)
+    return res(st.WRONG_ANSWER, msg_output_wrong(target.inp, pred))
+
+
+def predicted_input(text: str) -> tuple[Any, dict | None]:
+    """The predicted kwargs of an input-prediction answer, or (None, res) when unusable."""
+    answer = extract.extract_json_answer(text, "input")
+    if answer.value is None:
+        return None, res(st.NO_ANSWER, msg_no_answer("input"))
+    pred = answer.value["input"]
+    if not isinstance(pred, dict):
+        return None, res(st.BAD_ANSWER, msg_bad_input(pred))
+    return pred, None
+
+
+def judge_run(pred: dict, job: Any, expected: Any, timeout_s: float) -> dict:
+    """Verdict on the reference code run on a predicted input (`job`: a JobResult)."""
+    if job.status != st.SUCCESS:
+        return res(job.status, msg_from_job(job, timeout_s))
+    if json_equal(expected, job.value):
+        return res(st.SUCCESS, MSG_SUCCESS)
+    return res(st.WRONG_ANSWER, msg_input_wrong(pred, job.value, expected))
+
+
+# --- the stream ------------------------------------------------------------------------
+
+class ExecCache:
+    """Futures of executions keyed by (sha256 of code, canonical input).
+
+    Identical predictions share one execution, even while it is still running. Bounded:
+    the oldest finished entries go first.
+    """
+
+    def __init__(self, submit: Callable[[str, dict], Future], max_entries: int = 10_000):
+        self._submit = submit
+        self._futures: OrderedDict[tuple[str, str], Future] = OrderedDict()
+        self.max_entries = max_entries
+        self.hits = 0
+        self.runs = 0
+
+    def get(self, code: str, kwargs: dict) -> Future:
+        key = exec_key(code, kwargs)
+        fut = self._futures.get(key)
+        if fut is not None:
+            self.hits += 1
+            self._futures.move_to_end(key)
+            return fut
+        fut = _slim(self._submit(code, kwargs))
+        self.runs += 1
+        self._futures[key] = fut
+        while len(self._futures) > self.max_entries:
+            oldest_key, oldest = next(iter(self._futures.items()))
+            if not oldest.done():
+                break
+            del self._futures[oldest_key]
+        return fut
+
+
+def _slim(fut: Future) -> Future:
+    """A future of the same results without their captured stdout/stderr (kept in the cache)."""
+    slim: Future = Future()
+
+    def done(f: Future) -> None:
+        try:
+            slim.set_result([dataclasses.replace(j, stdout="", stderr="") for j in f.result()])
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on `slim`
+            slim.set_exception(exc)
+
+    fut.add_done_callback(done)
+    return slim
+
+
+@dataclass
+class _Entry:
+    record: dict
+    res: dict | None = None
+    future: Future | None = None
+    pred: Any = None
+    expected: Any = None
+
+
+class Verifier:
+    """Verify a stream of gens records in order with a bounded window of executions.
+
+    `submit(code, kwargs)` must return a Future of a list holding one JobResult (e.g.
+    ``lambda c, kw: executor.run_calls(c, [kw])``); it is called only for input predictions,
+    so a file of output predictions never starts an executor.
+    """
+
+    def __init__(self, parsed: ParsedIndex, submit: Callable[[str, dict], Future], *,
+                 timeout_s: float, window: int = 256, cache_entries: int = 10_000,
+                 use_recorded: bool = True):
+        self.parsed = parsed
+        self.use_recorded = use_recorded
+        self.recorded_hits = 0
+        self.cache = ExecCache(submit, cache_entries)
+        self.timeout_s = timeout_s
+        self.window = max(1, window)
+        self.counts: Counter[str] = Counter()
+
+    def check(self, record: dict, here: str) -> _Entry:
+        """Start checking one record: a verdict now, or a future for an input prediction."""
+        entry = _Entry(record)
+        target = locate(record, self.parsed, here)
+        if target.problem:
+            log.warning("%s; marked %s", target.problem, st.NOT_RUNNABLE)
+            entry.res = res(st.NOT_RUNNABLE, f"This prediction could not be checked: "
+                                             f"{target.problem.split(': ', 1)[-1]}.")
+            return entry
+        text = record.get("output")
+        if not isinstance(text, str) or not text.strip():
+            entry.res = res(st.NO_ANSWER, msg_no_answer("output" if target.kind == "o" else "input"))
+            return entry
+        if target.kind == "o":
+            entry.res = check_output_prediction(text, target)
+            return entry
+        pred, bad = predicted_input(text)
+        if bad is not None:
+            entry.res = bad
+            return entry
+        if self.use_recorded:
+            # a recorded pair is the truth output predictions are judged by: no need to run
+            got = target.sample.recorded.get(canonical(pred), _AMBIGUOUS)
+            if got is not _AMBIGUOUS:
+                self.recorded_hits += 1
+                entry.res = (res(st.SUCCESS, MSG_SUCCESS) if json_equal(target.expected, got)
+                             else res(st.WRONG_ANSWER, msg_input_wrong(pred, got, target.expected)))
+                return entry
+        entry.pred, entry.expected = pred, target.expected
+        entry.future = self.cache.get(target.refcode, pred)
+        return entry
+
+    def _finish(self, entry: _Entry) -> dict:
+        if entry.res is None:
+            jobs = entry.future.result()
+            if len(jobs) != 1:
+                raise RuntimeError(f"executor returned {len(jobs)} results for one input")
+            entry.res = judge_run(entry.pred, jobs[0], entry.expected, self.timeout_s)
+        out = dict(entry.record)
+        out["res"] = entry.res
+        self.counts[entry.res["status"]] += 1
+        return out
+
+    def run(self, items: Iterable[tuple[str, dict, dict | None]]) -> Iterator[dict]:
+        """`items`: (``file:line``, gens record, verdict to reuse or None). Yields every record
+        with ``res`` set, in the order given."""
+        pending: deque[_Entry] = deque()
+        for here, record, reuse in items:
+            if reuse is not None:
+                entry = _Entry(record, res=reuse)
+                self.counts[st.REUSED] += 1
+            else:
+                entry = self.check(record, here)
+            pending.append(entry)
+            # flush what is ready; block on the oldest only when the window is full
+            while pending and (pending[0].future is None or pending[0].future.done()
+                               or len(pending) >= self.window):
+                yield self._finish(pending.popleft())
+        while pending:
+            yield self._finish(pending.popleft())
+
+
+def identity(record: dict) -> tuple:
+    """What makes two gens lines the same prediction (used to reuse an earlier verdict)."""
+    return (record.get("itemid"), record.get("ioid"), record.get("io_pred"), record.get("output"))
+
+
+def reusable(previous: Any, recheck: set[str]) -> dict | None:
+    """A previous verdict worth keeping: one of ours (a status of `status.VERDICTS`, so
+    verdicts written by other tools are checked again), well formed, not one to re-check."""
+    if (isinstance(previous, dict) and previous.get("status") in st.VERDICTS
+            and isinstance(previous.get("message"), str) and previous["status"] not in recheck):
+        return {"status": previous["status"], "message": previous["message"]}
+    return None

@@ -1,0 +1,180 @@
+"""Step 6.4: assemble the final dataset from the verified first and second turns.
+
+Inputs: --result_file_turn1, the verified first-turn predictions (each with "messages",
+  "output", "index" and "res": {"status", "message"}); --result_file_turn2, the verified
+  second-turn answers (each with "output", "res" and "original_id", the "index" of the
+  first-turn record it revises). The two are joined on original_id = index, never by
+  line position.
+Output (--output_file): JSONL in the released format, in first-turn order:
+  {"prompt": the first-turn user prompt, "turn_1": first answer, "feedback_1": the
+   verifier's message on it, "turn_2": second answer or null, "feedback_2": its verifier
+   message or null, "itemid", "ioid", "io_pred"}.
+  Passed in turn 1: turn_2 and feedback_2 are null. Failed in turn 1 and passed in
+  turn 2: all four are set. Failed in both (or failed with no second turn): dropped,
+  unless --keep_failed, which keeps them with "failed": true.
+Written through a temp file: a failed run leaves no partial output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from array import array
+from collections import Counter
+
+from annoy_datasync import cli, status
+from annoy_datasync.jsonl import InputError, atomic_write, read_jsonl, require, require_type, where
+
+log = logging.getLogger("annoy_datasync")
+
+EXTRA_FIELDS = ("itemid", "ioid", "io_pred")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--result_file_turn1", default="data/spec_1k_gens_verified.jsonl",
+                   help="verified first-turn predictions (default: %(default)s)")
+    p.add_argument("--result_file_turn2", default="data/spec_1k_gens_rev_verified.jsonl",
+                   help="verified second-turn answers (default: %(default)s)")
+    p.add_argument("--output_file", default="data/spec_demo_final.jsonl",
+                   help="output: final dataset JSONL (default: %(default)s)")
+    p.add_argument("--keep_failed", action="store_true",
+                   help='also keep samples that failed both turns, marked "failed": true')
+    return p
+
+
+def verdict(rec: dict, path: str, lineno: int) -> tuple[bool, str]:
+    """(passed, verifier message) of a verified record."""
+    require(rec, ["res"], path, lineno)
+    res = rec["res"]
+    require_type(res, dict, "res", path, lineno)
+    require(res, ["status"], path, lineno)
+    require_type(res["status"], str, "res.status", path, lineno)
+    message = res.get("message", "")
+    require_type(message, str, "res.message", path, lineno)
+    return res["status"] == status.SUCCESS, message
+
+
+def answer(rec: dict, path: str, lineno: int) -> str:
+    require(rec, ["output"], path, lineno)
+    require_type(rec["output"], str, "output", path, lineno)
+    return rec["output"]
+
+
+def first_prompt(rec: dict, path: str, lineno: int) -> str:
+    require(rec, ["messages"], path, lineno)
+    msgs = rec["messages"]
+    require_type(msgs, list, "messages", path, lineno)
+    for m in msgs:
+        if isinstance(m, dict) and m.get("role") == "user":
+            require_type(m.get("content"), str, "messages[].content", path, lineno)
+            return m["content"]
+    raise InputError(f"{where(path, lineno)}: messages hold no user prompt")
+
+
+class LineIndex:
+    """Random access to the lines of a file by 1-based line number, through byte offsets.
+
+    Keeps only the offsets in memory, so the second-turn answers (often half of a large
+    file) are read from disk when they are joined instead of being held in memory.
+    """
+
+    def __init__(self, path: str):
+        self.offsets = array("q")
+        pos = 0
+        with open(path, "rb") as fh:
+            for line in fh:            # the same physical lines as read_jsonl's numbering
+                self.offsets.append(pos)
+                pos += len(line)
+        self._fh = open(path, "rb")
+
+    def record(self, lineno: int) -> dict:
+        self._fh.seek(self.offsets[lineno - 1])
+        return json.loads(self._fh.readline())
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> LineIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def load_turn2(path: str, counts: Counter) -> dict[int, tuple[bool, int]]:
+    """original_id -> (passed, lineno) of each second-turn record, every record checked."""
+    turn2: dict[int, tuple[bool, int]] = {}
+    reader = read_jsonl(path)
+    for lineno, rec in reader:
+        require(rec, ["original_id"], path, lineno)
+        require_type(rec["original_id"], int, "original_id", path, lineno)
+        passed, _ = verdict(rec, path, lineno)
+        answer(rec, path, lineno)
+        oid = rec["original_id"]
+        if oid in turn2:
+            log.warning("%s: original_id %d already seen on line %d; keeping the first",
+                        where(path, lineno), oid, turn2[oid][1])
+            counts["turn2_" + status.DUPLICATE_ID] += 1
+            continue
+        turn2[oid] = (passed, lineno)
+    counts[status.SKIP_BAD_LINE] += len(reader.bad)
+    return turn2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cli.setup_logging()
+    counts: Counter[str] = Counter()
+    turn2 = load_turn2(args.result_file_turn2, counts)
+    used: set[int] = set()
+    seen: set[int] = set()
+    path = args.result_file_turn1
+    reader = read_jsonl(path)
+    with LineIndex(args.result_file_turn2) as lines2, atomic_write(args.output_file) as out:
+        for lineno, rec in reader:
+            require(rec, ["index"], path, lineno)
+            require_type(rec["index"], int, "index", path, lineno)
+            idx = rec["index"]
+            if idx in seen:
+                log.warning("%s: index %d already seen; skipped", where(path, lineno), idx)
+                counts["turn1_" + status.DUPLICATE_ID] += 1
+                continue
+            seen.add(idx)
+            passed1, fb1 = verdict(rec, path, lineno)
+            final = {"prompt": first_prompt(rec, path, lineno), "turn_1": answer(rec, path, lineno),
+                     "feedback_1": fb1, "turn_2": None, "feedback_2": None}
+            final.update({k: rec[k] for k in EXTRA_FIELDS if k in rec})
+            if passed1:
+                counts[status.KEPT_TURN1] += 1
+            else:
+                second = turn2.get(idx)
+                if second is not None:
+                    used.add(idx)
+                    rec2 = lines2.record(second[1])
+                    final["turn_2"], final["feedback_2"] = rec2["output"], rec2["res"].get("message", "")
+                if second is not None and second[0]:
+                    counts[status.KEPT_TURN2] += 1
+                else:
+                    reason = status.DROP_BOTH_FAILED if second is not None else status.DROP_NO_TURN2
+                    if not args.keep_failed:
+                        counts[reason] += 1
+                        continue
+                    final["failed"] = True
+                    counts[f"{status.KEPT_FAILED}_{reason.removeprefix('dropped_')}"] += 1
+            out.write(final)
+        counts[status.SKIP_BAD_LINE] += len(reader.bad)
+        unmatched = sorted(set(turn2) - used)
+        if unmatched:
+            log.warning("%s: %d record(s) match no failed first-turn index in %s (e.g. original_id %d)",
+                        args.result_file_turn2, len(unmatched), path, unmatched[0])
+            counts[status.TURN2_UNMATCHED] += len(unmatched)
+    print(cli.summary(counts, "assemble_spec_demo:"), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))

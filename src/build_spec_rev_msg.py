@@ -1,0 +1,121 @@
+"""Step 6.1: turn every failed prediction into a revision conversation for a second turn.
+
+Input  (--input_file): verified JSONL (verify.py / scripts/pipeline_check.sh): a prediction
+  prompt record plus the model's "output", the inference "index" and
+  "res": {"status", "message"}.
+Output (--output_file): JSONL, one line per input record whose res.status is not
+  "success":
+  {"messages": [<the prompt turn(s)>, {"role": "assistant", "content": <the answer>},
+                {"role": "user", "content": <revision prompt wrapping res.message>}],
+   "itemid", "ioid", "io_pred" (kept), "retry_count": 1,
+   "history_errors": [<res of the failed turn>], "original_id": <"index" of the failed
+   turn-1 record>, ...other unknown fields kept}.
+The fields written by inference and verification (output, index, model, reasoning,
+finish_reason, usage, res) are not copied: they now live in messages, history_errors and
+original_id, and the next inference and verification write their own. Fed a verified
+second-turn file, it builds a third turn: retry_count grows, history_errors accumulates and
+original_id stays the first turn's. Passed records are skipped, and so are failed records
+without a model answer to revise (both counted). Written through a temp file: a failed run
+leaves no partial output. --prompts FILE replaces the "revision" template.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+
+from annoy_datasync import cli, status
+from annoy_datasync.jsonl import InputError, atomic_write, read_jsonl, require, require_type, where
+from annoy_datasync.prompts import load_prompts
+
+# written by batched_api_inference.py and verify.py for one turn; not carried to the next
+PER_TURN_FIELDS = ("output", "index", "model", "reasoning", "finish_reason", "usage", "res")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--input_file", default="data/spec_1k_gens_verified.jsonl",
+                   help="verified predictions JSONL (default: %(default)s)")
+    p.add_argument("--output_file", default="data/spec_1k_msg_rev.jsonl",
+                   help="output: revision conversations JSONL (default: %(default)s)")
+    p.add_argument("--prompts", metavar="FILE",
+                   help="YAML file overriding prompt templates (default: the built-in ones)")
+    return p
+
+
+def check_res(rec: dict, path: str, lineno: int) -> dict:
+    require(rec, ["res"], path, lineno)
+    res = rec["res"]
+    require_type(res, dict, "res", path, lineno)
+    require(res, ["status"], path, lineno)
+    require_type(res["status"], str, "res.status", path, lineno)
+    require_type(res.get("message", ""), str, "res.message", path, lineno)
+    return res
+
+
+def check_messages(rec: dict, path: str, lineno: int) -> list:
+    require(rec, ["messages"], path, lineno)
+    msgs = rec["messages"]
+    require_type(msgs, list, "messages", path, lineno)
+    for k, m in enumerate(msgs):
+        if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
+            raise InputError(f'{where(path, lineno)}: messages[{k}] should be {{"role": str, "content": str}}')
+    if not msgs or msgs[-1]["role"] != "user":
+        raise InputError(f"{where(path, lineno)}: messages should end with a user turn "
+                         f"(the prompt the model answered)")
+    return msgs
+
+
+def answer_text(rec: dict, path: str, lineno: int) -> str | None:
+    """The model's answer, or None when the record has none (missing, null or blank)."""
+    out = rec.get("output")
+    if out is None:
+        return None
+    require_type(out, str, "output", path, lineno)
+    return out if out.strip() else None
+
+
+def revise(rec: dict, res: dict, msgs: list, answer: str, feedback: str) -> dict:
+    new = {k: v for k, v in rec.items() if k not in PER_TURN_FIELDS}
+    new["messages"] = msgs + [{"role": "assistant", "content": answer},
+                              {"role": "user", "content": feedback}]
+    new["retry_count"] = int(rec.get("retry_count") or 0) + 1
+    new["history_errors"] = list(rec.get("history_errors") or []) + [res]
+    new["original_id"] = rec["original_id"] if rec.get("original_id") is not None else rec["index"]
+    return new
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cli.setup_logging()
+    prompts = load_prompts(args.prompts)
+    counts: Counter[str] = Counter()
+    reader = read_jsonl(args.input_file)
+    path = args.input_file
+    with atomic_write(args.output_file) as out:
+        for lineno, rec in reader:
+            res = check_res(rec, path, lineno)
+            if res["status"] == status.SUCCESS:
+                counts[status.SKIP_PASSED] += 1
+                continue
+            msgs = check_messages(rec, path, lineno)
+            if rec.get("original_id") is None:
+                require(rec, ["index"], path, lineno)
+                require_type(rec["index"], int, "index", path, lineno)
+            answer = answer_text(rec, path, lineno)
+            if answer is None:
+                counts[status.SKIP_NO_ANSWER_TEXT] += 1
+                continue
+            # an empty verifier message still gets a revision turn, naming the verdict
+            feedback = res.get("message") or f"Your answer was not accepted ({res['status']})."
+            out.write(revise(rec, res, msgs, answer, prompts.revision(feedback)))
+            counts[f"included_{res['status']}"] += 1
+    counts[status.SKIP_BAD_LINE] += len(reader.bad)
+    print(cli.summary(counts, "build_spec_rev_msg:"), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))

@@ -1,0 +1,181 @@
+"""Parse unified responses and record true input/output pairs by running their code.
+
+In: --input_file, inference output on the transform prompts (the model's unified response in
+"output": main_solution, I/O description, input generator, problem statement). Out:
+--output_file, one parsed sample per kept response (refcode, ios, problem_description,
+io_requirements, meta.msgidx, input_generator), and --dropped_file (default
+<output_file>.dropped.jsonl), one line per dropped response with its reason. Each response's
+generator runs in the sandboxed executor seeded from --seed and its msgidx (the record's
+"index", else its 0-based line); every pair is run a second time in a fresh namespace of a
+second pool (other hash seed, other random seed) and dropped unless its output is the same
+JSON. Output order follows input order; a rerun skips samples already written to either file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import signal
+import sys
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, wait
+from typing import Any
+
+from annoy_datasync import cli
+from annoy_datasync import status as st
+from annoy_datasync.executor import Executor, Limits
+from annoy_datasync.generation import SampleTask, Settings, done_ids
+from annoy_datasync.jsonl import Appender, read_jsonl, where
+
+log = logging.getLogger("annoy_datasync.parse_gen_ios")
+
+GEN_HASH_SEED = 0       # PYTHONHASHSEED of the generator pool (and of verify's executor)
+CHECK_HASH_SEED = 7919  # a different one for the re-check pool
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--input_file", required=True, help="unified responses (inference output JSONL)")
+    p.add_argument("--output_file", required=True, help="parsed samples (JSONL, appended)")
+    p.add_argument("--dropped_file", default=None,
+                   help="dropped responses with reasons (default: <output_file>.dropped.jsonl)")
+    p.add_argument("--python_path", default=None,
+                   help="interpreter that runs the generated code (default: this one)")
+    p.add_argument("--run_path", default="./temp/run",
+                   help="where each execution gets its own scratch directory")
+    p.add_argument("--seed", type=int, default=0, help="seed of input generation (default 0)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="worker processes per executor pool (default: the number of CPUs)")
+    p.add_argument("--max_ios", type=int, default=10, help="I/O pairs kept per sample (default 10)")
+    p.add_argument("--max_calls", type=int, default=50,
+                   help="input_generator() calls per sample at most (default 50)")
+    p.add_argument("--budget", type=float, default=20.0,
+                   help="seconds of generation per sample at most (default 20)")
+    p.add_argument("--timeout", type=float, default=5.0,
+                   help="seconds of wall and CPU time per call (default 5)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def _msgidx(record: dict, lineno: int) -> int:
+    idx = record.get("index")
+    if isinstance(idx, int) and not isinstance(idx, bool) and idx >= 0:
+        return idx
+    return lineno - 1
+
+
+class _Pool:
+    """An Executor started on first use (a rerun with nothing left to do starts none).
+
+    Started from the main thread: the executor's workers die with the thread that made them.
+    """
+
+    def __init__(self, **kwargs: Any):
+        self.kwargs = kwargs
+        self.executor: Executor | None = None
+
+    def __call__(self) -> Executor:
+        if self.executor is None:
+            self.executor = Executor(**self.kwargs)
+        return self.executor
+
+    def close(self) -> None:
+        if self.executor is not None:
+            self.executor.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    cli.setup_logging(args.verbose)
+    for name in ("workers", "max_ios", "max_calls"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
+    if args.max_ios < 2:
+        parser.error("--max_ios must be at least 2 (samples with fewer pairs are dropped)")
+    if args.budget <= 0 or args.timeout <= 0:
+        parser.error("--budget and --timeout must be positive")
+    if args.python_path and os.sep not in args.python_path:
+        # a bare name ("python") is looked up on our PATH: executed code gets a minimal one
+        found = shutil.which(args.python_path)
+        if found is None:
+            parser.error(f"--python_path {args.python_path}: not found on PATH")
+        args.python_path = found
+    dropped_file = args.dropped_file or args.output_file + ".dropped.jsonl"
+    if os.path.abspath(dropped_file) in (os.path.abspath(args.output_file), os.path.abspath(args.input_file)):
+        parser.error("--dropped_file must differ from --input_file and --output_file")
+
+    records = read_jsonl(args.input_file)
+    settings = Settings(seed=args.seed, max_ios=args.max_ios, spares=max(2, args.max_ios // 2),
+                        max_calls=args.max_calls, budget_s=args.budget)
+    limits = Limits(wall_time=args.timeout, cpu_time=args.timeout)
+    common = dict(python_path=args.python_path, run_path=args.run_path,
+                  workers=args.workers, limits=limits)
+    gen_pool = _Pool(hash_seed=GEN_HASH_SEED, **common)
+    check_pool = _Pool(hash_seed=CHECK_HASH_SEED, **common)
+
+    counts = cli.Counter()
+    done = done_ids(args.output_file, dropped_file)   # resume: samples written by an earlier run
+    seen: set[int] = set()
+    window = 4 * args.workers
+    pending: deque[SampleTask] = deque()
+    try:
+        with Appender(args.output_file) as kept_out, Appender(dropped_file) as drop_out:
+            def flush() -> None:
+                while pending and pending[0].outcome is not None:
+                    out = pending.popleft().outcome
+                    counts.update(out.pair_drops)
+                    if out.kept is not None:
+                        kept_out.write(out.kept)
+                        counts[st.KEPT] += 1
+                        counts[st.PAIRS_KEPT] += len(out.kept["ios"])
+                    else:
+                        drop_out.write(out.dropped)
+                        counts[out.dropped["reason"]] += 1
+
+            def step(block: bool) -> None:
+                waiting = [t.future for t in pending if t.future is not None]
+                if block and waiting:
+                    wait(waiting, return_when=FIRST_COMPLETED)
+                for task in pending:
+                    if task.future is not None and task.future.done():
+                        task.advance(check_pool)
+                flush()
+
+            for lineno, record in records:
+                idx = _msgidx(record, lineno)
+                if idx in seen:
+                    log.warning("%s: msgidx %d seen before in this file; skipped",
+                                where(args.input_file, lineno), idx)
+                    counts[st.DUPLICATE_ID] += 1
+                    continue
+                seen.add(idx)
+                if idx in done:
+                    counts[st.SKIP_DONE] += 1
+                    continue
+                task = SampleTask(record, idx, settings)
+                task.start(gen_pool)
+                pending.append(task)
+                step(block=False)
+                while len(pending) >= window:
+                    step(block=True)
+            while pending:
+                step(block=True)
+    finally:
+        gen_pool.close()
+        check_pool.close()
+    counts[st.SKIP_BAD_LINE] += len(records.bad)
+    print(cli.summary(counts, "parse_gen_ios:"), file=sys.stderr)
+    return 0
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _terminate)
+    sys.exit(cli.run(main))

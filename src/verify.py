@@ -1,0 +1,155 @@
+"""Verify model predictions against the parsed samples.
+
+In: --parsed_file (parse_gen_ios output) and --gens_file (inference output on spec messages:
+lines with "itemid", "ioid", "io_pred" and the model's "output"). Out: --output_file, every
+gens line in the same order plus "res": {"status", "message"}; "success" is the only pass.
+Output predictions are compared as JSON with the recorded output (floats within a relative
+1e-3); input predictions run the reference code on the predicted input in the sandboxed
+executor and compare what it returns (a predicted input that is one of the sample's recorded
+inputs gets the recorded output without running, unless --always_run). The output file is written whole through a temp file
+and renamed at the end, so it may be the gens file itself: with --recheck timeout, lines whose
+"res" is a timeout are checked again and the others are copied as they are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import signal
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+from annoy_datasync import cli
+from annoy_datasync import status as st
+from annoy_datasync.executor import Executor, Limits
+from annoy_datasync.jsonl import atomic_write, read_jsonl, where
+from annoy_datasync.verification import ParsedIndex, Verifier, identity, reusable
+
+log = logging.getLogger("annoy_datasync.verify")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--parsed_file", required=True, help="parsed samples (parse_gen_ios output)")
+    p.add_argument("--gens_file", required=True, help="predictions to verify (JSONL)")
+    p.add_argument("--output_file", required=True, help="verified predictions (JSONL)")
+    p.add_argument("--python_path", default=None,
+                   help="interpreter that runs the reference code (default: this one)")
+    p.add_argument("--run_path", default="./temp/run",
+                   help="where each execution gets its own scratch directory")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="executor worker processes (default: the number of CPUs)")
+    p.add_argument("--timeout", type=float, default=5.0,
+                   help="seconds of wall and CPU time per execution (default 5)")
+    p.add_argument("--recheck", default="",
+                   help="comma-separated statuses (e.g. 'timeout'): the gens file is already "
+                        "verified; check again only lines whose res.status is one of these "
+                        "(or that have no res) and copy the rest")
+    p.add_argument("--resume_from", default=None,
+                   help="an earlier verified file of the same gens file: its verdicts are reused "
+                        "for lines that are identical at the same position (statuses listed in "
+                        "--recheck are checked again)")
+    p.add_argument("--always_run", action="store_true",
+                   help="run the code even on a predicted input that is one of the sample's "
+                        "recorded inputs (by default such a prediction gets the recorded output)")
+    p.add_argument("--window", type=int, default=0,
+                   help="predictions in flight at once (default: 64 per worker)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def _items(gens: Any, previous: Any, recheck: set[str], own_res: bool) -> Iterator[tuple]:
+    """(file:line, record, verdict to reuse) for each gens record."""
+    prev_iter = iter(previous) if previous is not None else None
+    for lineno, rec in gens:
+        here = where(gens.path, lineno)
+        reuse = None
+        if own_res:
+            reuse = reusable(rec.get("res"), recheck)
+            rec = {k: v for k, v in rec.items() if k != "res"}
+        elif prev_iter is not None:
+            _, old = next(prev_iter, (None, None))
+            if old is not None and identity(old) == identity(rec):
+                reuse = reusable(old.get("res"), recheck)
+        yield here, rec, reuse
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    cli.setup_logging(args.verbose)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    if args.timeout <= 0:
+        parser.error("--timeout must be positive")
+    if args.python_path and os.sep not in args.python_path:
+        # a bare name ("python") is looked up on our PATH: executed code gets a minimal one
+        found = shutil.which(args.python_path)
+        if found is None:
+            parser.error(f"--python_path {args.python_path}: not found on PATH")
+        args.python_path = found
+    recheck = {s.strip() for s in args.recheck.split(",") if s.strip()}
+    unknown = recheck - set(st.VERDICTS)
+    if unknown:
+        parser.error(f"--recheck: unknown status {', '.join(sorted(unknown))} "
+                     f"(known: {', '.join(st.VERDICTS)})")
+
+    gens = read_jsonl(args.gens_file)
+    if (recheck and not args.resume_from and os.path.exists(args.output_file)
+            and os.path.samefile(args.output_file, args.gens_file)):
+        # re-checking a verified file in place: leave it untouched when nothing qualifies
+        statuses = cli.Counter()
+        for _, rec in gens:
+            prev = reusable(rec.get("res"), recheck)
+            statuses[prev["status"] if prev else "to_recheck"] += 1
+        if not statuses["to_recheck"]:
+            print(cli.summary(statuses, "verify: nothing to re-check:"), file=sys.stderr)
+            return 0
+        gens = read_jsonl(args.gens_file)
+    parsed = ParsedIndex(args.parsed_file)
+    previous = read_jsonl(args.resume_from) if args.resume_from and os.path.exists(args.resume_from) else None
+    own_res = bool(recheck) and previous is None
+    limits = Limits(wall_time=args.timeout, cpu_time=args.timeout)
+
+    executor: Executor | None = None
+
+    def submit(code: str, kwargs: dict):
+        nonlocal executor
+        if executor is None:  # started on the first input prediction only
+            executor = Executor(python_path=args.python_path, run_path=args.run_path,
+                                workers=args.workers, limits=limits)
+        return executor.run_calls(code, [kwargs])
+
+    verifier = Verifier(parsed, submit, timeout_s=args.timeout,
+                        window=args.window or 64 * args.workers,
+                        use_recorded=not args.always_run)
+    try:
+        with atomic_write(args.output_file) as out:
+            for rec in verifier.run(_items(gens, previous, recheck, own_res)):
+                out.write(rec)
+    finally:
+        if executor is not None:
+            executor.close()
+        parsed.close()
+
+    counts = cli.Counter(verifier.counts)
+    counts[st.SKIP_BAD_LINE] += len(gens.bad)
+    counts[st.EXECUTIONS] = verifier.cache.runs
+    counts[st.CACHE_HITS] = verifier.cache.hits
+    counts[st.RECORDED_HITS] = verifier.recorded_hits
+    print(cli.summary(counts, "verify:"), file=sys.stderr)
+    return 0
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    # SystemExit unwinds through atomic_write (temp file removed) and closes the executor
+    raise SystemExit(128 + signum)
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _terminate)
+    sys.exit(cli.run(main))

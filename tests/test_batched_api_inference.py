@@ -1,0 +1,342 @@
+"""batched_api_inference.py against a real OpenAI-compatible server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+
+import pytest
+
+import batched_api_inference as bai
+from annoy_datasync import status
+from annoy_datasync.chat_server import ChatServer, Reply
+from annoy_datasync.client import (Bitmap, backoff_delay, parse_retry_after, redact,
+                                   resolve_endpoint)
+from annoy_datasync.jsonl import InputError
+
+SRC = os.path.join(os.path.dirname(__file__), os.pardir, "src")
+KEY = "sk-test-0123456789abcdefSECRET"
+
+
+def row_of(req) -> int:
+    return int(req.messages[-1]["content"].split()[-1])
+
+
+def write_input(path, n, bad_lines=()):
+    with open(path, "w") as fh:
+        for i in range(n):
+            if i in bad_lines:
+                fh.write("{not json\n" if i % 2 else '{"content": "no messages here"}\n')
+            else:
+                fh.write(json.dumps({"messages": [{"role": "user", "content": f"question {i}"}],
+                                     "itemid": i}) + "\n")
+    return str(path)
+
+
+def read(path):
+    if not os.path.exists(path):
+        return []
+    with open(path) as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def run(server, inp, out, *extra):
+    argv = ["--input", inp, "--output", out, "--model", "test-model", "--base_url", server.url,
+            "--num_thread", "8", "--backoff", "0.01", "--max_retries", "3", "--no_progress",
+            *extra]
+    return bai.main(argv)
+
+
+@pytest.fixture
+def serve():
+    servers = []
+
+    def start(responder, **kw):
+        s = ChatServer(responder, **kw).start()
+        servers.append(s)
+        return s
+
+    yield start
+    for s in servers:
+        s.stop()
+
+
+def fault_responder():
+    """Behaviour by row number (index % 10); `seen` counts attempts per row."""
+    seen: Counter = Counter()
+
+    def respond(req):
+        i = row_of(req)
+        seen[i] += 1
+        kind, first = i % 10, seen[i] == 1
+        if kind == 0:
+            return Reply(content=f"slow {i}", delay=0.3)
+        if kind == 1 and first:
+            return Reply(status=500, error="boom")
+        if kind == 2 and first:
+            return Reply(cut=True)
+        if kind == 3 and first:
+            return Reply(empty_body=True)
+        if kind == 4:
+            return Reply(content="cut sh", finish_reason="length")
+        if kind == 5:
+            return Reply(content=f"answer {i}", reasoning_content=f"thinking about {i}")
+        if kind == 6:
+            return Reply(status=503)
+        if kind == 7:
+            return Reply(content="", finish_reason="content_filter")
+        if kind == 8:
+            return Reply(content="   ")
+        return Reply(content=f"answer {i}")
+
+    return respond, seen
+
+
+def test_every_row_is_answered_or_failed_with_its_reason(serve, tmp_path):
+    respond, seen = fault_responder()
+    server = serve(respond)
+    inp = write_input(tmp_path / "in.jsonl", 40, bad_lines={21, 32})
+    out = str(tmp_path / "out.jsonl")
+    assert run(server, inp, out) == 0
+
+    rows = read(out)
+    fails = read(out + ".failed.jsonl")
+    got = [r["index"] for r in rows] + [f["index"] for f in fails]
+    assert sorted(got) == list(range(40))            # every row once, in one of the two files
+    reasons = {f["index"]: f["reason"] for f in fails}
+    for i in range(40):
+        kind = i % 10
+        if i in (21, 32):
+            assert reasons[i] == status.FAIL_BAD_INPUT
+        elif kind == 4:
+            assert reasons[i] == status.FAIL_LENGTH
+        elif kind == 6:
+            assert reasons[i] == status.FAIL_SERVER
+        elif kind == 7:
+            assert reasons[i] == status.FAIL_CONTENT_FILTER
+        elif kind == 8:
+            assert reasons[i] == status.FAIL_EMPTY
+        else:
+            assert i not in reasons
+    by_index = {r["index"]: r for r in rows}
+    for i, r in by_index.items():
+        assert r["itemid"] == i and r["model"] == "test-model" and r["finish_reason"] == "stop"
+        assert r["usage"]["completion_tokens"] >= 1
+        assert r["reasoning"] == (f"thinking about {i}" if i % 10 == 5 else None)
+    # retried exactly as far as needed: once after 500 / cut / empty body; 1 + 3 for always-503
+    assert seen[1] == 2 and seen[2] == 2 and seen[3] == 2 and seen[6] == 4
+    assert seen[4] == 1 and seen[7] == 1                 # truncation and filtering not retried
+    f6 = next(f for f in fails if f["index"] == 6)
+    assert f6["attempts"] == 4 and "503" in f6["error"]
+    assert next(f for f in fails if f["index"] == 21)["error"].startswith(
+        f"{inp}:22:")
+
+
+def test_retry_after_is_respected_server_side(serve, tmp_path):
+    seen: Counter = Counter()
+
+    def respond(req):
+        i = row_of(req)
+        seen[i] += 1
+        if seen[i] == 1 and i == 0:
+            return Reply(status=429, headers={"Retry-After": "1"}, error="slow down")
+        if seen[i] == 1 and i == 1:
+            return Reply(status=429, headers={"retry-after-ms": "400"}, error="slow down")
+        return Reply(content=f"answer {i}")
+
+    server = serve(respond)
+    inp = write_input(tmp_path / "in.jsonl", 2)
+    out = str(tmp_path / "out.jsonl")
+    assert run(server, inp, out, "--num_thread", "1") == 0
+    assert sorted(r["index"] for r in read(out)) == [0, 1]
+    times = defaultdict(list)
+    for req in server.requests:
+        times[row_of(req)].append((req.received, req.answered))
+    (_, refused0), (again0, _) = times[0]
+    (_, refused1), (again1, _) = times[1]
+    assert again0 - refused0 >= 1.0
+    assert again1 - refused1 >= 0.4
+
+
+@pytest.mark.parametrize("code, words", [(401, "refused the API key"), (404, "404 for model")])
+def test_auth_or_unknown_model_stops_the_run_early(serve, tmp_path, capsys, code, words):
+    server = serve(lambda req: Reply(status=code, error=f"Incorrect API key provided: {KEY}"))
+    inp = write_input(tmp_path / "in.jsonl", 300)
+    out = str(tmp_path / "out.jsonl")
+    with pytest.raises(InputError, match=words) as err:
+        run(server, inp, out, "--key", KEY, "--num_thread", "4")
+    assert server.count <= 8                              # not one request per row
+    assert KEY not in str(err.value)
+    failures = open(out + ".failed.jsonl").read()
+    assert KEY not in failures and KEY not in capsys.readouterr().err
+    assert server.requests[0].headers["authorization"] == f"Bearer {KEY}"
+
+
+def test_rerun_retries_exactly_missing_and_failed_rows(serve, tmp_path):
+    broken = {"on": True}
+
+    def respond(req):
+        i = row_of(req)
+        if broken["on"] and i % 3 == 0:
+            return Reply(status=500)
+        return Reply(content=f"answer {i}")
+
+    server = serve(respond)
+    inp = write_input(tmp_path / "in.jsonl", 30)
+    out = str(tmp_path / "out.jsonl")
+    assert run(server, inp, out, "--max_retries", "0") == 0
+    assert sorted(f["index"] for f in read(out + ".failed.jsonl")) == list(range(0, 30, 3))
+    broken["on"] = False
+    before = server.count
+    assert run(server, inp, out) == 0
+    assert server.count - before == 10                     # only the failed rows again
+    assert sorted(r["index"] for r in read(out)) == list(range(30))
+    assert read(out + ".failed.jsonl") == []               # answered rows leave the failures file
+
+
+def test_torn_last_line_is_repaired_and_redone(serve, tmp_path):
+    server = serve(lambda req: Reply(content="fine"))
+    inp = write_input(tmp_path / "in.jsonl", 5)
+    out = str(tmp_path / "out.jsonl")
+    with open(out, "w") as fh:
+        fh.write(json.dumps({"index": 0, "output": "old"}) + "\n")
+        fh.write('{"index": 1, "output": "half')
+    assert run(server, inp, out) == 0
+    rows = read(out)
+    assert sorted(r["index"] for r in rows) == [0, 1, 2, 3, 4]
+    assert rows[0]["output"] == "old" and server.count == 4
+
+
+def test_limit_only_sends_the_first_lines(serve, tmp_path):
+    server = serve(lambda req: Reply(content="fine"))
+    inp = write_input(tmp_path / "in.jsonl", 20)
+    out = str(tmp_path / "out.jsonl")
+    assert run(server, inp, out, "--limit", "5") == 0
+    assert sorted(r["index"] for r in read(out)) == [0, 1, 2, 3, 4]
+
+
+def test_a_file_that_is_not_requests_is_a_clear_error(serve, tmp_path):
+    server = serve(lambda req: Reply())
+    out = str(tmp_path / "out.jsonl")
+    txt = tmp_path / "notes.txt"
+    txt.write_text("hello world\nsecond line\n")
+    with pytest.raises(InputError, match="JSONL"):
+        run(server, str(txt), out)
+    raw = tmp_path / "raw.jsonl"
+    raw.write_text(json.dumps({"content": "def f(): pass"}) + "\n")
+    with pytest.raises(InputError, match=r'raw.jsonl:1: no "messages" field'):
+        run(server, str(raw), out)
+    assert server.count == 0
+
+
+def _ids(path):
+    return sorted(r["index"] for r in read(path))
+
+
+def test_sigkill_midway_then_resume_gives_the_same_rows(serve, tmp_path):
+    def respond(req):
+        i = row_of(req)
+        if i % 25 == 0:
+            return Reply(content="partial", finish_reason="length")
+        return Reply(content=f"answer {i} " + "x" * 2000, delay=0.02)
+
+    server = serve(respond, record=False)
+    n = 600
+    inp = write_input(tmp_path / "in.jsonl", n)
+    killed = str(tmp_path / "killed.jsonl")
+    cmd = [sys.executable, os.path.join(SRC, "batched_api_inference.py"), "--input", inp,
+           "--output", killed, "--model", "test-model", "--base_url", server.url,
+           "--num_process", "2", "--num_thread", "8", "--no_progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "OPENAI_API_KEY": ""})
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(read_lines(killed)) < n // 4:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    written = len(read_lines(killed))
+    assert 0 < written < n                              # killed mid-way
+    time.sleep(0.3)
+    settled = server.count
+    time.sleep(0.3)
+    assert server.count == settled                      # its workers died with it
+
+    assert subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          timeout=60).returncode == 0
+    whole = str(tmp_path / "whole.jsonl")
+    assert run(server, inp, whole) == 0
+
+    assert _ids(killed) == _ids(whole)                  # same rows, each exactly once
+    assert len(_ids(killed)) == len(set(_ids(killed))) == n - n // 25
+    assert _ids(killed + ".failed.jsonl") == _ids(whole + ".failed.jsonl") == list(range(0, n, 25))
+
+
+def read_lines(path):
+    try:
+        with open(path, "rb") as fh:
+            return fh.read().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+# --- library pieces ---------------------------------------------------------------------------
+@pytest.mark.parametrize("model, base_url, env, url, source", [
+    ("deepseek-chat", None, {"DEEPSEEK_API_KEY": "d-key"}, "https://api.deepseek.com", "DEEPSEEK_API_KEY"),
+    ("deepseek-reasoner", None, {"OPENAI_API_KEY": "o"}, "https://api.deepseek.com", "OPENAI_API_KEY"),
+    ("gpt-4o-mini", None, {"OPENAI_API_KEY": "o", "DEEPSEEK_API_KEY": "d"}, "https://api.openai.com/v1", "OPENAI_API_KEY"),
+    ("o3-mini", None, {"OPENAI_API_KEY": "o"}, "https://api.openai.com/v1", "OPENAI_API_KEY"),
+    ("Qwen/Qwen2.5-7B", "http://127.0.0.1:8000/v1/", {}, "http://127.0.0.1:8000/v1", "none"),
+    ("deepseek-ai/DeepSeek-R1", None, {"OPENAI_BASE_URL": "http://h:1/v1"}, "http://h:1/v1", "none"),
+    ("gpt-4o", "http://proxy/v1", {"OPENAI_API_KEY": "o"}, "http://proxy/v1", "OPENAI_API_KEY"),
+])
+def test_endpoint_by_flag_environment_and_model_family(model, base_url, env, url, source):
+    ep = resolve_endpoint(model, base_url, None, env)
+    assert (ep.base_url, ep.key_source) == (url, source)
+    assert "key=" not in repr(ep)
+
+
+def test_endpoint_errors_say_what_to_set():
+    with pytest.raises(InputError, match="--base_url"):
+        resolve_endpoint("llama-3-8b", None, None, {})
+    with pytest.raises(InputError, match="DEEPSEEK_API_KEY"):
+        resolve_endpoint("deepseek-chat", None, None, {})
+    assert resolve_endpoint("deepseek-chat", None, "k", {}).key_source == "--key"
+
+
+def test_retry_after_headers_and_backoff():
+    assert parse_retry_after({"retry-after": "2"}) == 2.0
+    assert parse_retry_after({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
+    assert parse_retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0
+    assert parse_retry_after({"retry-after": "soon"}) is None and parse_retry_after({}) is None
+    delays = [backoff_delay(a, 1.0, 60.0) for a in (1, 2, 3, 10)]
+    assert 0.5 <= delays[0] <= 1 and 1 <= delays[1] <= 2 and 2 <= delays[2] <= 4
+    assert 30 <= delays[3] <= 60
+    assert backoff_delay(1, 0.01, 60.0, retry_after=3.0) == 3.0
+    assert redact(f"bad key {KEY}!", KEY) == "bad key ***!"
+
+
+def test_bitmap_is_a_set_of_indices():
+    b = Bitmap()
+    for i in (0, 7, 8, 1_000_003):
+        assert b.add(i)
+    assert not b.add(7) and b.count == 4
+    assert 1_000_003 in b and 1_000_002 not in b and 5 not in b and 10**9 not in b
+
+
+def test_an_unreachable_server_stops_the_run_early(tmp_path):
+    import socket
+    with socket.socket() as s:                 # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    inp = write_input(tmp_path / "in.jsonl", 200)
+    out = str(tmp_path / "out.jsonl")
+    with pytest.raises(InputError, match="connection_error.*check --base_url"):
+        bai.main(["--input", inp, "--output", out, "--model", "m", "--no_progress",
+                  "--base_url", f"http://127.0.0.1:{port}/v1", "--max_retries", "0",
+                  "--num_thread", "4"])
+    assert 8 <= len(read(out + ".failed.jsonl")) <= 12 and read(out) == []

@@ -1,0 +1,90 @@
+"""The OpenAI-compatible test server: what a client sees for each kind of reply."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+
+import openai
+import pytest
+
+from annoy_datasync.chat_server import ChatServer, Reply, echo_responder
+
+
+def client(server):
+    return openai.OpenAI(base_url=server.url, api_key="EMPTY", max_retries=0, timeout=5)
+
+
+def ask(c, text="hello"):
+    return c.chat.completions.create(model="m1", messages=[{"role": "user", "content": text}])
+
+
+def test_answers_like_the_openai_api_and_records_requests():
+    with ChatServer(echo_responder, models=["m1", "m2"]) as server:
+        c = client(server)
+        r = ask(c, "two words")
+        assert r.choices[0].message.content == "echo: two words"
+        assert r.choices[0].finish_reason == "stop" and r.model == "m1"
+        assert r.usage.prompt_tokens == 2 and r.usage.total_tokens == 5  # "echo: two words"
+        assert [m.id for m in c.models.list()] == ["m1", "m2"]
+        assert server.count == 1 and server.requests[0].messages[0]["content"] == "two words"
+        assert server.requests[0].answered >= server.requests[0].received
+
+
+def test_reasoning_length_and_usage_are_passed_through():
+    reply = Reply(content="a", reasoning_content="why", finish_reason="length",
+                  usage={"prompt_tokens": 7, "completion_tokens": 9, "total_tokens": 16})
+    with ChatServer(lambda req: reply) as server:
+        r = ask(client(server))
+        assert r.choices[0].message.reasoning_content == "why"
+        assert r.choices[0].finish_reason == "length" and r.usage.completion_tokens == 9
+
+
+def test_errors_headers_cut_and_empty_body():
+    replies = iter([Reply(status=429, headers={"Retry-After": "3"}, error="slow down"),
+                    Reply(cut=True), Reply(empty_body=True), Reply(status=401)])
+    with ChatServer(lambda req: next(replies)) as server:
+        c = client(server)
+        with pytest.raises(openai.RateLimitError) as err:
+            ask(c)
+        assert err.value.response.headers["retry-after"] == "3" and "slow down" in str(err.value)
+        with pytest.raises(openai.APIConnectionError):
+            ask(c)
+        with pytest.raises(ValueError):          # the SDK cannot decode a zero-length body
+            ask(c)
+        with pytest.raises(openai.AuthenticationError):
+            ask(c)
+
+
+def test_keep_alive_serves_several_requests_on_one_connection():
+    with ChatServer(echo_responder) as server:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+        for i in range(3):
+            body = json.dumps({"model": "m", "messages": [{"role": "user", "content": str(i)}]})
+            conn.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            assert resp.status == 200
+            assert json.loads(resp.read())["choices"][0]["message"]["content"] == f"echo: {i}"
+        conn.close()
+        assert server.count == 3
+
+
+def test_async_responder_and_delay():
+    async def respond(req):
+        await asyncio.sleep(0.01)
+        return Reply(content="later", delay=0.2)
+
+    with ChatServer(respond) as server:
+        assert ask(client(server)).choices[0].message.content == "later"
+        req = server.requests[0]
+        assert req.answered - req.received >= 0.2
+
+
+def test_a_responder_bug_is_a_visible_500():
+    def respond(req):
+        raise KeyError("oops")
+
+    with ChatServer(respond) as server:
+        with pytest.raises(openai.InternalServerError, match="KeyError"):
+            ask(client(server))

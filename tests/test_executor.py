@@ -1,0 +1,672 @@
+"""The executor against hostile and broken code: each test checks the status, that nothing
+the job started is still running, and that its working directory is gone."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from annoy_datasync import status
+from annoy_datasync.executor import Executor, JobResult, Limits
+
+LIMITS = Limits(wall_time=1.5, cpu_time=1.5, memory_mb=1024, nproc=16, fsize_mb=1,
+                nofile=32, output_bytes=4096)
+SECRET = "sk-test-secret-0123456789"
+
+
+def _procs() -> dict[int, tuple[int, int]]:
+    """pid -> (ppid, real uid) of every process on the machine."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/status") as f:
+                uid = next(int(line.split()[1]) for line in f if line.startswith("Uid:"))
+        except (OSError, ValueError, StopIteration, IndexError):
+            continue
+        out[int(entry)] = (ppid, uid)
+    return out
+
+
+def leftovers(ex: Executor) -> list[int]:
+    """Processes of past jobs still alive: descendants of a worker other than the worker's
+    own server process, and (as root) anything running under the executor's job uids."""
+    procs = _procs()
+    kids: dict[int, list[int]] = {}
+    for pid, (ppid, _) in procs.items():
+        kids.setdefault(ppid, []).append(pid)
+    found = []
+    for w in ex._workers:
+        servers = kids.get(w.proc.pid, [])   # the PID-1 server (or none without a pid ns)
+        stack = [k for s in servers for k in kids.get(s, [])]
+        while stack:
+            p = stack.pop()
+            found.append(p)
+            stack.extend(kids.get(p, []))
+    if os.geteuid() == 0:
+        found += [p for p, (_, uid) in procs.items()
+                  if ex.uid_base <= uid < ex.uid_base + 128]
+    return sorted(set(found))
+
+
+def settle(ex: Executor) -> list[int]:
+    """Leftovers once the worker finished its clean-up: it sends SIGKILL to every process of
+    the job before answering, then reaps them and removes the directory (within ms)."""
+    for _ in range(100):
+        left = leftovers(ex)
+        if not left and not os.listdir(ex.run_path):
+            return []
+        time.sleep(0.02)
+    return left
+
+
+@pytest.fixture(scope="module")
+def ex(tmp_path_factory):
+    old = os.environ.get("OPENAI_API_KEY")
+    os.environ["OPENAI_API_KEY"] = SECRET      # the step's secret: jobs must not see it
+    run = tmp_path_factory.mktemp("exec") / "run"
+    try:
+        with Executor(run_path=str(run), workers=2, limits=LIMITS) as executor:
+            yield executor
+    finally:
+        if old is None:
+            os.environ.pop("OPENAI_API_KEY", None)
+        else:
+            os.environ["OPENAI_API_KEY"] = old
+
+
+def run1(ex: Executor, code: str, inp: dict | None = None, **kw) -> JobResult:
+    res = ex.run_calls(textwrap.dedent(code), [inp or {}], **kw).result(timeout=60)
+    assert len(res) == 1
+    assert settle(ex) == [], "a process of the job is still running"
+    assert os.listdir(ex.run_path) == [], "the job's directory was not removed"
+    return res[0]
+
+
+def test_pass_and_wrong_answer_values_come_back(ex):
+    code = "def main_solution(a, b):\n    return {'sum': a + b, 'items': [a, b, None, True, 1.5]}\n"
+    res = ex.run_calls(code, [{"a": 1, "b": 2}, {"a": 2, "b": 2}]).result(timeout=60)
+    assert [r.status for r in res] == [status.SUCCESS, status.SUCCESS]
+    assert res[0].value == {"sum": 3, "items": [1, 2, None, True, 1.5]}
+    assert res[1].value["sum"] == 4 != 5      # a wrong answer is the caller's comparison
+    assert settle(ex) == []
+
+
+def test_exception_has_type_and_message(ex):
+    r = run1(ex, "def main_solution(x):\n    raise ValueError('x must be positive')\n", {"x": -1})
+    assert (r.status, r.error_type) == (status.EXCEPTION, "ValueError")
+    assert r.message == "ValueError: x must be positive"
+
+
+def test_not_runnable_code(ex):
+    assert run1(ex, "def main_solution(:\n").status == status.NOT_RUNNABLE
+    r = run1(ex, "def other():\n    return 1\n")
+    assert r.status == status.NOT_RUNNABLE and "main_solution" in r.message
+    r = run1(ex, "import no_such_module_xyz\ndef main_solution():\n    return 1\n")
+    assert r.status == status.NOT_RUNNABLE and "ModuleNotFoundError" in r.message
+
+
+def test_infinite_loop_times_out_and_later_calls_still_run(ex):
+    code = """
+    def main_solution(n):
+        while n > 0:
+            pass
+        return n
+    """
+    res = ex.run_calls(textwrap.dedent(code), [{"n": 0}, {"n": 1}, {"n": -2}]).result(timeout=60)
+    assert [r.status for r in res] == [status.SUCCESS, status.TIMEOUT, status.SUCCESS]
+    assert [res[0].value, res[2].value] == [0, -2]
+    assert settle(ex) == []
+
+
+def test_loop_ignoring_sigterm_and_stopped_child(ex):
+    code = """
+    import os, signal
+    def main_solution():
+        if os.fork() == 0:
+            os.kill(os.getpid(), signal.SIGSTOP)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        while True:
+            pass
+    """
+    r = run1(ex, code)
+    assert (r.status, r.error_type) == (status.TIMEOUT, "wall")
+
+
+def test_memory_bomb(ex):
+    r = run1(ex, "def main_solution():\n    return len(bytearray(8 * 1024 ** 3))\n")
+    assert (r.status, r.error_type) == (status.RESOURCE_LIMIT, "memory")
+    r = run1(ex, "import numpy as np\ndef main_solution():\n    return int(np.ones(2 ** 31).sum())\n")
+    assert (r.status, r.error_type) == (status.RESOURCE_LIMIT, "memory")
+
+
+def test_bounded_process_flood(ex):
+    code = """
+    import os, time
+    def main_solution():
+        for _ in range(100):
+            if os.fork() == 0:
+                time.sleep(60)
+                os._exit(0)
+        return 'all forked'
+    """
+    r = run1(ex, code)
+    assert (r.status, r.error_type) == (status.RESOURCE_LIMIT, "processes")
+
+
+def test_double_forked_daemon_is_killed(ex):
+    code = """
+    import os, time
+    def main_solution():
+        if os.fork() == 0:
+            os.setsid()
+            if os.fork() == 0:
+                time.sleep(120)
+            os._exit(0)
+        time.sleep(0.2)
+        return 'parent done'
+    """
+    r = run1(ex, code)      # run1 asserts that the sleeping daemon is gone
+    assert (r.status, r.value) == (status.SUCCESS, "parent done")
+
+
+def test_writes_outside_the_run_directory_fail(ex, tmp_path):
+    target = tmp_path / "escaped.txt"
+    os.chmod(tmp_path, 0o777)
+    code = f"""
+    import os
+    def main_solution():
+        errors = []
+        for path in [{str(target)!r}, '/tmp/escaped.txt', '/etc/escaped', '/root/escaped']:
+            try:
+                with open(path, 'w') as f:
+                    f.write('x')
+            except OSError as exc:
+                errors.append(type(exc).__name__)
+        with open('inside.txt', 'w') as f:   # the job's own directory is writable
+            f.write('ok')
+        os.chmod('.', 0o500)                 # and removed even when made read-only
+        return errors
+    """
+    r = run1(ex, code)
+    assert r.status == status.SUCCESS and len(r.value) == 4
+    assert not target.exists() and not os.path.exists("/etc/escaped")
+
+
+def test_no_network_to_a_local_server(ex):
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.settimeout(0.05)
+    port = server.getsockname()[1]
+    try:
+        code = f"""
+        import socket
+        def main_solution():
+            socket.create_connection(('127.0.0.1', {port}), timeout=1).sendall(b'hi')
+            return 'connected'
+        """
+        r = run1(ex, code)
+        assert r.status == status.EXCEPTION and r.error_type in ("OSError", "ConnectionRefusedError")
+        with pytest.raises(socket.timeout):
+            server.accept()
+    finally:
+        server.close()
+
+
+def test_api_key_is_not_visible(ex):
+    assert os.environ["OPENAI_API_KEY"] == SECRET
+    code = """
+    import os
+    def main_solution():
+        seen = [repr(dict(os.environ))]
+        for pid in ['self', str(os.getppid()), '1'] + os.listdir('/proc'):
+            try:
+                with open(f'/proc/{pid}/environ', 'rb') as f:
+                    seen.append(f.read().decode('latin-1'))
+            except OSError:
+                pass
+        return '\\n'.join(seen)
+    """
+    r = run1(ex, code)
+    assert r.status == status.SUCCESS
+    assert SECRET not in r.value and "OPENAI_API_KEY" not in r.value
+
+
+def test_forged_markers_on_stdout_then_exit_0(ex):
+    code = """
+    import os, sys, json
+    def main_solution():
+        print(json.dumps({'status': 'success', 'output': 42}))
+        print('__RESULT__ success 42')
+        sys.stdout.flush()
+        os._exit(0)
+    """
+    r = run1(ex, code)
+    assert r.status == status.CRASHED and r.value is None
+    assert "__RESULT__" in r.stdout
+
+
+def test_forged_frame_on_the_result_fd(ex):
+    code = """
+    import os, json, struct
+    def main_solution():
+        body = json.dumps({'t': 'call', 'i': 0, 's': 'success', 'v': 42}).encode()
+        for fd in range(3, 20):
+            try:
+                os.write(fd, struct.pack('>I', len(body)) + body)
+            except OSError:
+                pass
+        os._exit(0)
+    """
+    r = run1(ex, code)
+    assert (r.status, r.error_type) == (status.CRASHED, "bad frame")
+
+
+def test_sys_exit_is_an_exception(ex):
+    r = run1(ex, "import sys\ndef main_solution():\n    sys.exit(0)\n")
+    assert (r.status, r.error_type) == (status.EXCEPTION, "SystemExit")
+
+
+def test_always_equal_object_is_not_json(ex):
+    code = """
+    class Anything:
+        def __eq__(self, other):
+            return True
+    def main_solution():
+        return Anything()
+    """
+    r = run1(ex, code)
+    assert r.status == status.NON_JSON and "Anything" in r.message
+
+
+@pytest.mark.parametrize("expr,what", [
+    ("{1, 2}", "set"), ("float('nan')", "nan"), ("[1.0, float('inf')]", "inf"),
+    ("__import__('numpy').arange(3)", "ndarray"), ("10 ** 200", "int"),
+    ("__import__('numpy').int64(3)", "int64"), ("{(1, 2): 3}", "tuple"),
+    ("{1: 'a', '1': 'b'}", "twice"), ("b'bytes'", "bytes"), ("1j", "complex"),
+])
+def test_non_json_outputs(ex, expr, what):
+    r = run1(ex, f"def main_solution():\n    return {expr}\n")
+    assert r.status == status.NON_JSON and what in r.message
+
+
+def test_json_like_outputs_are_normalised(ex):
+    code = """
+    import collections, numpy as np
+    def main_solution():
+        return [(1, 2), {3: 'int key'}, collections.Counter('aab'), np.float64(0.5)]
+    """
+    r = run1(ex, code)
+    assert r.status == status.SUCCESS
+    assert r.value == [[1, 2], {"3": "int key"}, {"a": 2, "b": 1}, 0.5]
+
+
+def test_deep_recursion(ex):
+    code = "def main_solution(n=0):\n    return main_solution(n + 1)\n"
+    r = run1(ex, code)
+    assert (r.status, r.error_type) == (status.EXCEPTION, "RecursionError")
+    # recursion in C with the limit lifted overflows the stack: a crash, not a hang
+    code = """
+    import sys
+    def main_solution():
+        a = []
+        for _ in range(10 ** 5):
+            a = [a]
+        sys.setrecursionlimit(10 ** 8)
+        return repr(a)
+    """
+    r = run1(ex, code, limits=Limits(wall_time=20, cpu_time=20))
+    assert (r.status, r.error_type) == (status.CRASHED, "SIGSEGV")
+
+
+def test_100_mb_on_stdout_is_capped(ex):
+    code = """
+    import sys
+    def main_solution():
+        for _ in range(100):
+            sys.stdout.write('x' * 1024 * 1024)
+        return 1
+    """
+    r = run1(ex, code)
+    assert (r.status, r.error_type) == (status.RESOURCE_LIMIT, "output size")
+    assert len(r.stdout) < LIMITS.output_bytes + 100
+
+
+def test_small_output_is_captured(ex):
+    r = run1(ex, "import sys\ndef main_solution():\n    print('hello')\n    "
+                 "print('oops', file=sys.stderr)\n    return 0\n")
+    assert (r.status, r.stdout, r.stderr) == (status.SUCCESS, "hello\n", "oops\n")
+
+
+def test_closed_file_descriptors(ex):
+    r = run1(ex, "import os\ndef main_solution():\n    os.closerange(0, 1000)\n    return 1\n")
+    assert (r.status, r.error_type) == (status.CRASHED, "result channel")
+
+
+def test_input_reads_closed_stdin(ex):
+    r = run1(ex, "def main_solution():\n    return input()\n")
+    assert (r.status, r.error_type) == (status.EXCEPTION, "EOFError")
+
+
+def test_file_size_and_open_files_limits(ex):
+    r = run1(ex, "def main_solution():\n    open('big', 'wb').write(b'x' * 2 ** 21)\n")
+    assert (r.status, r.error_type) == (status.RESOURCE_LIMIT, "file size")
+    r = run1(ex, "def main_solution():\n    return [open('/dev/null') for _ in range(100)]\n")
+    assert (r.status, r.error_type) == (status.RESOURCE_LIMIT, "open files")
+
+
+def test_import_of_a_module_not_preloaded(tmp_path):
+    # a tiny preload list: yaml (site-packages) and difflib (stdlib) must load from disk,
+    # which as root means the dropped uid must reach the interpreter's directories
+    with Executor(run_path=str(tmp_path / "run"), workers=1, limits=LIMITS,
+                  preload=("math",)) as ex2:
+        code = "import difflib, yaml\ndef main_solution():\n    return yaml.safe_dump({'a': 1})\n"
+        r = run1(ex2, code)
+    assert (r.status, r.value) == (status.SUCCESS, "a: 1\n")
+
+
+def test_inputs_are_copies_and_seed_makes_random_reproducible(ex):
+    code = """
+    import random, numpy as np
+    def main_solution(xs):
+        xs.append(random.random() + float(np.random.rand()))
+        return xs
+    """
+    inputs = [{"xs": [1]}, {"xs": [1]}]
+    res = ex.run_calls(textwrap.dedent(code), inputs, seed=7).result(timeout=60)
+    assert inputs == [{"xs": [1]}, {"xs": [1]}]
+    assert res[0].value == res[1].value and len(res[0].value) == 2
+
+
+def test_run_generator_pairs_are_recorded_before_mutation(ex):
+    code = "def main_solution(xs):\n    xs.sort()\n    out = xs[-1]\n    xs.clear()\n    return out\n"
+    gen = ("import random\ndef input_generator():\n"
+           "    return {'xs': [random.randint(0, 9) for _ in range(3)]}\n")
+    g1 = ex.run_generator(code, gen, seed=3, max_calls=100, max_pairs=5, budget_s=5).result(60)
+    g2 = ex.run_generator(code, gen, seed=3, max_calls=100, max_pairs=5, budget_s=5).result(60)
+    assert g1.status == status.SUCCESS and len(g1.pairs) == 5
+    assert g1.pairs == g2.pairs
+    for p in g1.pairs:
+        assert p["output"] == max(p["input"]["xs"])
+    assert settle(ex) == []
+
+
+def test_run_generator_counts_failures_and_stops_on_a_hang(ex):
+    code = """
+    def main_solution(n):
+        if n == 3:
+            while True:
+                pass
+        if n == 1:
+            raise ValueError('one')
+        if n == 2:
+            return {n}
+        return n
+    """
+    gen = "import itertools\nc = itertools.count()\ndef input_generator():\n    return {'n': next(c)}\n"
+    g = ex.run_generator(textwrap.dedent(code), gen, seed=0, max_calls=10, max_pairs=10,
+                         budget_s=5).result(60)
+    assert g.status == status.SUCCESS
+    assert g.pairs == [{"input": {"n": 0}, "output": 0}]
+    assert g.errors == {status.EXCEPTION: 1, status.NON_JSON: 1, status.TIMEOUT: 1}
+    assert settle(ex) == []
+    bad = ex.run_generator("def main_solution():\n    return 1\n", "x = 1\n", seed=0,
+                           max_calls=5, max_pairs=5, budget_s=1).result(60)
+    assert bad.status == status.NOT_RUNNABLE and "input_generator" in bad.message
+
+
+def test_a_killed_worker_is_replaced(tmp_path):
+    with Executor(run_path=str(tmp_path / "run"), workers=1, limits=LIMITS) as ex2:
+        outer = ex2._workers[0].proc
+        server = [p for p, (ppid, _) in _procs().items() if ppid == outer.pid]
+        os.kill(outer.pid, signal.SIGKILL)
+        outer.wait()
+        for _ in range(200):      # the PID-1 server follows its parent (PR_SET_PDEATHSIG)
+            if not set(server) & set(_procs()):
+                break
+            time.sleep(0.02)
+        assert not set(server) & set(_procs())
+        first = ex2.run_calls("def main_solution():\n    return 1\n", [{}]).result(60)[0]
+        second = ex2.run_calls("def main_solution():\n    return 2\n", [{}]).result(60)[0]
+    assert first.status == status.NOT_RUNNABLE
+    assert (second.status, second.value) == (status.SUCCESS, 2)
+
+
+def test_close_leaves_no_worker(tmp_path):
+    ex2 = Executor(run_path=str(tmp_path / "run"), workers=2, limits=LIMITS)
+    pids = [w.proc.pid for w in ex2._workers]
+    ex2.close()
+    alive = _procs()
+    assert not [p for p in pids if p in alive]
+    assert not [p for p, (ppid, _) in alive.items() if ppid in pids]
+
+
+def _nobody_python() -> str | None:
+    """An interpreter that uid 65534 can run (the one under /root usually is not)."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        return None
+    probe = "import sys, json, ctypes, select; print(sys.prefix)"
+    for py in (sys.executable, "/usr/bin/python3"):
+        if not os.path.exists(py):
+            continue
+        want = subprocess.run([py, "-c", probe], capture_output=True, text=True, timeout=30)
+        got = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                              py, "-c", probe], capture_output=True, text=True, timeout=30,
+                             cwd="/")
+        if got.returncode == 0 and got.stdout == want.stdout:
+            return py
+    return None
+
+
+@pytest.fixture
+def open_tmp():
+    """A directory that uid 65534 can use (pytest's tmp_path is inside a 0700 directory)."""
+    import tempfile
+    path = Path(tempfile.mkdtemp(prefix="executor-user-", dir="/tmp"))
+    os.chmod(path, 0o777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_as_an_ordinary_user(open_tmp):
+    py = _nobody_python()
+    if py is None:
+        pytest.skip("needs root, setpriv and an interpreter readable by uid 65534")
+    tmp_path = open_tmp
+    src = Path(__file__).resolve().parents[1] / "src"
+    codes = {
+        "ok": "import os, difflib\ndef main_solution():\n    return os.getuid()\n",
+        "write": f"def main_solution():\n    open({str(tmp_path / 'x')!r}, 'w')\n",
+        "net": "import socket\ndef main_solution():\n"
+               "    socket.create_connection(('127.0.0.1', 9), timeout=1)\n",
+        "killall": "import os\ndef main_solution():\n    os.kill(-1, 9)\n    return 'alive'\n",
+        "loop": "def main_solution():\n    while True: pass\n",
+        "flood": "import os, time\ndef main_solution():\n    for _ in range(100):\n"
+                 "        if os.fork() == 0:\n            time.sleep(60)\n",
+        "env": "import os\ndef main_solution():\n    seen = [repr(dict(os.environ))]\n"
+               "    for p in os.listdir('/proc'):\n        try:\n"
+               "            seen.append(open(f'/proc/{p}/environ').read())\n"
+               "        except OSError:\n            pass\n    return seen\n",
+    }
+    (tmp_path / "codes.json").write_text(json.dumps(codes))
+    script = tmp_path / "as_user.py"
+    script.write_text(textwrap.dedent(f"""
+        import json, sys
+        sys.path.insert(0, {str(src)!r})
+        from annoy_datasync.executor import Executor, Limits
+        codes = json.load(open({str(tmp_path / "codes.json")!r}))
+        out = {{}}
+        with Executor(run_path={str(tmp_path / "run")!r}, workers=1,
+                      limits=Limits(wall_time=1.5, nproc=16), preload=("math",)) as ex:
+            for name, code in codes.items():
+                r = ex.run_calls(code, [{{}}]).result(60)[0]
+                out[name] = [r.status, r.value, r.error_type]
+        print(json.dumps(out))
+    """))
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "OPENAI_API_KEY": SECRET}
+    proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                           py, str(script)], capture_output=True, text=True, timeout=120,
+                          env=env, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.splitlines()[-1])
+    assert out["ok"][:2] == [status.SUCCESS, 65534]
+    assert out["write"][0] == status.EXCEPTION and not (tmp_path / "x").exists()
+    assert out["net"][0] == status.EXCEPTION
+    # kill(-1) finds nobody to kill outside its own namespace: the step lived on to print
+    assert out["killall"][0::2] == [status.EXCEPTION, "ProcessLookupError"]
+    assert out["loop"][0] == status.TIMEOUT
+    assert out["flood"][0::2] == [status.RESOURCE_LIMIT, "processes"]
+    assert out["env"][0] == status.SUCCESS
+    assert SECRET not in json.dumps(out["env"])
+
+
+def test_hash_seed_is_fixed_per_executor(tmp_path):
+    code = "def main_solution():\n    return hash('annoy')\n"
+    values = []
+    for seed in (0, 0, 1):
+        with Executor(run_path=str(tmp_path / "run"), workers=1, limits=LIMITS,
+                      preload=("math",), hash_seed=seed) as ex2:
+            values.append(ex2.run_calls(code, [{}]).result(60)[0].value)
+    assert values[0] == values[1] != values[2]
+
+
+def test_another_interpreter(tmp_path):
+    py = "/usr/bin/python3"
+    if not os.path.exists(py) or os.path.realpath(py) == os.path.realpath(sys.executable):
+        pytest.skip("no second interpreter at /usr/bin/python3")
+    with Executor(python_path=py, run_path=str(tmp_path / "run"), workers=1, limits=LIMITS,
+                  preload=("math",)) as ex2:
+        r = run1(ex2, "import sys, difflib\ndef main_solution():\n    return sys.executable\n")
+    assert (r.status, r.value) == (status.SUCCESS, py)
+
+
+def test_killing_the_step_kills_workers_and_jobs(open_tmp):
+    src = Path(__file__).resolve().parents[1] / "src"
+    script = open_tmp / "step.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, sys, time
+        sys.path.insert(0, {str(src)!r})
+        from annoy_datasync.executor import Executor, Limits
+        ex = Executor(run_path={str(open_tmp / "run")!r}, workers=2, preload=("math",),
+                      limits=Limits(wall_time=60, cpu_time=60))
+        code = ("import os, time\\ndef main_solution():\\n    if os.fork() == 0:\\n"
+                "        os.setsid()\\n        time.sleep(300)\\n    time.sleep(300)\\n")
+        futures = [ex.run_calls(code, [{{}}]) for _ in range(2)]
+        print(" ".join(str(w.proc.pid) for w in ex._workers), flush=True)
+        time.sleep(300)
+    """))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        workers = [int(p) for p in proc.stdout.readline().split()]
+        assert len(workers) == 2
+
+        def tree() -> list[int]:
+            procs = _procs()
+            found, stack = [], list(workers)
+            while stack:
+                p = stack.pop()
+                if p in procs:
+                    found.append(p)
+                    stack.extend(c for c, (pp, _) in procs.items() if pp == p)
+            return found
+        for _ in range(200):                  # wait until both jobs forked their daemons
+            if len(tree()) >= 2 * 4:
+                break
+            time.sleep(0.05)
+        assert len(tree()) >= 2 * 4           # outer, server, job, daemon per worker
+    finally:
+        proc.kill()
+        proc.wait()
+    for _ in range(200):
+        if not tree():
+            break
+        time.sleep(0.05)
+    assert tree() == []
+
+
+def test_without_namespaces_the_tree_is_still_killed(open_tmp, monkeypatch):
+    import annoy_datasync.executor as executor_mod
+    monkeypatch.setattr(executor_mod, "USE_NAMESPACES", False)
+    with Executor(run_path=str(open_tmp / "run"), workers=1, limits=LIMITS) as ex2:
+        assert ex2._workers[0].hello["pidns"] is False
+        code = """
+        import os, time
+        def main_solution(wait):
+            if os.fork() == 0:
+                os.setsid()
+                if os.fork() == 0:
+                    time.sleep(120)
+                os._exit(0)
+            while wait:
+                pass
+            return 'done'
+        """
+        r = run1(ex2, code, {"wait": False})
+        assert (r.status, r.value) == (status.SUCCESS, "done")
+        r = run1(ex2, code, {"wait": True})
+        assert r.status == status.TIMEOUT
+
+
+def test_filling_the_job_directory(ex):
+    if not ex._workers[0].hello["pidns"]:
+        pytest.skip("the job directory is a bounded tmpfs only with namespaces")
+    code = """
+    def main_solution():
+        for i in range(10 ** 4):
+            with open(f'f{i}', 'wb') as f:
+                f.write(b'x' * 512 * 1024)
+        return 'filled'
+    """
+    r = run1(ex, code, limits=Limits(wall_time=5, disk_mb=8))
+    assert (r.status, r.error_type) == (status.RESOURCE_LIMIT, "disk space")
+
+
+def test_each_job_gets_a_fresh_directory_and_the_last_one_is_gone(tmp_path):
+    code = """
+    import os
+    def main_solution(previous):
+        with open('mine.txt', 'w') as f:
+            f.write('x')
+        gone = previous is None or not os.path.exists(previous)
+        return [os.getcwd(), os.listdir('.'), gone]
+    """
+    with Executor(run_path=str(tmp_path / "run"), workers=1, limits=LIMITS) as ex2:
+        previous = None
+        for _ in range(3):
+            r = run1(ex2, code, {"previous": previous})
+            assert r.status == status.SUCCESS
+            cwd, listing, gone = r.value
+            assert listing == ["mine.txt"] and gone and cwd != previous
+            previous = cwd
+
+
+def test_large_results_come_back_and_oversized_ones_are_a_limit(ex):
+    code = "def main_solution(n):\n    return list(range(n))\n"
+    res = ex.run_calls(code, [{"n": 200_000}, {"n": 3}],
+                       limits=Limits(wall_time=5, result_bytes=2_000_000)).result(60)
+    assert res[0].status == status.SUCCESS and res[0].value == list(range(200_000))
+    res = ex.run_calls(code, [{"n": 200_000}, {"n": 3}],
+                       limits=Limits(wall_time=5, result_bytes=100_000)).result(60)
+    assert [(r.status, r.error_type) for r in res] == [
+        (status.RESOURCE_LIMIT, "result size"), (status.SUCCESS, None)]
+    assert settle(ex) == []
+
+
+def test_a_missing_interpreter_is_a_clear_error(tmp_path):
+    with pytest.raises(RuntimeError, match="python_path"):
+        Executor(python_path=str(tmp_path / "no-python"), run_path=str(tmp_path / "run"),
+                 workers=1)

@@ -1,0 +1,200 @@
+import json
+
+import pytest
+
+import parse_gen_ios
+from annoy_datasync import cli
+from annoy_datasync import status as st
+from annoy_datasync.compare import canonical
+from annoy_datasync.executor import Executor
+from annoy_datasync.generation import Bounds, derive_seed
+
+
+def unified(main, gen, desc="Input:\n  `n` (int): a number\nOutput:\n  `return` (int)",
+            problem="Compute the thing described by the code."):
+    return (f"Some preamble.\n\n## Main Function\n```python\n{main}\n```\n\n"
+            f"## Input Output Description\n{desc}\n\n"
+            f"## Input Generator\n```python\n{gen}\n```\n\n"
+            f"## Problem Statement\n{problem}\n")
+
+
+GEN_N = "import random\n\ndef input_generator():\n    return {'n': random.randint(0, 1000)}\n"
+
+SAMPLES = {
+    "plain": unified("def main_solution(n):\n    return sum(range(n))\n", GEN_N),
+    # sorts and extends its argument: the recorded input must be the one passed in
+    "mutating": unified(
+        "def main_solution(nums):\n    nums.sort()\n    nums.append(-1)\n    return nums[0]\n",
+        "import random\n\ndef input_generator():\n"
+        "    return {'nums': [random.randint(0, 99) for _ in range(6)]}\n"),
+    # the output depends on chance: no pair can be recorded
+    "random": unified(
+        "import random\n\ndef main_solution(n):\n    return n + random.randint(0, 10**9)\n", GEN_N),
+    # random, but a re-run often matches by luck: the maximum of n draws is 99 a third of the time
+    "lucky": unified(
+        "import random\n\ndef main_solution(n):\n"
+        "    return max(random.randrange(100) for _ in range(n))\n",
+        "import random\n\ndef input_generator():\n    return {'n': random.randint(30, 50)}\n"),
+    # a counter kept between calls: only a first call in a fresh process is true
+    "stateful": unified(
+        "calls = []\n\ndef main_solution(n):\n    calls.append(n)\n    return n + len(calls)\n", GEN_N),
+    # a memo shared between calls that does not change any answer: all pairs are true
+    "memo": unified(
+        "memo = {}\n\ndef main_solution(n):\n    if n not in memo:\n        memo[n] = n * n % 97\n"
+        "    return memo[n]\n", GEN_N),
+    # set order depends on the hash seed
+    "set_order": unified(
+        "def main_solution(words):\n    return list(set(words))\n",
+        "import random, string\n\ndef input_generator():\n"
+        "    return {'words': [''.join(random.choices(string.ascii_lowercase, k=5)) for _ in range(8)]}\n"),
+    "numpy": unified(
+        "import numpy as np\n\ndef main_solution(n):\n    rng = np.random.default_rng(n)\n"
+        "    return float(np.round(rng.normal(), 6))\n", GEN_N),
+    "no_generator": "## Main Function\n```python\ndef main_solution(n):\n    return n\n```\n\n"
+                    "## Input Output Description\nx\n\n## Problem Statement\ny\n",
+    "no_problem": unified("def main_solution(n):\n    return n\n", GEN_N, problem=""),
+    "generator_raises": unified("def main_solution(n):\n    return n\n",
+                                "def input_generator():\n    raise RuntimeError('nope')\n"),
+    "too_large": unified("def main_solution(xs):\n    return len(xs)\n",
+                         "import random\n\ndef input_generator():\n"
+                         "    return {'xs': [random.random() for _ in range(200)]}\n"),
+    "syntax_error": unified("def main_solution(n):\n    return n +\n", GEN_N),
+}
+EXPECTED_DROPS = {
+    "random": st.DROP_FEW_IOS, "lucky": st.DROP_FEW_IOS, "stateful": st.DROP_FEW_IOS, "set_order": st.DROP_FEW_IOS,
+    "no_generator": st.DROP_NO_GENERATOR, "no_problem": st.DROP_MISSING_SECTION,
+    "generator_raises": st.DROP_FEW_IOS, "too_large": st.DROP_FEW_IOS,
+    "syntax_error": st.DROP_GEN_FAILED, "no_output": st.DROP_NO_OUTPUT,
+}
+
+
+def write_input(path, names):
+    rows = []
+    for i, name in enumerate(names):
+        row = {"messages": [{"role": "user", "content": "transform " + name}], "name": name,
+               "model": "m", "index": i}
+        if name != "no_output":
+            row["output"] = SAMPLES[name]
+        rows.append(row)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
+ALL = [*SAMPLES, "no_output"]
+
+
+def run(tmp_path, inp, out, *extra):
+    return parse_gen_ios.main(["--input_file", str(inp), "--output_file", str(out),
+                               "--run_path", str(tmp_path / "run"), "--timeout", "3", *extra])
+
+
+def read(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("parse")
+    inp = tmp / "unified.jsonl"
+    rows = write_input(inp, ALL)
+    out = tmp / "parsed.jsonl"
+    assert run(tmp, inp, out, "--workers", "2") == 0
+    return tmp, inp, out, rows
+
+
+def test_kept_and_dropped_with_reasons(full_run):
+    tmp, _, out, rows = full_run
+    kept = read(out)
+    dropped = read(tmp / "parsed.jsonl.dropped.jsonl")
+    name = {i: r["name"] for i, r in enumerate(rows)}
+    assert [name[r["meta"]["msgidx"]] for r in kept] == ["plain", "mutating", "memo", "numpy"]
+    assert {name[d["msgidx"]]: d["reason"] for d in dropped} == EXPECTED_DROPS
+    by_name = {name[d["msgidx"]]: d for d in dropped}
+    assert by_name["random"]["pair_drops"][st.PAIR_NOT_REPRODUCIBLE] >= 9
+    assert by_name["lucky"]["pair_drops"][st.PAIR_NOT_REPRODUCIBLE] >= 9
+    assert by_name["stateful"]["pair_drops"][st.PAIR_NOT_REPRODUCIBLE] >= 9
+    assert by_name["set_order"]["pair_drops"][st.PAIR_NOT_REPRODUCIBLE] >= 9
+    assert by_name["generator_raises"]["pair_drops"][st.PAIR_ERROR] == 50
+    assert by_name["too_large"]["pair_drops"][st.PAIR_TOO_LARGE] >= 10
+    for rec in kept:
+        assert rec["funcname"] == "main_solution" and len(rec["ios"]) == 10
+        assert rec["problem_description"] and rec["io_requirements"] and rec["input_generator"]
+        assert len({canonical(p["input"]) for p in rec["ios"]}) == 10        # distinct inputs
+        assert all(Bounds().violation(p["input"]) is None for p in rec["ios"])
+    mutating = kept[1]
+    for pair in mutating["ios"]:   # recorded input is what was passed in, not the mutated list
+        assert len(pair["input"]["nums"]) == 6 and pair["output"] == min(pair["input"]["nums"])
+    assert any(p["input"]["nums"] != sorted(p["input"]["nums"]) for p in mutating["ios"])
+
+
+def test_every_recorded_pair_reproduces_in_a_fresh_process(full_run):
+    tmp, _, out, _ = full_run
+    kept = read(out)
+    # a third hash seed and other random state, one fresh child per pair (as verify runs it)
+    with Executor(run_path=str(tmp / "run2"), workers=2, hash_seed=4242) as ex:
+        futures = [(p, ex.run_calls(rec["refcode"], [p["input"]], seed=99))
+                   for rec in kept for p in rec["ios"]]
+        for pair, fut in futures:
+            [job] = fut.result()
+            assert job.status == st.SUCCESS and canonical(job.value) == canonical(pair["output"])
+
+
+def test_rerun_is_byte_identical_whatever_the_workers(full_run, tmp_path):
+    tmp, inp, out, _ = full_run
+    out1 = tmp_path / "one.jsonl"
+    assert run(tmp_path, inp, out1, "--workers", "1") == 0
+    assert out1.read_bytes() == out.read_bytes()
+    assert (tmp_path / "one.jsonl.dropped.jsonl").read_bytes() == \
+        (tmp / "parsed.jsonl.dropped.jsonl").read_bytes()
+
+
+def test_other_seed_other_inputs(full_run, tmp_path):
+    tmp, inp, out, _ = full_run
+    out2 = tmp_path / "seed1.jsonl"
+    assert run(tmp_path, inp, out2, "--seed", "1", "--workers", "2") == 0
+    assert [r["ios"] for r in read(out2)] != [r["ios"] for r in read(out)]
+    assert derive_seed(0, 3, "generate") != derive_seed(1, 3, "generate")
+
+
+def test_resume_skips_done_samples(full_run, tmp_path, capsys):
+    tmp, inp, out, rows = full_run
+    part = tmp_path / "part.jsonl"
+    part.write_text("".join(json.dumps(r) + "\n" for r in rows[:6]))
+    res = tmp_path / "resumed.jsonl"
+    assert run(tmp_path, part, res) == 0
+    with open(res, "ab") as fh:   # a killed writer's torn last line
+        fh.write(b'{"problem_description": "half')
+    capsys.readouterr()
+    assert run(tmp_path, inp, res, "--workers", "2") == 0
+    summary = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "skipped_done=6" in summary
+    assert res.read_bytes() == out.read_bytes()
+    assert sorted(d["msgidx"] for d in read(tmp_path / "resumed.jsonl.dropped.jsonl")) == \
+        sorted(d["msgidx"] for d in read(tmp / "parsed.jsonl.dropped.jsonl"))
+
+
+def test_summary_counts_samples_and_pairs(tmp_path, capsys):
+    inp = tmp_path / "u.jsonl"
+    write_input(inp, ["plain", "random", "no_generator"])
+    assert run(tmp_path, inp, tmp_path / "p.jsonl", "--workers", "1") == 0
+    summary = capsys.readouterr().err.strip().splitlines()[-1]
+    assert summary.startswith("parse_gen_ios:")
+    for key in ("kept=1", "pairs_kept=10", f"{st.DROP_FEW_IOS}=1", f"{st.DROP_NO_GENERATOR}=1",
+                f"{st.PAIR_NOT_REPRODUCIBLE}="):
+        assert key in summary
+
+
+def test_bad_input(tmp_path, capsys):
+    csv = tmp_path / "u.csv"
+    csv.write_text("a,b\n1,2\n")
+    argv = ["--input_file", str(csv), "--output_file", str(tmp_path / "p.jsonl"),
+            "--run_path", str(tmp_path / "run")]
+    assert cli.run(parse_gen_ios.main, argv) == 1
+    assert "u.csv:1" in capsys.readouterr().err
+    argv[1] = str(tmp_path / "missing.jsonl")
+    assert cli.run(parse_gen_ios.main, argv) == 1
+    assert "no such file" in capsys.readouterr().err
+    for bad in (["--max_ios", "1"], ["--workers", "0"], ["--dropped_file", str(tmp_path / "p.jsonl")]):
+        with pytest.raises(SystemExit) as exc:
+            parse_gen_ios.main([*argv, *bad])
+        assert exc.value.code == 2

@@ -1,0 +1,127 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from annoy_datasync import status as st
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "scripts" / "pipeline_check.sh"
+
+SLEEPY = "import time\n\ndef main_solution(t):\n    time.sleep(t)\n    return t\n"
+LOOP = "def main_solution(n):\n    while True:\n        n += 1\n"
+DOUBLE = "def main_solution(x):\n    return x * 2\n"
+# blocks: lets the test kill the script mid-run
+BLOCKS = "import time\n\ndef main_solution(x):\n    time.sleep(60)\n    return x\n"
+
+
+def write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def gens_row(itemid, ioid, io_pred, obj, k):
+    # the shape the original implementation wrote: messages, ids, the model's output text
+    return {"messages": [{"role": "user", "content": f"q{k}"}], "itemid": itemid, "ioid": ioid,
+            "io_pred": io_pred, "output": f"So the answer is:\n```json\n{json.dumps(obj)}\n```",
+            "model": "deepseek-chat", "index": k}
+
+
+def make_parsed(path):
+    # original format: no input_generator, meta.msgidx only
+    write(path, [
+        {"problem_description": "p", "io_requirements": "r", "refcode": DOUBLE,
+         "funcname": "main_solution", "ios": [{"input": {"x": 2}, "output": 4}],
+         "category": None, "meta": {"msgidx": 0}},
+        {"problem_description": "p", "io_requirements": "r", "refcode": SLEEPY,
+         "funcname": "main_solution", "ios": [{"input": {"t": 1.2}, "output": 1.2}],
+         "category": None, "meta": {"msgidx": 1}},
+        {"problem_description": "p", "io_requirements": "r", "refcode": LOOP,
+         "funcname": "main_solution", "ios": [{"input": {"n": 1}, "output": 1}],
+         "category": None, "meta": {"msgidx": 2}},
+        {"problem_description": "p", "io_requirements": "r", "refcode": BLOCKS,
+         "funcname": "main_solution", "ios": [{"input": {"x": 1}, "output": 1}],
+         "category": None, "meta": {"msgidx": 3}},
+    ])
+
+
+def run_script(tmp_path, parsed, gens, verified, **env):
+    full_env = {**os.environ, "WORKERS": "2", "PIPELINE_PYTHON": sys.executable, **env}
+    return subprocess.run(["bash", str(SCRIPT), str(parsed), str(gens), str(verified),
+                           sys.executable, str(tmp_path / "run")],
+                          env=full_env, capture_output=True, text=True, timeout=120)
+
+
+def read(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_verifies_then_rechecks_only_timeouts(tmp_path):
+    parsed, gens, verified = tmp_path / "parsed.jsonl", tmp_path / "gens.jsonl", tmp_path / "v.jsonl"
+    make_parsed(parsed)
+    write(gens, [
+        gens_row(0, 0, "o", {"output": 4}, 0),
+        gens_row(1, 0, "i", {"input": {"t": 1.2001}}, 1),  # times out at 1 s, passes at 2 s
+        gens_row(0, 0, "i", {"input": {"x": 3}}, 2),
+        gens_row(2, 0, "i", {"input": {"n": 0}}, 3),      # never ends
+    ])
+    proc = run_script(tmp_path, parsed, gens, verified, TIMEOUT="1", RETRIES="1")
+    assert proc.returncode == 0, proc.stderr
+    got = read(verified)
+    assert [r["index"] for r in got] == [0, 1, 2, 3]
+    assert [r["res"]["status"] for r in got] == [st.SUCCESS, st.SUCCESS, st.WRONG_ANSWER, st.TIMEOUT]
+    assert "timed out after 2 s" in got[3]["res"]["message"]
+    summaries = [line for line in proc.stderr.splitlines() if line.startswith("verify:")]
+    assert len(summaries) == 2 and "timeout=2" in summaries[0] and "reused=2" in summaries[1]
+
+    # everything verified: a rerun reuses all verdicts and re-checks only the timeout
+    proc = run_script(tmp_path, parsed, gens, verified, TIMEOUT="1", RETRIES="1")
+    assert proc.returncode == 0, proc.stderr
+    summaries = [line for line in proc.stderr.splitlines() if line.startswith("verify:")]
+    assert "reused=4" in summaries[0] and "executions" not in summaries[0]
+    assert [r["res"]["status"] for r in read(verified)][3] == st.TIMEOUT
+
+
+def test_kill_leaves_the_old_file_and_a_rerun_resumes(tmp_path):
+    parsed, gens, verified = tmp_path / "parsed.jsonl", tmp_path / "gens.jsonl", tmp_path / "v.jsonl"
+    make_parsed(parsed)
+    rows = [gens_row(0, 0, "o", {"output": 4}, 0), gens_row(0, 0, "i", {"input": {"x": 2}}, 1)]
+    write(gens, rows)
+    assert run_script(tmp_path, parsed, gens, verified, RETRIES="0").returncode == 0
+    old = verified.read_bytes()
+
+    write(gens, [*rows, gens_row(3, 0, "i", {"input": {"x": 2}}, 2)])  # not recorded: runs
+    env = {**os.environ, "WORKERS": "1", "TIMEOUT": "30", "RETRIES": "0",
+           "PIPELINE_PYTHON": sys.executable}
+    proc = subprocess.Popen(["bash", str(SCRIPT), str(parsed), str(gens), str(verified),
+                             sys.executable, str(tmp_path / "run")],
+                            env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # verify.py writes through a temp file beside VERIFIED: while it exists, verify is
+        # mid-run (here: waiting on the job that blocks for 30 s)
+        deadline = time.monotonic() + 60
+        while not list(tmp_path.glob("v.jsonl.*.tmp")):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert verified.read_bytes() == old                       # the old file, whole
+
+    proc = run_script(tmp_path, parsed, gens, verified, TIMEOUT="1", RETRIES="0")
+    assert proc.returncode == 0, proc.stderr
+    got = read(verified)
+    assert [r["index"] for r in got] == [0, 1, 2]
+    assert [r["res"]["status"] for r in got] == [st.SUCCESS, st.SUCCESS, st.TIMEOUT]
+    assert "reused=2" in proc.stderr
+
+
+def test_usage_and_missing_files(tmp_path):
+    proc = subprocess.run(["bash", str(SCRIPT), "only_one"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "usage:" in proc.stderr
+    proc = run_script(tmp_path, tmp_path / "nope.jsonl", tmp_path / "g.jsonl", tmp_path / "v.jsonl")
+    assert proc.returncode == 1 and "nope.jsonl: no such file" in proc.stderr
+    assert not (tmp_path / "v.jsonl").exists()

@@ -1,0 +1,271 @@
+"""report.py: the numbers of the report against counts taken directly from the files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import struct
+import tracemalloc
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import report
+from annoy_datasync import report as rep
+
+FIX = Path(__file__).parent / "fixtures" / "report_run"
+# flag -> fixture file (the side files are found next to their main file)
+FILES = {
+    "--raw_code_file": "rawcode_fix.jsonl",
+    "--raw_code_msg_file": "rawcode_fix_msg.jsonl",
+    "--unified_file": "rawcode_fix_unified.jsonl",
+    "--parsed_file": "rawcode_fix_parsed.jsonl",
+    "--spec_msg_file": "spec_fix_msg.jsonl",
+    "--gens_file": "spec_fix_gens.jsonl",
+    "--verified_file": "spec_fix_gens_verified.jsonl",
+    "--rev_msg_file": "spec_fix_msg_rev.jsonl",
+    "--rev_gens_file": "spec_fix_gens_rev.jsonl",
+    "--rev_verified_file": "spec_fix_gens_rev_verified.jsonl",
+    "--final_file": "spec_fix_final.jsonl",
+}
+
+
+def records(name: str) -> list[dict]:
+    """Plain reading, independent of the library: every line that parses."""
+    out = []
+    for line in (FIX / name).read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass
+    return out
+
+
+def run(tmp_path: Path, directory: Path = FIX, extra: list[str] = ()) -> tuple[dict, str]:
+    argv = [x for flag, name in FILES.items() for x in (flag, str(directory / name))]
+    md, js = tmp_path / "report.md", tmp_path / "report.json"
+    argv += ["--output_md", str(md), "--output_json", str(js), "--quiet", *extra]
+    assert report.main(argv) == 0
+    return json.loads(js.read_text()), md.read_text()
+
+
+def inference_expect(output: str, failed: str) -> tuple[int, Counter, dict]:
+    outs = records(output)
+    done = {r["index"] for r in outs}
+    last_reason = {}
+    for r in records(failed):
+        if r["index"] not in done:
+            last_reason[r["index"]] = r["reason"]
+    tokens = Counter()
+    for r in outs:
+        tokens.update({k: r["usage"][k] for k in ("prompt_tokens", "completion_tokens")})
+    return len(done), Counter(last_reason.values()), tokens
+
+
+def test_inference_counts_agree_with_files(tmp_path):
+    r, _ = run(tmp_path)
+    total_ok = total_failed = total_prompt = total_completion = 0
+    for step, out, failed in (("transform", "rawcode_fix_unified.jsonl", "rawcode_fix_unified.jsonl.failed.jsonl"),
+                              ("turn_1", "spec_fix_gens.jsonl", "spec_fix_gens.jsonl.failed.jsonl"),
+                              ("turn_2", "spec_fix_gens_rev.jsonl", "spec_fix_gens_rev.jsonl.failed.jsonl")):
+        ok, failures, tokens = inference_expect(out, failed)
+        got = r["inference"][step]
+        assert got["succeeded"] == ok
+        assert got["failed_by_reason"] == dict(failures)
+        assert got["failed"] == sum(failures.values())
+        assert got["prompt_tokens"] == tokens["prompt_tokens"]
+        assert got["completion_tokens"] == tokens["completion_tokens"]
+        total_ok += ok
+        total_failed += sum(failures.values())
+        total_prompt += tokens["prompt_tokens"]
+        total_completion += tokens["completion_tokens"]
+    assert r["inference_total"]["succeeded"] == total_ok
+    assert r["inference_total"]["failed"] == total_failed
+    assert r["inference_total"]["prompt_tokens"] == total_prompt
+    assert r["inference_total"]["completion_tokens"] == total_completion
+    # the fixture has a failure (index 5) that a rerun later answered: not a failure
+    assert 5 in {x["index"] for x in records("rawcode_fix_unified.jsonl.failed.jsonl")}
+    assert r["inference"]["transform"]["failed"] < len(records("rawcode_fix_unified.jsonl.failed.jsonl"))
+    # and a torn last line in the turn-2 answers, skipped and reported
+    assert r["files"]["rev_gens"]["bad_lines"] == 1
+
+
+def test_parse_counts_and_pairs_per_sample(tmp_path):
+    r, md = run(tmp_path)
+    parsed, dropped = records("rawcode_fix_parsed.jsonl"), records("rawcode_fix_parsed.jsonl.dropped.jsonl")
+    p = r["parse"]
+    assert p["kept"] == len(parsed)
+    assert p["dropped_by_reason"] == dict(Counter(d["reason"] for d in dropped))
+    pair_drops = Counter()
+    for x in parsed:
+        pair_drops.update(x["meta"]["pair_drops"])
+    for d in dropped:
+        pair_drops.update(d["pair_drops"])
+    assert p["pair_drops"] == dict(pair_drops)
+    sizes = [len(x["ios"]) for x in parsed]
+    io = p["ios_per_sample"]
+    assert (io["min"], io["max"], io["pairs"]) == (min(sizes), max(sizes), sum(sizes))
+    assert io["median"] == statistics.median(sizes)
+    assert io["histogram"] == {str(k): v for k, v in sorted(Counter(sizes).items())}
+    assert f"min {min(sizes)}, median {statistics.median(sizes)}" in md
+
+
+def test_verdicts_and_pass_rates(tmp_path):
+    r, md = run(tmp_path)
+    for turn, name in (("turn_1", "spec_fix_gens_verified.jsonl"),
+                       ("turn_2", "spec_fix_gens_rev_verified.jsonl")):
+        recs = records(name)
+        v = r["verify"][turn]
+        assert v["statuses"] == dict(Counter(x["res"]["status"] for x in recs))
+        for pred in ("i", "o"):
+            mine = [x for x in recs if x["io_pred"] == pred]
+            ok = sum(x["res"]["status"] == "success" for x in mine)
+            assert v["by_io_pred"][pred]["total"] == len(mine)
+            assert v["by_io_pred"][pred]["success"] == ok
+            rate = r["pass_rates"][turn][pred]
+            assert (rate["passed"], rate["total"]) == (ok, len(mine))
+            assert rate["rate"] == pytest.approx(ok / len(mine), abs=1e-4)
+    t1, t2 = records("spec_fix_gens_verified.jsonl"), records("spec_fix_gens_rev_verified.jsonl")
+    passed_either = sum(x["res"]["status"] == "success" for x in t1 + t2)
+    assert r["pass_rates"]["after_turn_2"]["all"]["passed"] == passed_either
+    assert r["pass_rates"]["after_turn_2"]["all"]["total"] == len(t1)
+    # the Markdown shows the same numbers
+    i1 = [x for x in t1 if x["io_pred"] == "i"]
+    ok = sum(x["res"]["status"] == "success" for x in i1)
+    assert f"{100 * ok / len(i1):.1f}% ({ok}/{len(i1)})" in md
+
+
+def test_funnel_counts_each_stage_from_its_file(tmp_path):
+    r, md = run(tmp_path)
+    f = {s["key"]: s for s in r["funnel"]}
+    ver, rver = records("spec_fix_gens_verified.jsonl"), records("spec_fix_gens_rev_verified.jsonl")
+    final = records("spec_fix_final.jsonl")
+    expect = {
+        "raw": len(records("rawcode_fix.jsonl")),
+        "transform_msg": len(records("rawcode_fix_msg.jsonl")),
+        "unified": len(records("rawcode_fix_unified.jsonl")),
+        "parsed": len(records("rawcode_fix_parsed.jsonl")),
+        "spec_msg": len(records("spec_fix_msg.jsonl")),
+        "turn_1_answers": len(records("spec_fix_gens.jsonl")),
+        "turn_1_passed": sum(x["res"]["status"] == "success" for x in ver),
+        "rev_msg": len(records("spec_fix_msg_rev.jsonl")),
+        "turn_2_answers": len(records("spec_fix_gens_rev.jsonl")),
+        "turn_2_passed": sum(x["res"]["status"] == "success" for x in rver),
+        "final": len(final),
+    }
+    assert {k: s["count"] for k, s in f.items()} == expect
+    # drops at a step are the reasons of that step's side file / verdicts
+    assert f["parsed"]["drops"] == dict(Counter(d["reason"] for d in records("rawcode_fix_parsed.jsonl.dropped.jsonl")))
+    assert f["turn_1_passed"]["drops"] == dict(Counter(x["res"]["status"] for x in ver
+                                                       if x["res"]["status"] != "success"))
+    assert f["turn_2_answers"]["drops"] == {"rate_limited": 1}
+    assert r["final"]["single_turn"] == sum(x["turn_2"] is None for x in final)
+    assert r["final"]["multi_turn"] == sum(x["turn_2"] is not None for x in final)
+    assert f"| parsed samples | samples | {expect['parsed']} |" in md
+
+
+def test_missing_files_are_reported_absent(tmp_path, capsys):
+    part = tmp_path / "run"
+    part.mkdir()
+    for name in ("rawcode_fix.jsonl", "rawcode_fix_unified.jsonl", "spec_fix_gens_verified.jsonl"):
+        shutil.copy(FIX / name, part / name)
+    r, md = run(tmp_path, part)
+    files = r["files"]
+    assert files["raw_code"]["present"] and files["unified"]["present"]
+    for name in ("transform_msg", "unified_failed", "parsed", "parsed_dropped", "gens",
+                 "rev_verified", "final"):
+        assert files[name]["present"] is False, name
+    f = {s["key"]: s["count"] for s in r["funnel"]}
+    assert f["raw"] == 14 and f["parsed"] is None and f["final"] is None
+    assert f["turn_1_passed"] == sum(x["res"]["status"] == "success"
+                                     for x in records("spec_fix_gens_verified.jsonl"))
+    assert r["pass_rates"]["turn_2"]["all"]["rate"] is None
+    assert "| parsed samples | samples | absent |" in md
+    assert "| final | `" in md and "| absent |" in md
+
+
+def test_nothing_there_at_all(tmp_path):
+    r, md = run(tmp_path, tmp_path / "nowhere")
+    assert not any(info["present"] for info in r["files"].values())
+    assert all(s["count"] is None for s in r["funnel"])
+    assert "No parsed samples." in md
+
+
+def test_failed_file_found_under_either_name(tmp_path):
+    d = tmp_path / "run"
+    shutil.copytree(FIX, d)
+    (d / "spec_fix_gens.jsonl.failed.jsonl").rename(d / "spec_fix_gens.failed.jsonl")
+    r, _ = run(tmp_path, d)
+    assert r["files"]["gens_failed"]["path"].endswith("/spec_fix_gens.failed.jsonl")
+    assert r["inference"]["turn_1"]["failed_by_reason"] == {"length": 1}
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    assert data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_figure_is_a_png_of_sensible_size(tmp_path):
+    fig = tmp_path / "figs" / "run.png"
+    run(tmp_path, extra=["--figure", str(fig), "--title", "Fixture run"])
+    width, height = png_size(fig)
+    assert 800 <= width <= 3000 and 400 <= height <= 2000
+    assert fig.stat().st_size > 20_000  # bars and text, not an empty canvas
+    assert not list(fig.parent.glob("*.tmp*"))
+
+
+def test_printed_markdown_and_summary(tmp_path, capsys):
+    argv = [x for flag, name in FILES.items() for x in (flag, str(FIX / name))]
+    argv += ["--output_md", str(tmp_path / "r.md"), "--output_json", str(tmp_path / "r.json")]
+    assert report.main(argv) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == (tmp_path / "r.md").read_text().strip()
+    assert "report: files_read=15 final_records=10" in err
+
+
+def test_memory_stays_flat_on_a_large_file(tmp_path):
+    path = tmp_path / "verified.jsonl"
+    pad = "x" * 400
+    with path.open("w") as fh:
+        for i in range(12_000):
+            fh.write(json.dumps({"index": i, "io_pred": "io"[i % 2], "output": pad,
+                                 "usage": {"prompt_tokens": 3, "completion_tokens": 4},
+                                 "res": {"status": "success" if i % 3 else "wrong_answer",
+                                         "message": pad}}) + "\n")
+    size = path.stat().st_size
+    tracemalloc.start()
+    try:
+        v = rep.verified_stats(str(path))
+        s = rep.inference_stats(str(path), None)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert v["total"] == 12_000 and v["success"] == 8_000
+    assert s["prompt_tokens"] == 36_000
+    assert size > 10_000_000 and peak < size / 10
+
+
+def test_index_set_and_histogram_median():
+    s = rep.IndexSet()
+    assert s.add(0) and s.add(1_000_003) and not s.add(0)
+    assert 1_000_003 in s and 7 not in s and 10**9 not in s
+    assert rep._median_of_histogram({1: 1, 3: 1}) == 2
+    assert rep._median_of_histogram({5: 3, 9: 1}) == 5
+    assert rep._median_of_histogram({}) is None
+    assert rep.histogram_bins({str(k): 1 for k in range(30)}, max_rows=5)[0] == ("0-5", 6)
+
+
+def test_run_dir_and_name_find_the_readme_names(tmp_path):
+    explicit, _ = run(tmp_path)
+    out = tmp_path / "by_name"
+    assert report.main(["--run_dir", str(FIX), "--name", "fix", "--quiet",
+                        "--output_md", str(out / "r.md"), "--output_json", str(out / "r.json")]) == 0
+    assert json.loads((out / "r.json").read_text()) == explicit
+    for bad in (["--run_dir", str(FIX)], ["--figure", str(tmp_path / "f.pdf")]):
+        with pytest.raises(SystemExit) as exc:
+            report.main(bad)
+        assert exc.value.code == 2

@@ -1,0 +1,256 @@
+import json
+import random
+
+import pytest
+
+import verify
+from annoy_datasync import status as st
+from annoy_datasync.verification import show
+
+DOUBLE = "def main_solution(x):\n    return x * 2\n"
+AREA = "def main_solution(r):\n    return 3.14159 * r * r\n"
+EXITS = "import sys\n\ndef main_solution(a):\n    sys.exit(0)\n"
+RAISES = ("def main_solution(n):\n    if n < 0:\n        raise ValueError('n must be >= 0')\n"
+          "    return n + 1\n")
+SLOW = "import time\n\ndef main_solution(t):\n    time.sleep(t)\n    return t\n"
+LIAR = ("class Liar:\n    def __eq__(self, other):\n        return True\n\n"
+        "def main_solution(x):\n    return Liar()\n")
+
+PARSED = [
+    {"refcode": DOUBLE, "ios": [{"input": {"x": 1}, "output": 2}, {"input": {"x": 5}, "output": 10}]},
+    {"refcode": AREA, "ios": [{"input": {"r": 1.0}, "output": 3.14159},
+                              {"input": {"r": 2.0}, "output": 12.56636}]},
+    {"refcode": EXITS, "ios": [{"input": {"a": 1}, "output": 5}]},
+    {"refcode": RAISES, "ios": [{"input": {"n": 3}, "output": 4}]},
+    {"refcode": SLOW, "ios": [{"input": {"t": 0.4}, "output": 0.4}, {"input": {"t": 0}, "output": 0}]},
+    {"refcode": LIAR, "ios": [{"input": {"x": 1}, "output": 7}]},
+    {"refcode": "import os\n\ndef main_solution(a):\n    os._exit(0)\n",
+     "ios": [{"input": {"a": 1}, "output": 1}]},
+]
+
+
+def answer(obj, style=0):
+    body = json.dumps(obj)
+    if style == 0:
+        return f"Let me reason step by step.\n\n```json\n{body}\n```"
+    return f"The final answer is {body}"
+
+
+# (itemid, ioid, io_pred, answer text, expected status)
+CASES = [
+    (0, 0, "o", answer({"output": 2}), st.SUCCESS),
+    (0, 1, "o", answer({"output": 11}, 1), st.WRONG_ANSWER),
+    (0, 1, "o", answer({"output": 10.0}), st.SUCCESS),            # 10 == 10.0
+    (0, 1, "o", answer({"output": True}), st.WRONG_ANSWER),       # a bool is not a number
+    (0, 0, "i", answer({"input": {"x": 1}}), st.SUCCESS),
+    (0, 1, "i", answer({"input": {"x": 5}}, 1), st.SUCCESS),
+    (0, 1, "i", answer({"input": {"x": 4}}), st.WRONG_ANSWER),
+    (0, 1, "i", answer({"input": {"x": 4}}, 1), st.WRONG_ANSWER),  # same as above: cached
+    (0, 1, "i", answer({"input": {"y": 5}}), st.EXCEPTION),        # wrong argument name
+    (0, 1, "i", answer({"input": [5]}), st.BAD_ANSWER),
+    (0, 0, "o", "I think it is two.", st.NO_ANSWER),
+    (0, 0, "i", "no idea", st.NO_ANSWER),
+    (1, 0, "o", answer({"output": 3.1416}), st.SUCCESS),           # within relative 1e-3
+    (1, 0, "o", answer({"output": 3.15}), st.WRONG_ANSWER),        # 2.7e-3 off
+    (1, 1, "o", answer({"output": 12.57}), st.SUCCESS),
+    (1, 1, "o", answer({"output": 12.6}), st.WRONG_ANSWER),
+    (1, 0, "i", answer({"input": {"r": 1.0001}}), st.SUCCESS),     # output 2e-4 off
+    (1, 0, "i", answer({"input": {"r": 1.01}}), st.WRONG_ANSWER),  # output 2% off
+    (2, 0, "i", answer({"input": {"a": 2}}), st.EXCEPTION),        # sys.exit(0) never passes
+    (2, 0, "i", answer({"input": {"a": 5}}), st.EXCEPTION),
+    (3, 0, "i", answer({"input": {"n": -1}}), st.EXCEPTION),
+    (3, 0, "i", answer({"input": {"n": 3}}), st.SUCCESS),
+    (4, 0, "i", answer({"input": {"t": 0.4001}}), st.SUCCESS),     # slow: finishes after later ones
+    (4, 1, "i", answer({"input": {"t": 0}}), st.SUCCESS),
+    (4, 1, "i", answer({"input": {"t": 0.3}}), st.WRONG_ANSWER),
+    (5, 0, "i", answer({"input": {"x": 2}}), st.NON_JSON),         # __eq__ always True: no pass
+    (5, 0, "o", answer({"output": 7}), st.SUCCESS),
+    (6, 0, "i", answer({"input": {"a": 2}}), st.CRASHED),          # exit status 0 proves nothing
+]
+
+
+def write_lines(path, lines):
+    path.write_text("".join(line + "\n" for line in lines))
+
+
+def make_files(tmp_path, cases, seed=0):
+    parsed = tmp_path / "parsed.jsonl"
+    write_lines(parsed, [json.dumps(r) for r in PARSED])
+    rows = [{"messages": [{"role": "user", "content": f"q{k}"}], "itemid": i, "ioid": j,
+             "io_pred": p, "output": text, "model": "m", "index": k, "tag": k}
+            for k, (i, j, p, text, _) in enumerate(cases)]
+    random.Random(seed).shuffle(rows)  # input and output predictions interleaved at random
+    gens = tmp_path / "gens.jsonl"
+    write_lines(gens, [json.dumps(r) for r in rows])
+    return parsed, gens, rows
+
+
+def run_verify(tmp_path, parsed, gens, out, *extra):
+    return verify.main(["--parsed_file", str(parsed), "--gens_file", str(gens),
+                        "--output_file", str(out), "--run_path", str(tmp_path / "run"),
+                        "--workers", "2", "--timeout", "3", *extra])
+
+
+def read(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_mixed_file_verdicts_land_on_their_records(tmp_path, capsys, seed):
+    parsed, gens, rows = make_files(tmp_path, CASES, seed)
+    out = tmp_path / "verified.jsonl"
+    assert run_verify(tmp_path, parsed, gens, out, "--window", "4") == 0
+    got = read(out)
+    assert [r["tag"] for r in got] == [r["tag"] for r in rows]           # all, once, in order
+    for r in got:
+        expected_status = CASES[r["tag"]][4]
+        assert r["res"]["status"] == expected_status, (CASES[r["tag"]], r["res"])
+        assert {k: v for k, v in r.items() if k != "res"} == rows[[x["tag"] for x in rows].index(r["tag"])]
+    summary = capsys.readouterr().err.strip().splitlines()[-1]
+    assert summary.startswith("verify:")
+    assert f"success={sum(c[4] == st.SUCCESS for c in CASES)}" in summary
+    assert "cache_hits=1" in summary   # the repeated {"x": 4} prediction ran once
+    assert "recorded_hits=4" in summary  # predicted inputs that are recorded inputs: not run
+
+
+def test_messages_are_the_feedback(tmp_path):
+    cases = [
+        (0, 1, "o", answer({"output": 11}), st.WRONG_ANSWER),
+        (0, 1, "i", answer({"input": {"x": 4}}), st.WRONG_ANSWER),
+        (3, 0, "i", answer({"input": {"n": -1}}), st.EXCEPTION),
+        (0, 0, "o", "no json here", st.NO_ANSWER),
+        (0, 0, "o", answer({"output": 2}), st.SUCCESS),
+    ]
+    parsed, gens, rows = make_files(tmp_path, cases)
+    out = tmp_path / "v.jsonl"
+    assert run_verify(tmp_path, parsed, gens, out) == 0
+    msgs = {r["tag"]: r["res"]["message"] for r in read(out)}
+    assert msgs[0] == 'Given the input {"x": 5}, your predicted output 11 is wrong.'
+    assert msgs[1] == 'Your predicted input {"x": 4} gives the output 8, not 10.'
+    assert msgs[2] == "Your predicted input raised ValueError: n must be >= 0."
+    assert msgs[3] == 'Your answer has no JSON object of the form {"output": ...}.'
+    assert msgs[4] == "Your answer is correct."
+
+
+def test_show_cuts_huge_values():
+    text = show(list(range(10_000)))
+    assert len(text) < 400 and text.startswith("[0, 1, 2") and text.endswith("characters)")
+    assert show({"a": 1}) == '{"a": 1}'
+
+
+def test_bad_gens_lines_get_not_runnable_and_nothing_is_lost(tmp_path, caplog):
+    parsed, _, _ = make_files(tmp_path, CASES[:1])
+    gens = tmp_path / "gens.jsonl"
+    good = {"itemid": 0, "ioid": 0, "io_pred": "o", "output": answer({"output": 2})}
+    write_lines(gens, [
+        json.dumps(good),
+        json.dumps({"ioid": 0, "io_pred": "o", "output": "x"}),                  # no itemid
+        json.dumps({**good, "ioid": 7}),                                          # out of range
+        json.dumps({**good, "itemid": 99}),                                       # no such sample
+        json.dumps({**good, "io_pred": "x"}),
+        '{"itemid": 0, "ioid": 0, "io_pred"',                                     # broken JSON
+        json.dumps({**good, "output": None}),                                     # no answer text
+    ])
+    out = tmp_path / "v.jsonl"
+    assert run_verify(tmp_path, parsed, gens, out) == 0
+    got = [r["res"]["status"] for r in read(out)]
+    assert got == [st.SUCCESS, st.NOT_RUNNABLE, st.NOT_RUNNABLE, st.NOT_RUNNABLE,
+                   st.NOT_RUNNABLE, st.NO_ANSWER]
+    assert "gens.jsonl:2" in caplog.text and "gens.jsonl:3" in caplog.text
+    assert "gens.jsonl:6" in caplog.text   # the broken line is reported, not silently lost
+    assert "out of range" in read(out)[2]["res"]["message"]
+
+
+def test_recheck_only_touches_listed_statuses(tmp_path):
+    parsed, _, _ = make_files(tmp_path, CASES[:1])
+    verified = tmp_path / "v.jsonl"
+    base = {"itemid": 0, "ioid": 1, "io_pred": "i", "output": answer({"input": {"x": 5}})}
+    write_lines(verified, [
+        # a stale "success" on a wrong answer: copied as is, proving it was not re-checked
+        json.dumps({**base, "output": answer({"input": {"x": 3}}),
+                    "res": {"status": "success", "message": "kept"}}),
+        json.dumps({**base, "res": {"status": "timeout", "message": "timed out"}}),
+        json.dumps(base),  # no res yet: checked
+        json.dumps({**base, "res": {"status": "failed", "message": "other tool"}}),  # not ours
+    ])
+    assert run_verify(tmp_path, parsed, verified, verified, "--recheck", "timeout") == 0
+    got = read(verified)
+    assert got[0]["res"] == {"status": "success", "message": "kept"}
+    assert got[1]["res"]["status"] == st.SUCCESS and got[1]["res"]["message"] != "timed out"
+    assert got[2]["res"]["status"] == st.SUCCESS
+    assert got[3]["res"]["status"] == st.SUCCESS
+    assert all(set(r) == set(base) | {"res"} for r in got)
+
+
+def test_resume_from_reuses_identical_lines_only(tmp_path, capsys):
+    parsed, gens, rows = make_files(tmp_path, CASES[:8])
+    out = tmp_path / "v.jsonl"
+    assert run_verify(tmp_path, parsed, gens, out) == 0
+    first = read(out)
+    # forge the stored verdicts, then change one answer in the gens file
+    forged = [{**r, "res": {"status": r["res"]["status"], "message": "old"}} for r in first]
+    write_lines(out, [json.dumps(r) for r in forged])
+    rows[3]["output"] = "changed, no answer"
+    write_lines(gens, [json.dumps(r) for r in rows])
+    capsys.readouterr()
+    assert run_verify(tmp_path, parsed, gens, out, "--resume_from", str(out)) == 0
+    second = read(out)
+    assert [r["res"]["message"] == "old" for r in second] == [i != 3 for i in range(len(rows))]
+    assert second[3]["res"]["status"] == st.NO_ANSWER
+    assert "reused=7" in capsys.readouterr().err
+
+
+def test_output_only_file_starts_no_executor(tmp_path, monkeypatch):
+    cases = [c for c in CASES if c[2] == "o"]
+    parsed, gens, _ = make_files(tmp_path, cases)
+
+    def boom(*a, **k):
+        raise AssertionError("an executor was started")
+
+    monkeypatch.setattr(verify, "Executor", boom)
+    out = tmp_path / "v.jsonl"
+    assert run_verify(tmp_path, parsed, gens, out) == 0
+    assert [r["res"]["status"] for r in read(out)] == [cases[r["tag"]][4] for r in read(out)]
+
+
+def test_bad_usage_and_bad_files(tmp_path, capsys):
+    parsed, gens, _ = make_files(tmp_path, CASES[:2])
+    with pytest.raises(SystemExit) as exc:
+        run_verify(tmp_path, parsed, gens, tmp_path / "o.jsonl", "--recheck", "timeuot")
+    assert exc.value.code == 2
+    from annoy_datasync import cli
+
+    argv = ["--parsed_file", str(tmp_path / "missing.jsonl"), "--gens_file", str(gens),
+            "--output_file", str(tmp_path / "o.jsonl")]
+    assert cli.run(verify.main, argv) == 1
+    assert "missing.jsonl: no such file" in capsys.readouterr().err
+    notjson = tmp_path / "p.csv"
+    notjson.write_text("a,b\n1,2\n")
+    argv[1] = str(notjson)
+    assert cli.run(verify.main, argv) == 1
+    assert "p.csv:1" in capsys.readouterr().err
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_recorded_input_is_judged_by_its_record(tmp_path, monkeypatch):
+    """A predicted input equal to a recorded one gets the recorded output (the truth output
+    predictions are judged by) without running; --always_run runs it anyway."""
+    cases = [(2, 0, "i", answer({"input": {"a": 1}}), st.SUCCESS),       # recorded: a=1 -> 5
+             (0, 1, "i", answer({"input": {"x": 1}}), st.WRONG_ANSWER)]  # another recorded pair
+    parsed, gens, _ = make_files(tmp_path, cases)
+    out = tmp_path / "v.jsonl"
+
+    def boom(*a, **k):
+        raise AssertionError("an executor was started")
+
+    with monkeypatch.context() as m:
+        m.setattr(verify, "Executor", boom)
+        assert run_verify(tmp_path, parsed, gens, out) == 0
+    got = {r["tag"]: r["res"] for r in read(out)}
+    assert got[0]["status"] == st.SUCCESS
+    assert got[1] == {"status": st.WRONG_ANSWER,
+                      "message": 'Your predicted input {"x": 1} gives the output 2, not 10.'}
+    assert run_verify(tmp_path, parsed, gens, out, "--always_run") == 0
+    got = {r["tag"]: r["res"] for r in read(out)}
+    assert got[0]["status"] == st.EXCEPTION and "SystemExit" in got[0]["message"]
+    assert got[1]["status"] == st.WRONG_ANSWER
