@@ -459,7 +459,10 @@ def _nobody_python() -> str | None:
     """An interpreter that uid 65534 can run (the one under /root usually is not)."""
     if os.geteuid() != 0 or not shutil.which("setpriv"):
         return None
-    probe = "import sys, json, ctypes, select; print(sys.prefix)"
+    # The interpreter must also be able to start itself again as that uid (the executor
+    # launches workers with sys.executable): setpriv may exec a path that a child cannot.
+    probe = ("import sys, json, ctypes, select, subprocess; "
+             "subprocess.run([sys.executable, '-c', 'pass'], check=True); print(sys.prefix)")
     for py in (sys.executable, "/usr/bin/python3"):
         if not os.path.exists(py):
             continue
