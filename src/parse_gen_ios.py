@@ -14,6 +14,7 @@ JSON. Output order follows input order; a rerun skips samples already written to
 from __future__ import annotations
 
 import argparse
+import fcntl
 import logging
 import os
 import shutil
@@ -87,6 +88,21 @@ class _Pool:
             self.executor.close()
 
 
+def _lock(path: str) -> Any:
+    """Wait for an exclusive lock on `path`: a run still writing it (e.g. left over from a
+    killed driver script) finishes first, then this one resumes after what it wrote."""
+    parent = os.path.dirname(path)
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    fh = open(path, "ab")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        log.warning("%s: another parse_gen_ios is writing it; waiting for it to finish", path)
+        fcntl.flock(fh, fcntl.LOCK_EX)
+    return fh
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -118,11 +134,12 @@ def main(argv: list[str] | None = None) -> int:
     check_pool = _Pool(hash_seed=CHECK_HASH_SEED, **common)
 
     counts = cli.Counter()
-    done = done_ids(args.output_file, dropped_file)   # resume: samples written by an earlier run
     seen: set[int] = set()
     window = 4 * args.workers
     pending: deque[SampleTask] = deque()
+    lock = _lock(args.output_file)   # held until the end: one writer per output file
     try:
+        done = done_ids(args.output_file, dropped_file)   # resume: written by an earlier run
         with Appender(args.output_file) as kept_out, Appender(dropped_file) as drop_out:
             def flush() -> None:
                 while pending and pending[0].outcome is not None:
@@ -167,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         gen_pool.close()
         check_pool.close()
+        lock.close()
     counts[st.SKIP_BAD_LINE] += len(records.bad)
     print(cli.summary(counts, "parse_gen_ios:"), file=sys.stderr)
     return 0

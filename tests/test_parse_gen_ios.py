@@ -198,3 +198,30 @@ def test_bad_input(tmp_path, capsys):
         with pytest.raises(SystemExit) as exc:
             parse_gen_ios.main([*argv, *bad])
         assert exc.value.code == 2
+
+
+def test_a_second_writer_waits_then_resumes_after_the_first(tmp_path):
+    """A run left over from a killed driver may still be writing: a new run on the same
+    output waits for it, then skips what it wrote (no sample twice)."""
+    import fcntl
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    inp = tmp_path / "u.jsonl"
+    write_input(inp, ["plain", "memo"])
+    out = tmp_path / "p.jsonl"
+    script = Path(parse_gen_ios.__file__)
+    with open(out, "ab") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)   # stands for the other writer
+        proc = subprocess.Popen([sys.executable, str(script), "--input_file", str(inp),
+                                 "--output_file", str(out), "--run_path", str(tmp_path / "run"),
+                                 "--workers", "1"], stderr=subprocess.PIPE, text=True)
+        assert "waiting for it to finish" in proc.stderr.readline()
+        # the other writer finishes sample 0 while the new run waits
+        held.write((json.dumps({"refcode": "x", "ios": [], "meta": {"msgidx": 0}}) + "\n").encode())
+        held.flush()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 0, err
+    assert [r["meta"]["msgidx"] for r in read(out)] == [0, 1]
+    assert "skipped_done=1" in err
