@@ -15,7 +15,8 @@ finish_reason, usage, res) are not copied: they now live in messages, history_er
 original_id, and the next inference and verification write their own. Fed a verified
 second-turn file, it builds a third turn: retry_count grows, history_errors accumulates and
 original_id stays the first turn's. Passed records are skipped, and so are failed records
-without a model answer to revise (both counted). Written through a temp file: a failed run
+without a model answer to revise and "not_runnable" verdicts, which are the pipeline's
+fault, not the model's (all counted). Written through a temp file: a failed run
 leaves no partial output. --prompts FILE replaces the "revision" template.
 """
 
@@ -99,6 +100,11 @@ def main(argv: list[str] | None = None) -> int:
             res = check_res(rec, path, lineno)
             if res["status"] == status.SUCCESS:
                 counts[status.SKIP_PASSED] += 1
+                continue
+            if res["status"] == status.NOT_RUNNABLE:
+                # the pipeline's fault (record without a sample, code that cannot run), not
+                # the model's: asking it to revise would teach it nothing
+                counts[status.SKIP_NOT_RUNNABLE] += 1
                 continue
             msgs = check_messages(rec, path, lineno)
             if rec.get("original_id") is None:

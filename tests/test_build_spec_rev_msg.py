@@ -128,3 +128,17 @@ def test_help_describes_input_and_output():
     script = Path(__file__).parent.parent / "src" / "build_spec_rev_msg.py"
     res = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, check=True)
     assert "Input" in res.stdout and "Output" in res.stdout
+
+
+def test_not_runnable_verdicts_are_skipped_with_a_count(tmp_path, capsys):
+    # not_runnable is the pipeline's fault (e.g. a gens line whose itemid has no sample):
+    # a revision turn would ask the model to fix what it did not break
+    first = read(TURN1)[1]
+    bad = dict(first, index=7, res={"status": "not_runnable", "message": "no sample 99"})
+    src = tmp_path / "verified.jsonl"
+    src.write_text(json.dumps(first) + "\n" + json.dumps(bad) + "\n")
+    out = tmp_path / "rev.jsonl"
+    rc, err = run(["--input_file", src, "--output_file", out], capsys)
+    assert rc == 0
+    assert [r["original_id"] for r in read(out)] == [first["index"]]
+    assert "skipped_not_runnable=1" in err.strip().splitlines()[-1]

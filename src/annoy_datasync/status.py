@@ -56,6 +56,7 @@ SKIP_EMPTY_CONTENT = "skipped_empty_content"    # raw record whose "content" is 
 SKIP_NO_IOS = "skipped_no_ios"                  # parsed sample with an empty "ios" list
 SKIP_PASSED = "skipped_passed"                  # verified record that already passed: no revision
 SKIP_NO_ANSWER_TEXT = "skipped_no_model_output"  # verified record without a model answer to revise
+SKIP_NOT_RUNNABLE = "skipped_not_runnable"         # verdict not_runnable: the pipeline's fault, not the model's
 KEPT_TURN1 = "kept_turn1_pass"                  # final record: passed in turn 1
 KEPT_TURN2 = "kept_turn2_pass"                  # final record: failed turn 1, passed turn 2
 KEPT_FAILED = "kept_failed"                     # final record kept with --keep_failed
