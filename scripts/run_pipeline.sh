@@ -213,13 +213,18 @@ subset() {  # the first --limit raw files, written whole then renamed
     head -n "$LIMIT" "$RAW" > "$RAW_USED.tmp" && mv "$RAW_USED.tmp" "$RAW_USED"
 }
 
+# the demo's figure is the one the README shows; other runs keep theirs beside their files
+FIGURE="$OUT/report.png"
+[[ "$OUT" == "data/demo_run" && -z "$LIMIT" && "$MODE" == "replay" ]] && FIGURE="figures/demo_run.png"
+
 report() {
     "$PY" src/report.py --raw_code_file "$RAW_USED" --raw_code_msg_file "$MSG" \
         --unified_file "$UNIFIED" --parsed_file "$PARSED" --spec_msg_file "$SPEC_MSG" \
         --gens_file "$GENS" --verified_file "$VERIFIED" --rev_msg_file "$REV_MSG" \
         --rev_gens_file "$REV_GENS" --rev_verified_file "$REV_VERIFIED" --final_file "$FINAL" \
-        --output_md "$OUT/report.md" --output_json "$OUT/report.json" --quiet
-    echo "report: $OUT/report.md" >&2
+        --output_md "$OUT/report.md" --output_json "$OUT/report.json" \
+        --figure "$FIGURE" --title "Run report: $RAW_USED ($MODE mode, model $MODEL)" --quiet
+    echo "report: $OUT/report.md, figure: $FIGURE" >&2
 }
 
 echo "run_pipeline: $RAW_USED -> $OUT ($MODE mode, model $MODEL)" >&2
@@ -237,9 +242,7 @@ run_step check_turn2 bash scripts/pipeline_check.sh "$PARSED" "$REV_GENS" "$REV_
 run_step assemble "$PY" src/assemble_spec_demo.py --result_file_turn1 "$VERIFIED" \
     --result_file_turn2 "$REV_VERIFIED" --output_file "$FINAL"
 cleanup
-if [[ -f src/report.py ]]; then
-    run_step report report
-fi
+run_step report report
 
 # --- the funnel, counted from the files on disk ------------------------------------------
 "$PY" - "$MODE" "$RAW_USED" "$UNIFIED" "$PARSED" "$SPEC_MSG" "$VERIFIED" "$REV_VERIFIED" "$FINAL" \
