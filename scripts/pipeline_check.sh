@@ -28,6 +28,11 @@ TIMEOUT=${TIMEOUT:-5}
 RETRIES=${RETRIES:-3}
 VERIFY="$(cd "$(dirname "$0")/.." && pwd)/src/verify.py"
 
+for name in WORKERS RETRIES; do
+    [[ ${!name} =~ ^[0-9]+$ ]] || { echo "error: $name=${!name}: should be a whole number" >&2; exit 2; }
+done
+[[ $TIMEOUT =~ ^[0-9]+([.][0-9]+)?$ ]] || { echo "error: TIMEOUT=$TIMEOUT: should be a number of seconds" >&2; exit 2; }
+
 for f in "$PARSED" "$GENS"; do
     [ -f "$f" ] || { echo "error: $f: no such file" >&2; exit 1; }
 done
@@ -46,7 +51,7 @@ workers=$WORKERS
 timeout=$TIMEOUT
 for ((i = 1; i <= RETRIES; i++)); do
     workers=$(( workers > 1 ? workers / 2 : 1 ))
-    timeout=$(( timeout * 2 ))
+    timeout=$(awk -v t="$timeout" 'BEGIN { print t * 2 }')   # TIMEOUT may be 2.5
     echo "pipeline_check: re-checking timeouts (round $i, workers=$workers, timeout=${timeout}s)" >&2
     "$PY" "$VERIFY" "${common[@]}" --gens_file "$VERIFIED" --output_file "$VERIFIED" \
         --recheck timeout --workers "$workers" --timeout "$timeout"

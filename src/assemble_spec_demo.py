@@ -11,7 +11,8 @@ Output (--output_file): JSONL in the released format, in first-turn order:
    message or null, "itemid", "ioid", "io_pred"}.
   Passed in turn 1: turn_2 and feedback_2 are null. Failed in turn 1 and passed in
   turn 2: all four are set. Failed in both (or failed with no second turn): dropped,
-  unless --keep_failed, which keeps them with "failed": true.
+  unless --keep_failed, which keeps them with "failed": true. A failed first turn without
+  a model answer ("output" missing, null or not a string) is dropped and counted.
 Written through a temp file: a failed run leaves no partial output.
 """
 
@@ -145,6 +146,11 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             seen.add(idx)
             passed1, fb1 = verdict(rec, path, lineno)
+            if not passed1 and not isinstance(rec.get("output"), str):
+                # a failure without a model answer: verify.py gave it no_answer (null) or
+                # not_runnable (another type), build_spec_rev_msg.py skipped it; no turn 2
+                counts[status.SKIP_NO_ANSWER_TEXT] += 1
+                continue
             final = {"prompt": first_prompt(rec, path, lineno), "turn_1": answer(rec, path, lineno),
                      "feedback_1": fb1, "turn_2": None, "feedback_2": None}
             final.update({k: rec[k] for k in EXTRA_FIELDS if k in rec})

@@ -34,9 +34,9 @@ from collections import Counter
 from tqdm import tqdm
 
 from annoy_datasync import cli, status
-from annoy_datasync.client import (Bitmap, Settings, StopFlag, resolve_endpoint, run_shard,
-                                   scan_indices, scan_input)
-from annoy_datasync.jsonl import Appender, InputError, atomic_write, read_jsonl, require
+from annoy_datasync.client import (Bitmap, Settings, StopFlag, messages_problem,
+                                   resolve_endpoint, run_shard, scan_indices, scan_input)
+from annoy_datasync.jsonl import Appender, InputError, atomic_write, read_jsonl
 
 log = logging.getLogger("annoy_datasync")
 
@@ -92,10 +92,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def check_input(path: str) -> None:
     """Fail fast on a file that is not JSONL of requests (a wrong path, a raw-code file)."""
     for lineno, rec in read_jsonl(path):
-        try:
-            require(rec, ["messages"], path, lineno)
-        except InputError as exc:
-            raise InputError(f"{exc}; is this a messages file (e.g. from build_transform_msg.py)?")
+        why = messages_problem(rec, path, lineno)
+        if why:
+            raise InputError(f"{why}; is this a messages file (e.g. from build_transform_msg.py)?")
         return
 
 
@@ -211,7 +210,7 @@ def rewrite_failures(path: str, done: Bitmap, answered: mmap.mmap) -> int:
             try:
                 rec = json.loads(raw)
                 idx = rec.get("index")
-            except (ValueError, AttributeError):
+            except (ValueError, AttributeError, RecursionError):
                 continue
             if not isinstance(idx, int) or idx < 0 or idx in done or (
                     idx < len(answered) and answered[idx]):

@@ -20,9 +20,10 @@ import argparse
 import random
 import sys
 from collections import Counter
+from collections.abc import Iterator
 
 from annoy_datasync import cli, status
-from annoy_datasync.jsonl import InputError, atomic_write, read_jsonl, require, require_type, where
+from annoy_datasync.jsonl import InputError, require, require_type, where
 from annoy_datasync.prompts import Prompts, load_prompts
 
 
@@ -47,8 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="leave the reference-code tip out of the prompts")
     p.add_argument("--seed", type=int, default=None,
                    help="pick the pairs at random with this seed instead of taking the first ones")
-    p.add_argument("--prompts", metavar="FILE",
-                   help="YAML file overriding prompt templates (default: the built-in ones)")
+    cli.add_prompts_arg(p)
     return p
 
 
@@ -94,26 +94,25 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cli.setup_logging()
     prompts = load_prompts(args.prompts)
-    counts: Counter[str] = Counter()
-    reader = read_jsonl(args.input_file)
-    with atomic_write(args.output_file) as out:
-        for lineno, rec in reader:
-            check_sample(rec, args.input_file, lineno, need_refcode=not args.no_refcode)
-            ios = rec["ios"]
-            for k, io in enumerate(ios):
-                check_io(io, k, args.input_file, lineno)
-            if not ios:
-                counts[status.SKIP_NO_IOS] += 1
-                continue
-            ioids = choose_ios(len(ios), args.num_ios, args.seed, itemid=lineno - 1)
-            for msg in sample_prompts(rec, lineno - 1, ioids, prompts, refcode=not args.no_refcode):
-                out.write(msg)
-                counts["prompts"] += 1
-            counts["samples"] += 1
-            if len(ios) < args.num_ios:
-                counts["samples_with_fewer_ios"] += 1
-    counts[status.SKIP_BAD_LINE] += len(reader.bad)
-    print(cli.summary(counts, "build_spec_msg:"), file=sys.stderr)
+    path = args.input_file
+
+    def convert(lineno: int, rec: dict, counts: Counter) -> Iterator[dict]:
+        check_sample(rec, path, lineno, need_refcode=not args.no_refcode)
+        ios = rec["ios"]
+        for k, io in enumerate(ios):
+            check_io(io, k, path, lineno)
+        if not ios:
+            counts[status.SKIP_NO_IOS] += 1
+            return
+        ioids = choose_ios(len(ios), args.num_ios, args.seed, itemid=lineno - 1)
+        for msg in sample_prompts(rec, lineno - 1, ioids, prompts, refcode=not args.no_refcode):
+            counts["prompts"] += 1
+            yield msg
+        counts["samples"] += 1
+        if len(ios) < args.num_ios:
+            counts["samples_with_fewer_ios"] += 1
+
+    cli.convert_file(path, args.output_file, convert, "build_spec_msg")
     return 0
 
 

@@ -25,9 +25,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import Counter
+from collections.abc import Iterator
 
 from annoy_datasync import cli, status
-from annoy_datasync.jsonl import InputError, atomic_write, read_jsonl, require, require_type, where
+from annoy_datasync.jsonl import InputError, require, require_type, where
 from annoy_datasync.prompts import load_prompts
 
 # written by batched_api_inference.py and verify.py for one turn; not carried to the next
@@ -41,8 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="verified predictions JSONL (default: %(default)s)")
     p.add_argument("--output_file", default="data/spec_1k_msg_rev.jsonl",
                    help="output: revision conversations JSONL (default: %(default)s)")
-    p.add_argument("--prompts", metavar="FILE",
-                   help="YAML file overriding prompt templates (default: the built-in ones)")
+    cli.add_prompts_arg(p)
     return p
 
 
@@ -69,6 +69,18 @@ def check_messages(rec: dict, path: str, lineno: int) -> list:
     return msgs
 
 
+def check_history(rec: dict, path: str, lineno: int) -> None:
+    """The fields a revision carries on: the first turn's id and the earlier rounds."""
+    if rec.get("original_id") is None:
+        require(rec, ["index"], path, lineno)
+        require_type(rec["index"], int, "index", path, lineno)
+    else:
+        require_type(rec["original_id"], int, "original_id", path, lineno)
+    for field, typ in (("retry_count", int), ("history_errors", list)):
+        if rec.get(field) is not None:
+            require_type(rec[field], typ, field, path, lineno)
+
+
 def answer_text(rec: dict, path: str, lineno: int) -> str | None:
     """The model's answer, or None when the record has none (missing, null or blank)."""
     out = rec.get("output")
@@ -82,7 +94,7 @@ def revise(rec: dict, res: dict, msgs: list, answer: str, feedback: str) -> dict
     new = {k: v for k, v in rec.items() if k not in PER_TURN_FIELDS}
     new["messages"] = msgs + [{"role": "assistant", "content": answer},
                               {"role": "user", "content": feedback}]
-    new["retry_count"] = int(rec.get("retry_count") or 0) + 1
+    new["retry_count"] = (rec.get("retry_count") or 0) + 1
     new["history_errors"] = list(rec.get("history_errors") or []) + [res]
     new["original_id"] = rec["original_id"] if rec.get("original_id") is not None else rec["index"]
     return new
@@ -92,34 +104,30 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cli.setup_logging()
     prompts = load_prompts(args.prompts)
-    counts: Counter[str] = Counter()
-    reader = read_jsonl(args.input_file)
     path = args.input_file
-    with atomic_write(args.output_file) as out:
-        for lineno, rec in reader:
-            res = check_res(rec, path, lineno)
-            if res["status"] == status.SUCCESS:
-                counts[status.SKIP_PASSED] += 1
-                continue
-            if res["status"] == status.NOT_RUNNABLE:
-                # the pipeline's fault (record without a sample, code that cannot run), not
-                # the model's: asking it to revise would teach it nothing
-                counts[status.SKIP_NOT_RUNNABLE] += 1
-                continue
-            msgs = check_messages(rec, path, lineno)
-            if rec.get("original_id") is None:
-                require(rec, ["index"], path, lineno)
-                require_type(rec["index"], int, "index", path, lineno)
-            answer = answer_text(rec, path, lineno)
-            if answer is None:
-                counts[status.SKIP_NO_ANSWER_TEXT] += 1
-                continue
-            # an empty verifier message still gets a revision turn, naming the verdict
-            feedback = res.get("message") or f"Your answer was not accepted ({res['status']})."
-            out.write(revise(rec, res, msgs, answer, prompts.revision(feedback)))
-            counts[f"included_{res['status']}"] += 1
-    counts[status.SKIP_BAD_LINE] += len(reader.bad)
-    print(cli.summary(counts, "build_spec_rev_msg:"), file=sys.stderr)
+
+    def convert(lineno: int, rec: dict, counts: Counter) -> Iterator[dict]:
+        res = check_res(rec, path, lineno)
+        if res["status"] == status.SUCCESS:
+            counts[status.SKIP_PASSED] += 1
+            return
+        if res["status"] == status.NOT_RUNNABLE:
+            # the pipeline's fault (record without a sample, code that cannot run), not
+            # the model's: asking it to revise would teach it nothing
+            counts[status.SKIP_NOT_RUNNABLE] += 1
+            return
+        msgs = check_messages(rec, path, lineno)
+        check_history(rec, path, lineno)
+        answer = answer_text(rec, path, lineno)
+        if answer is None:
+            counts[status.SKIP_NO_ANSWER_TEXT] += 1
+            return
+        # an empty verifier message still gets a revision turn, naming the verdict
+        feedback = res.get("message") or f"Your answer was not accepted ({res['status']})."
+        counts[f"included_{res['status']}"] += 1
+        yield revise(rec, res, msgs, answer, prompts.revision(feedback))
+
+    cli.convert_file(path, args.output_file, convert, "build_spec_rev_msg")
     return 0
 
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import Counter
+from collections.abc import Iterator
 
 from annoy_datasync import cli, status
-from annoy_datasync.jsonl import atomic_write, read_jsonl, require, require_type
+from annoy_datasync.jsonl import require, require_type
 from annoy_datasync.prompts import load_prompts
 
 
@@ -26,8 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="raw code JSONL with a \"content\" field (default: %(default)s)")
     p.add_argument("--raw_code_msg_file", default="data/rawcode_1k_msg.jsonl",
                    help="output: raw records plus \"messages\" (default: %(default)s)")
-    p.add_argument("--prompts", metavar="FILE",
-                   help="YAML file overriding prompt templates (default: the built-in ones)")
+    cli.add_prompts_arg(p)
     return p
 
 
@@ -35,20 +35,19 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cli.setup_logging()
     prompts = load_prompts(args.prompts)
-    counts: Counter[str] = Counter()
-    reader = read_jsonl(args.raw_code_file)
-    with atomic_write(args.raw_code_msg_file) as out:
-        for lineno, rec in reader:
-            require(rec, ["content"], args.raw_code_file, lineno)
-            require_type(rec["content"], str, "content", args.raw_code_file, lineno)
-            if not rec["content"].strip():
-                counts[status.SKIP_EMPTY_CONTENT] += 1
-                continue
-            rec["messages"] = [{"role": "user", "content": prompts.transform(rec["content"])}]
-            out.write(rec)
-            counts["messages"] += 1
-    counts[status.SKIP_BAD_LINE] += len(reader.bad)
-    print(cli.summary(counts, "build_transform_msg:"), file=sys.stderr)
+    path = args.raw_code_file
+
+    def convert(lineno: int, rec: dict, counts: Counter) -> Iterator[dict]:
+        require(rec, ["content"], path, lineno)
+        require_type(rec["content"], str, "content", path, lineno)
+        if not rec["content"].strip():
+            counts[status.SKIP_EMPTY_CONTENT] += 1
+            return
+        rec["messages"] = [{"role": "user", "content": prompts.transform(rec["content"])}]
+        counts["messages"] += 1
+        yield rec
+
+    cli.convert_file(path, args.raw_code_msg_file, convert, "build_transform_msg")
     return 0
 
 

@@ -9,6 +9,8 @@ generator runs in the sandboxed executor seeded from --seed and its msgidx (the 
 "index", else its 0-based line); every pair is run a second time in a fresh namespace of a
 second pool (other hash seed, other random seed) and dropped unless its output is the same
 JSON. Output order follows input order; a rerun skips samples already written to either file.
+A sample whose job failed through the executor's fault (a sandbox worker died) is written to
+neither file and counted as retry_later: a rerun tries it again.
 """
 
 from __future__ import annotations
@@ -17,8 +19,6 @@ import argparse
 import fcntl
 import logging
 import os
-import shutil
-import signal
 import sys
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, wait
@@ -71,16 +71,20 @@ def _msgidx(record: dict, lineno: int) -> int:
 class _Pool:
     """An Executor started on first use (a rerun with nothing left to do starts none).
 
-    Started from the main thread: the executor's workers die with the thread that made them.
+    Its workers are launched without waiting for them (the first job waits), and
+    `start_with` is launched at the same time: the two pools start up side by side.
     """
 
-    def __init__(self, **kwargs: Any):
+    def __init__(self, start_with: _Pool | None = None, **kwargs: Any):
         self.kwargs = kwargs
+        self.start_with = start_with
         self.executor: Executor | None = None
 
     def __call__(self) -> Executor:
         if self.executor is None:
-            self.executor = Executor(**self.kwargs)
+            self.executor = Executor(wait=False, **self.kwargs)
+            if self.start_with is not None:
+                self.start_with()
         return self.executor
 
     def close(self) -> None:
@@ -114,12 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--max_ios must be at least 2 (samples with fewer pairs are dropped)")
     if args.budget <= 0 or args.timeout <= 0:
         parser.error("--budget and --timeout must be positive")
-    if args.python_path and os.sep not in args.python_path:
-        # a bare name ("python") is looked up on our PATH: executed code gets a minimal one
-        found = shutil.which(args.python_path)
-        if found is None:
-            parser.error(f"--python_path {args.python_path}: not found on PATH")
-        args.python_path = found
+    args.python_path = cli.python_path_arg(parser, args.python_path)
     dropped_file = args.dropped_file or args.output_file + ".dropped.jsonl"
     if os.path.abspath(dropped_file) in (os.path.abspath(args.output_file), os.path.abspath(args.input_file)):
         parser.error("--dropped_file must differ from --input_file and --output_file")
@@ -130,8 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     limits = Limits(wall_time=args.timeout, cpu_time=args.timeout)
     common = dict(python_path=args.python_path, run_path=args.run_path,
                   workers=args.workers, limits=limits)
-    gen_pool = _Pool(hash_seed=GEN_HASH_SEED, **common)
     check_pool = _Pool(hash_seed=CHECK_HASH_SEED, **common)
+    gen_pool = _Pool(start_with=check_pool, hash_seed=GEN_HASH_SEED, **common)
 
     counts = cli.Counter()
     seen: set[int] = set()
@@ -143,7 +142,13 @@ def main(argv: list[str] | None = None) -> int:
         with Appender(args.output_file) as kept_out, Appender(dropped_file) as drop_out:
             def flush() -> None:
                 while pending and pending[0].outcome is not None:
-                    out = pending.popleft().outcome
+                    task = pending.popleft()
+                    out = task.outcome
+                    if out.retry:   # the executor failed, not the code: a rerun retries it
+                        log.warning("msgidx %d: not recorded, rerun to retry it (%s)",
+                                    task.msgidx, out.retry)
+                        counts[st.RETRY_LATER] += 1
+                        continue
                     counts.update(out.pair_drops)
                     if out.kept is not None:
                         kept_out.write(out.kept)
@@ -190,10 +195,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _terminate(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)
-
-
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, _terminate)
+    cli.exit_on_sigterm()
     sys.exit(cli.run(main))

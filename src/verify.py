@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shutil
-import signal
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -25,7 +23,7 @@ from typing import Any
 from annoy_datasync import cli
 from annoy_datasync import status as st
 from annoy_datasync.executor import Executor, Limits
-from annoy_datasync.jsonl import atomic_write, read_jsonl, where
+from annoy_datasync.jsonl import InputError, atomic_write, read_jsonl, where
 from annoy_datasync.verification import ParsedIndex, Verifier, identity, reusable
 
 log = logging.getLogger("annoy_datasync.verify")
@@ -51,8 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(or that have no res) and copy the rest")
     p.add_argument("--resume_from", default=None,
                    help="an earlier verified file of the same gens file: its verdicts are reused "
-                        "for lines that are identical at the same position (statuses listed in "
-                        "--recheck are checked again)")
+                        "for lines that are identical at the same position (not_runnable and "
+                        "statuses listed in --recheck are checked again)")
     p.add_argument("--always_run", action="store_true",
                    help="run the code even on a predicted input that is one of the sample's "
                         "recorded inputs (by default such a prediction gets the recorded output)")
@@ -65,8 +63,16 @@ def build_parser() -> argparse.ArgumentParser:
 def _items(gens: Any, previous: Any, recheck: set[str], own_res: bool) -> Iterator[tuple]:
     """(file:line, record, verdict to reuse) for each gens record."""
     prev_iter = iter(previous) if previous is not None else None
+    first = True
     for lineno, rec in gens:
         here = where(gens.path, lineno)
+        if first and not any(k in rec for k in ("itemid", "ioid", "io_pred")):
+            # a wrong file (parsed, messages ...) would get not_runnable on every line
+            keys = ", ".join(sorted(rec)) or "none"
+            raise InputError(f'{here}: no "itemid", "ioid" or "io_pred" field (keys: {keys}); '
+                             "is this the predictions file (inference output on "
+                             "build_spec_msg.py prompts)?")
+        first = False
         reuse = None
         if own_res:
             reuse = reusable(rec.get("res"), recheck)
@@ -74,7 +80,9 @@ def _items(gens: Any, previous: Any, recheck: set[str], own_res: bool) -> Iterat
         elif prev_iter is not None:
             _, old = next(prev_iter, (None, None))
             if old is not None and identity(old) == identity(rec):
-                reuse = reusable(old.get("res"), recheck)
+                # not_runnable may be passing (a worker that died, a record fixed since):
+                # checking it again is cheap
+                reuse = reusable(old.get("res"), recheck | {st.NOT_RUNNABLE})
         yield here, rec, reuse
 
 
@@ -86,12 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--workers must be at least 1")
     if args.timeout <= 0:
         parser.error("--timeout must be positive")
-    if args.python_path and os.sep not in args.python_path:
-        # a bare name ("python") is looked up on our PATH: executed code gets a minimal one
-        found = shutil.which(args.python_path)
-        if found is None:
-            parser.error(f"--python_path {args.python_path}: not found on PATH")
-        args.python_path = found
+    args.python_path = cli.python_path_arg(parser, args.python_path)
     recheck = {s.strip() for s in args.recheck.split(",") if s.strip()}
     unknown = recheck - set(st.VERDICTS)
     if unknown:
@@ -145,11 +148,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _terminate(signum: int, frame: Any) -> None:
-    # SystemExit unwinds through atomic_write (temp file removed) and closes the executor
-    raise SystemExit(128 + signum)
-
-
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, _terminate)
+    cli.exit_on_sigterm()
     sys.exit(cli.run(main))

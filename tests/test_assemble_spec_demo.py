@@ -130,3 +130,27 @@ def test_help_describes_input_and_output():
     script = Path(__file__).parent.parent / "src" / "assemble_spec_demo.py"
     res = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, check=True)
     assert "Input" in res.stdout and "Output" in res.stdout
+
+
+def test_failed_first_turn_without_an_answer_is_dropped_not_fatal(tmp_path, capsys):
+    # verify.py gives such lines no_answer / not_runnable and build_spec_rev_msg.py skips
+    # them, so the last step must not stop on them either
+    t1 = tmp_path / "t1.jsonl"
+    t1.write_text("\n".join([
+        t1rec(),
+        t1rec(index=1, output=None, res={"status": "no_answer", "message": "m"}),
+        t1rec(index=2, output=..., res={"status": "no_answer", "message": "m"}),
+        t1rec(index=3, output=7, res={"status": "not_runnable", "message": "m"}),
+    ]) + "\n")
+    t2 = tmp_path / "t2.jsonl"
+    t2.write_text(t2rec(original_id=0) + "\n")
+    out = tmp_path / "final.jsonl"
+    rc, err = run(["--result_file_turn1", t1, "--result_file_turn2", t2, "--output_file", out,
+                   "--keep_failed"], capsys)
+    assert rc == 0, err
+    assert [r["turn_1"] for r in read(out)] == ["a"]
+    assert "skipped_no_model_output=3" in err
+    # a passed record must have its answer: that stays an error
+    t1.write_text(t1rec(output=None) + "\n")
+    rc, err = run(["--result_file_turn1", t1, "--result_file_turn2", t2, "--output_file", out], capsys)
+    assert rc == 1 and '"output" should be str, got NoneType' in err

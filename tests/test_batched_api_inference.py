@@ -231,6 +231,10 @@ def test_a_file_that_is_not_requests_is_a_clear_error(serve, tmp_path):
     raw.write_text(json.dumps({"content": "def f(): pass"}) + "\n")
     with pytest.raises(InputError, match=r'raw.jsonl:1: no "messages" field'):
         run(server, str(raw), out)
+    raw.write_text(json.dumps({"messages": "hello"}) + "\n")
+    with pytest.raises(InputError, match=r'raw.jsonl:1: "messages" should be a non-empty list, '
+                                         r'got str; is this a messages file'):
+        run(server, str(raw), out)
     assert server.count == 0
 
 
@@ -340,3 +344,33 @@ def test_an_unreachable_server_stops_the_run_early(tmp_path):
                   "--base_url", f"http://127.0.0.1:{port}/v1", "--max_retries", "0",
                   "--num_thread", "4"])
     assert 8 <= len(read(out + ".failed.jsonl")) <= 12 and read(out) == []
+
+
+def test_malformed_answers_and_unexpected_errors_never_lose_a_row(serve, tmp_path, monkeypatch):
+    """Rows used to vanish from both files when handling one raised (a 200 body whose
+    choices hold null, or any bug): the task's exception was swallowed."""
+    def respond(req):
+        i = row_of(req)
+        base = {"id": "x", "object": "chat.completion", "created": 0, "model": "m"}
+        if i == 0:
+            return Reply(body=json.dumps({**base, "choices": [None]}).encode())
+        if i == 1:
+            return Reply(body=json.dumps({**base, "choices": "abc"}).encode())
+        return Reply(content=f"answer {i}")
+
+    server = serve(respond)
+    inp, out = write_input(tmp_path / "in.jsonl", 6), str(tmp_path / "out.jsonl")
+    real = bai.run_shard.__globals__["complete"]
+
+    async def flaky(client, settings, messages, *a, **k):
+        if messages[-1]["content"].endswith(" 2"):
+            raise RuntimeError("a bug in handling row 2")
+        return await real(client, settings, messages, *a, **k)
+
+    monkeypatch.setitem(bai.run_shard.__globals__, "complete", flaky)
+    assert run(server, inp, out) == 0
+    failed = {r["index"]: r for r in read(out + ".failed.jsonl")}
+    assert sorted(r["index"] for r in read(out)) == [3, 4, 5]
+    assert sorted(failed) == [0, 1, 2]
+    assert failed[0]["reason"] == failed[1]["reason"] == status.FAIL_EMPTY
+    assert failed[2]["reason"] == status.FAIL_OTHER and "a bug in handling row 2" in failed[2]["error"]

@@ -100,6 +100,10 @@ def rec(**over):
     ([rec(messages=[{"role": "user", "content": "p"}, {"role": "assistant", "content": "a"}])],
      ":1: messages should end with a user turn"),
     ([rec(messages="p")], ':1: "messages" should be list, got str'),
+    # fields of an earlier round: a wrong type is an error, never carried on or split
+    ([rec(retry_count="x")], ':1: "retry_count" should be int, got str'),
+    ([rec(history_errors="oops")], ':1: "history_errors" should be list, got str'),
+    ([rec(original_id="7")], ':1: "original_id" should be int, got str'),
 ])
 def test_bad_input_exits_1_with_file_line_and_leaves_no_output(tmp_path, capsys, lines, expect):
     inp = tmp_path / "verified.jsonl"

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -112,11 +113,13 @@ def test_exception_has_type_and_message(ex):
 
 
 def test_not_runnable_code(ex):
-    assert run1(ex, "def main_solution(:\n").status == status.NOT_RUNNABLE
+    r = run1(ex, "def main_solution(:\n")
+    assert (r.status, r.error_type) == (status.NOT_RUNNABLE, "SyntaxError")
     r = run1(ex, "def other():\n    return 1\n")
     assert r.status == status.NOT_RUNNABLE and "main_solution" in r.message
     r = run1(ex, "import no_such_module_xyz\ndef main_solution():\n    return 1\n")
     assert r.status == status.NOT_RUNNABLE and "ModuleNotFoundError" in r.message
+    assert r.error_type != status.EXECUTOR_ERROR   # the code's fault, not the executor's
 
 
 def test_infinite_loop_times_out_and_later_calls_still_run(ex):
@@ -442,8 +445,22 @@ def test_a_killed_worker_is_replaced(tmp_path):
         assert not set(server) & set(_procs())
         first = ex2.run_calls("def main_solution():\n    return 1\n", [{}]).result(60)[0]
         second = ex2.run_calls("def main_solution():\n    return 2\n", [{}]).result(60)[0]
-    assert first.status == status.NOT_RUNNABLE
+        # killed in the middle of a generator job
+        gen = ex2.run_generator("import time\ndef main_solution():\n    return 1\n",
+                                "def input_generator():\n    time.sleep(60)\n",
+                                seed=0, max_calls=1, max_pairs=1, budget_s=60)
+        for _ in range(500):
+            if leftovers(ex2):    # the job is running
+                break
+            time.sleep(0.02)
+        ex2._workers[0].proc.kill()
+        g = gen.result(60)
+        third = ex2.run_calls("def main_solution():\n    return 3\n", [{}]).result(60)[0]
+    # the executor's fault, told apart from code that cannot run
+    assert (first.status, first.error_type) == (status.NOT_RUNNABLE, status.EXECUTOR_ERROR)
     assert (second.status, second.value) == (status.SUCCESS, 2)
+    assert (g.status, g.error_type) == (status.NOT_RUNNABLE, status.EXECUTOR_ERROR)
+    assert (third.status, third.value) == (status.SUCCESS, 3)
 
 
 def test_close_leaves_no_worker(tmp_path):
@@ -557,22 +574,40 @@ def test_another_interpreter(tmp_path):
     assert (r.status, r.value) == (status.SUCCESS, py)
 
 
-def test_killing_the_step_kills_workers_and_jobs(open_tmp):
+@pytest.mark.parametrize("made_in, end, namespaces", [
+    ("main", "sigkill", True), ("thread", "sigkill", True), ("thread", "exception", True),
+    ("thread", "sigkill", False)])
+def test_killing_the_step_kills_workers_and_jobs(open_tmp, made_in, end, namespaces):
+    """Nothing of the executor outlives the step, also when the Executor was made in a
+    thread that ended long before, and when the step ends by an exception without close()."""
     src = Path(__file__).resolve().parents[1] / "src"
     script = open_tmp / "step.py"
     script.write_text(textwrap.dedent(f"""
-        import os, sys, time
+        import os, sys, threading, time
         sys.path.insert(0, {str(src)!r})
+        import annoy_datasync.executor
         from annoy_datasync.executor import Executor, Limits
-        ex = Executor(run_path={str(open_tmp / "run")!r}, workers=2, preload=("math",),
-                      limits=Limits(wall_time=60, cpu_time=60))
+        annoy_datasync.executor.USE_NAMESPACES = {namespaces!r}
+        def make():
+            return Executor(run_path={str(open_tmp / "run")!r}, workers=2, preload=("math",),
+                            limits=Limits(wall_time=60, cpu_time=60))
+        if {made_in!r} == "thread":
+            made = []
+            t = threading.Thread(target=lambda: made.append(make()))
+            t.start()
+            t.join()
+            ex = made[0]
+        else:
+            ex = make()
         code = ("import os, time\\ndef main_solution():\\n    if os.fork() == 0:\\n"
                 "        os.setsid()\\n        time.sleep(300)\\n    time.sleep(300)\\n")
         futures = [ex.run_calls(code, [{{}}]) for _ in range(2)]
         print(" ".join(str(w.proc.pid) for w in ex._workers), flush=True)
-        time.sleep(300)
+        sys.stdin.readline()
+        raise RuntimeError("the step failed")
     """))
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         workers = [int(p) for p in proc.stdout.readline().split()]
         assert len(workers) == 2
@@ -586,11 +621,16 @@ def test_killing_the_step_kills_workers_and_jobs(open_tmp):
                     found.append(p)
                     stack.extend(c for c, (pp, _) in procs.items() if pp == p)
             return found
+        per_worker = 4 if namespaces else 3   # (outer,) server, job, daemon
         for _ in range(200):                  # wait until both jobs forked their daemons
-            if len(tree()) >= 2 * 4:
+            if len(tree()) >= 2 * per_worker:
                 break
             time.sleep(0.05)
-        assert len(tree()) >= 2 * 4           # outer, server, job, daemon per worker
+        assert len(tree()) >= 2 * per_worker
+        if end == "exception":
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+            assert proc.wait(timeout=30) == 1 and "the step failed" in proc.stderr.read()
     finally:
         proc.kill()
         proc.wait()
@@ -599,6 +639,57 @@ def test_killing_the_step_kills_workers_and_jobs(open_tmp):
             break
         time.sleep(0.05)
     assert tree() == []
+
+
+def test_an_executor_made_in_a_thread_that_ended_keeps_its_workers(tmp_path):
+    made = []
+    t = threading.Thread(target=lambda: made.append(
+        Executor(run_path=str(tmp_path / "run"), workers=2, limits=LIMITS, preload=("math",))))
+    t.start()
+    t.join()
+    for _ in range(500):      # until the OS thread is gone, not only its Python state
+        if not os.path.exists(f"/proc/self/task/{t.native_id}"):
+            break
+        time.sleep(0.01)
+    assert not os.path.exists(f"/proc/self/task/{t.native_id}")
+    ex2 = made[0]
+    pids = [w.proc.pid for w in ex2._workers]
+    try:
+        code = "def main_solution(x):\n    return x * 2\n"
+        res = [ex2.run_calls(code, [{"x": i}]).result(60)[0] for i in range(4)]
+        assert [(r.status, r.value) for r in res] == [(status.SUCCESS, 2 * i) for i in range(4)]
+        assert [w.proc.pid for w in ex2._workers] == pids     # the same, never restarted
+    finally:
+        ex2.close()
+    alive = _procs()
+    assert not [p for p in pids if p in alive]
+    assert not [p for p, (ppid, _) in alive.items() if ppid in pids]
+
+
+def test_pools_start_side_by_side_and_a_failed_start_is_an_error(tmp_path):
+    code = "def main_solution():\n    return hash('annoy')\n"
+    pools = [Executor(run_path=str(tmp_path / "run"), workers=1, limits=LIMITS,
+                      preload=("math",), hash_seed=seed, wait=False) for seed in (1, 2)]
+    try:
+        assert all(w.proc.poll() is None for ex2 in pools for w in ex2._workers)
+        futures = [ex2.run_calls(code, [{}]) for ex2 in pools]   # the first job waits
+        values = [f.result(60)[0].value for f in futures]
+        assert None not in values and values[0] != values[1]
+    finally:
+        for ex2 in pools:
+            ex2.close()
+    # an "interpreter" that answers the path probe but cannot run a worker
+    fake = tmp_path / "fake-python"
+    fake.write_text(f'#!/bin/sh\nif [ "$2" = "-c" ]; then exec {sys.executable} "$@"; fi\nexit 3\n')
+    fake.chmod(0o755)
+    lazy = Executor(python_path=str(fake), run_path=str(tmp_path / "run"), workers=2,
+                    wait=False)
+    for _ in range(2):        # the first job says why, and so does every later one
+        with pytest.raises(RuntimeError, match="did not start"):
+            lazy.run_calls(code, [{}])
+    lazy.close()
+    with pytest.raises(RuntimeError, match="did not start"):
+        Executor(python_path=str(fake), run_path=str(tmp_path / "run"), workers=2)
 
 
 def test_without_namespaces_the_tree_is_still_killed(open_tmp, monkeypatch):

@@ -1,5 +1,6 @@
 import json
 import os
+import stat
 
 import pytest
 
@@ -56,3 +57,44 @@ def test_write_jsonl_atomic_keeps_old_file_on_error(tmp_path):
         write_jsonl(p, gen())
     assert p.read_text() == '{"a": 1}\n'
     assert [f for f in os.listdir(tmp_path)] == ["w.jsonl"]
+
+
+def test_appender_keeps_a_whole_last_record_without_newline(tmp_path):
+    # e.g. an answers file written by another tool: its last answer must not be cut off
+    # (and paid for again by the inference resume)
+    p = tmp_path / "out.jsonl"
+    p.write_bytes(b'{"i": 0}\n{"i": 1}')
+    with Appender(p) as w:
+        w.write({"i": 2})
+    assert [json.loads(x)["i"] for x in p.read_text().splitlines()] == [0, 1, 2]
+    assert not (tmp_path / "out.jsonl.torn").exists()
+
+
+def test_atomic_write_gives_the_permissions_of_a_plain_write(tmp_path):
+    # mkstemp creates 0600: a rewritten data file must not become private to its writer
+    old = os.umask(0o022)
+    try:
+        p = tmp_path / "w.jsonl"
+        write_jsonl(p, [{"a": 1}])
+        assert stat.S_IMODE(p.stat().st_mode) == 0o644
+        p.chmod(0o640)
+        write_jsonl(p, [{"a": 2}])      # a rewrite keeps the mode the user chose
+        assert stat.S_IMODE(p.stat().st_mode) == 0o640
+    finally:
+        os.umask(old)
+
+
+def test_lines_json_cannot_hold_are_skipped_not_a_crash(tmp_path, caplog):
+    # Python refuses ints over 4300 digits with a plain ValueError and deep nesting with
+    # RecursionError: neither is a JSONDecodeError, and both used to escape with a traceback
+    p = tmp_path / "x.jsonl"
+    p.write_text('{"a": 1}\n{"big": ' + "1" * 5000 + '}\n{"deep": ' + "[" * 100_000
+                 + "]" * 100_000 + '}\n{"a": 2}\n')
+    reader = read_jsonl(p)
+    assert [r["a"] for _, r in reader] == [1, 2]
+    assert [lineno for lineno, _ in reader.bad] == [2, 3]
+    assert "x.jsonl:2" in caplog.text and "x.jsonl:3" in caplog.text
+    p.write_text('{"a": 1}\n{"big": ' + "1" * 5000 + "}")   # as a torn-looking last line
+    with Appender(p) as w:
+        w.write({"a": 2})
+    assert [json.loads(x)["a"] for x in p.read_text().splitlines()] == [1, 2]

@@ -225,3 +225,47 @@ def test_a_second_writer_waits_then_resumes_after_the_first(tmp_path):
     assert proc.wait(timeout=60) == 0, err
     assert [r["meta"]["msgidx"] for r in read(out)] == [0, 1]
     assert "skipped_done=1" in err
+
+
+def test_an_executor_failure_is_retried_by_a_rerun(tmp_path, monkeypatch, capsys):
+    """A dead sandbox worker is not the code's fault: the sample is written to neither file
+    (summary retry_later) and the next run records it."""
+    from concurrent.futures import Future
+
+    from annoy_datasync.executor import GenResult, JobResult
+
+    def failed(result):
+        fut = Future()
+        fut.set_result(result)
+        return fut
+
+    died = "The code could not be run: the sandbox worker died (test)."
+    real_gen, real_calls = Executor.run_generator, Executor.run_calls
+
+    def run_generator(self, code, gen_code, **kw):      # "plain" fails in its generator job
+        if "sum(range(n))" in code:
+            return failed(GenResult(st.NOT_RUNNABLE, message=died, error_type=st.EXECUTOR_ERROR))
+        return real_gen(self, code, gen_code, **kw)
+
+    def run_calls(self, code, inputs, **kw):            # "memo" fails in its re-check job
+        if "memo[n] = n * n % 97" in code:
+            return failed([JobResult(st.NOT_RUNNABLE, error_type=st.EXECUTOR_ERROR, message=died)
+                           for _ in inputs])
+        return real_calls(self, code, inputs, **kw)
+
+    inp = tmp_path / "u.jsonl"
+    write_input(inp, ["plain", "memo", "no_generator"])
+    out = tmp_path / "p.jsonl"
+    dropped = tmp_path / "p.jsonl.dropped.jsonl"
+    monkeypatch.setattr(Executor, "run_generator", run_generator)
+    monkeypatch.setattr(Executor, "run_calls", run_calls)
+    assert run(tmp_path, inp, out, "--workers", "1") == 0
+    summary = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"{st.RETRY_LATER}=2" in summary and "kept=" not in summary
+    assert out.read_text() == ""
+    assert [d["reason"] for d in read(dropped)] == [st.DROP_NO_GENERATOR]
+    monkeypatch.undo()
+    assert run(tmp_path, inp, out, "--workers", "1") == 0
+    summary = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "kept=2" in summary and "skipped_done=1" in summary and st.RETRY_LATER not in summary
+    assert sorted(r["meta"]["msgidx"] for r in read(out)) == [0, 1]

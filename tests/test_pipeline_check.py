@@ -125,3 +125,17 @@ def test_usage_and_missing_files(tmp_path):
     proc = run_script(tmp_path, tmp_path / "nope.jsonl", tmp_path / "g.jsonl", tmp_path / "v.jsonl")
     assert proc.returncode == 1 and "nope.jsonl: no such file" in proc.stderr
     assert not (tmp_path / "v.jsonl").exists()
+
+
+def test_fractional_timeout_and_bad_environment_values(tmp_path):
+    parsed, gens, verified = tmp_path / "parsed.jsonl", tmp_path / "gens.jsonl", tmp_path / "v.jsonl"
+    make_parsed(parsed)
+    write(gens, [gens_row(0, 0, "o", {"output": 4}, 0)])
+    # bash arithmetic knows only integers: TIMEOUT=0.5 used to stop the script at the re-check
+    proc = run_script(tmp_path, parsed, gens, verified, TIMEOUT="0.5", RETRIES="1")
+    assert proc.returncode == 0, proc.stderr
+    assert "timeout=0.5s" in proc.stderr and "round 1, workers=1, timeout=1s" in proc.stderr
+    assert [r["res"]["status"] for r in read(verified)] == [st.SUCCESS]
+    for name, value in [("TIMEOUT", "5s"), ("WORKERS", "two"), ("RETRIES", "-1")]:
+        proc = run_script(tmp_path, parsed, gens, verified, **{name: value})
+        assert proc.returncode == 2 and f"error: {name}={value}" in proc.stderr, proc.stderr

@@ -254,3 +254,71 @@ def test_recorded_input_is_judged_by_its_record(tmp_path, monkeypatch):
     got = {r["tag"]: r["res"] for r in read(out)}
     assert got[0]["status"] == st.EXCEPTION and "SystemExit" in got[0]["message"]
     assert got[1]["status"] == st.WRONG_ANSWER
+
+
+def test_swapped_or_wrong_files_are_a_clear_error(tmp_path, capsys):
+    """A parsed file given as predictions (or the reverse) would otherwise give every line
+    not_runnable and exit 0."""
+    from annoy_datasync import cli
+
+    parsed, gens, _ = make_files(tmp_path, CASES[:2])
+    out = tmp_path / "o.jsonl"
+    for p, g, bad, words in [(parsed, parsed, parsed, 'no "itemid", "ioid" or "io_pred" field'),
+                             (gens, gens, gens, 'no "refcode" and no "ios" field')]:
+        argv = ["--parsed_file", str(p), "--gens_file", str(g), "--output_file", str(out),
+                "--run_path", str(tmp_path / "run")]
+        assert cli.run(verify.main, argv) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {bad}:1: {words}"), err
+        assert len(err.strip().splitlines()) == 1
+        assert not out.exists() and not list(tmp_path.glob("o.jsonl.*"))
+
+
+def test_an_output_that_is_not_text_is_not_runnable_not_a_verdict(tmp_path, caplog):
+    parsed, _, _ = make_files(tmp_path, CASES[:1])
+    gens = tmp_path / "gens.jsonl"
+    good = {"itemid": 0, "ioid": 0, "io_pred": "o"}
+    write_lines(gens, [json.dumps({**good, "output": 2}), json.dumps({**good, "output": None})])
+    out = tmp_path / "v.jsonl"
+    assert run_verify(tmp_path, parsed, gens, out) == 0
+    got = [r["res"] for r in read(out)]
+    assert got[0]["status"] == st.NOT_RUNNABLE and '"output" should be a string' in got[0]["message"]
+    assert got[1]["status"] == st.NO_ANSWER
+    assert "gens.jsonl:1" in caplog.text
+
+
+def test_an_execution_the_executor_failed_is_run_again_not_cached():
+    from concurrent.futures import Future
+
+    from annoy_datasync.executor import JobResult
+    from annoy_datasync.verification import ExecCache
+
+    results = [[JobResult(st.NOT_RUNNABLE, error_type=st.EXECUTOR_ERROR, message="worker died")],
+               [JobResult(st.SUCCESS, value=2)]]
+    calls = []
+
+    def submit(code, kwargs):
+        calls.append(kwargs)
+        fut = Future()
+        fut.set_result(results[len(calls) - 1])
+        return fut
+
+    cache = ExecCache(submit)
+    first = cache.get(DOUBLE, {"x": 1}).result()
+    assert first[0].status == st.NOT_RUNNABLE
+    again = cache.get(DOUBLE, {"x": 1}).result()        # not the cached failure
+    assert again[0].status == st.SUCCESS and len(calls) == 2
+    assert cache.get(DOUBLE, {"x": 1}).result()[0].value == 2 and len(calls) == 2  # now cached
+
+
+def test_resume_checks_not_runnable_again(tmp_path, capsys):
+    parsed, gens, rows = make_files(tmp_path, CASES[:2])
+    out = tmp_path / "v.jsonl"
+    assert run_verify(tmp_path, parsed, gens, out) == 0
+    first = read(out)
+    # e.g. a sandbox worker died during the first run
+    write_lines(out, [json.dumps({**r, "res": {"status": st.NOT_RUNNABLE, "message": "old"}})
+                      for r in first])
+    assert run_verify(tmp_path, parsed, gens, out, "--resume_from", str(out)) == 0
+    assert [r["res"] for r in read(out)] == [r["res"] for r in first]
+    assert "reused" not in capsys.readouterr().err

@@ -1,13 +1,19 @@
-"""Small helpers shared by the step scripts: logging set-up, error exit, summary line."""
+"""Small helpers shared by the step scripts: logging set-up, error exit, summary line,
+the --prompts flag, and the read-convert-write loop of the steps that only rewrite records."""
 
 from __future__ import annotations
 
+import argparse
 import logging
+import os
+import shutil
+import signal
 import sys
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from .jsonl import InputError
+from . import status
+from .jsonl import InputError, atomic_write, read_jsonl
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -37,4 +43,47 @@ def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None 
         return 130
 
 
-__all__ = ["Counter", "run", "setup_logging", "summary"]
+def python_path_arg(parser: argparse.ArgumentParser, value: str | None) -> str | None:
+    """--python_path as given, or a bare name ("python") looked up on our PATH: the
+    executed code gets a minimal PATH of its own. Unknown names are a usage error."""
+    if not value or os.sep in value:
+        return value
+    found = shutil.which(value)
+    if found is None:
+        parser.error(f"--python_path {value}: not found on PATH")
+    return found
+
+
+def exit_on_sigterm() -> None:
+    """Make SIGTERM raise SystemExit, so that `finally` blocks and context managers run
+    (temp files removed, executor workers closed) as on Ctrl-C."""
+    def terminate(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+
+
+def add_prompts_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--prompts", metavar="FILE",
+                        help="YAML file overriding prompt templates (default: the built-in ones)")
+
+
+def convert_file(input_file: str | os.PathLike, output_file: str | os.PathLike,
+                 convert: Callable[[int, dict, Counter], Iterable[dict]], name: str) -> Counter:
+    """Stream `input_file` through ``convert(lineno, record, counts)``, which yields the
+    output records of one input record, into `output_file`, written whole through a temp
+    file (an error leaves no partial output). Torn or invalid lines are skipped and
+    counted; the summary line ``name: counts`` goes to stderr. Returns the counts."""
+    counts: Counter[str] = Counter()
+    reader = read_jsonl(input_file)
+    with atomic_write(output_file) as out:
+        for lineno, rec in reader:
+            for new in convert(lineno, rec, counts):
+                out.write(new)
+    counts[status.SKIP_BAD_LINE] += len(reader.bad)
+    print(summary(counts, f"{name}:"), file=sys.stderr)
+    return counts
+
+
+__all__ = ["Counter", "add_prompts_arg", "convert_file", "exit_on_sigterm", "python_path_arg",
+           "run", "setup_logging", "summary"]

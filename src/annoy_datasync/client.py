@@ -165,8 +165,11 @@ def classify_completion(resp: Any, max_tokens: int | None) -> Outcome:
         return Outcome(False, status.FAIL_EMPTY, retry=True,
                        error="the answer has no choices" if choices is not None
                        else f"unexpected response body: {str(resp)[:200]!r}")
-    choice = choices[0]
-    msg = choice.message
+    choice = choices[0] if isinstance(choices, list) else None
+    msg = getattr(choice, "message", None)
+    if msg is None:
+        return Outcome(False, status.FAIL_EMPTY, retry=True,
+                       error=f"unexpected response body: {str(resp)[:200]!r}")
     content = getattr(msg, "content", None)
     # DeepSeek and sglang say reasoning_content, newer vLLM says reasoning
     reasoning = getattr(msg, "reasoning_content", None) or getattr(msg, "reasoning", None)
@@ -358,7 +361,7 @@ def scan_indices(path: str, what: str = "index") -> tuple[Bitmap, int]:
                 continue
             try:
                 idx = json.loads(raw).get(what)
-            except (ValueError, AttributeError):
+            except (ValueError, AttributeError, RecursionError):
                 log.warning("%s: skipped an unreadable line while resuming", where(path, lineno))
                 continue
             if isinstance(idx, int) and idx >= 0 and not done.add(idx):
@@ -394,16 +397,25 @@ def parse_request(raw: bytes, path: str, index: int) -> tuple[dict | None, str]:
     lineno = index + 1
     try:
         rec = json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         torn = "" if raw.endswith(b"\n") else " (torn last line?)"
         return None, f"{where(path, lineno)}: not valid JSON{torn}: {exc}"
     if not isinstance(rec, dict):
         return None, f"{where(path, lineno)}: a JSON {type(rec).__name__}, not an object"
-    msgs = rec.get("messages")
-    if not isinstance(msgs, list) or not msgs:
+    why = messages_problem(rec, path, lineno)
+    return (None, why) if why else (rec, "")
+
+
+def messages_problem(rec: dict, path: str, lineno: int) -> str:
+    """Why `rec` (line `lineno` of `path`) has no usable "messages", or ""."""
+    if "messages" not in rec:
         keys = ", ".join(sorted(rec)) or "none"
-        return None, f'{where(path, lineno)}: no "messages" list (keys: {keys})'
-    return rec, ""
+        return f'{where(path, lineno)}: no "messages" field (keys: {keys})'
+    msgs = rec["messages"]
+    if not isinstance(msgs, list) or not msgs:
+        what = "an empty list" if isinstance(msgs, list) else type(msgs).__name__
+        return f'{where(path, lineno)}: "messages" should be a non-empty list, got {what}'
+    return ""
 
 
 # --- the worker -----------------------------------------------------------------------------
@@ -478,39 +490,53 @@ async def run_shard(settings: Settings, shard: int, nshards: int, out: Appender,
 
     async def one(index: int, raw: bytes, lane: int) -> None:
         try:
-            rec, why = parse_request(raw, settings.input, index)
-            if rec is None:
-                log.warning("%s; recorded as %s", why, status.FAIL_BAD_INPUT)
-                fail(index, status.FAIL_BAD_INPUT, 0, why)
-                return
-            res = await complete(clients[lane], settings, rec["messages"], gate, count_attempt)
-            if res.usage:
-                stats.tokens_in += res.usage.get("prompt_tokens") or 0
-                stats.tokens_out += res.usage.get("completion_tokens") or 0
-            if res.ok:
-                for k in OUR_FIELDS:
-                    rec.pop(k, None)
-                rec.update(output=res.output, model=settings.model, reasoning=res.reasoning,
-                           index=index, finish_reason=res.finish_reason, usage=res.usage)
-                out.write(rec)
-                if answered is not None:
-                    answered[index] = 1
-                stats.counts[status.INFERENCE_SUCCEEDED] += 1
-                return
-            fail(index, res.reason or status.FAIL_OTHER, res.attempts, res.error)
-            if res.fatal:
-                halt(res.fatal)
-            elif (res.reason in (status.FAIL_BAD_REQUEST, status.FAIL_CONNECTION)
-                  and not stats.counts[status.INFERENCE_SUCCEEDED]
-                  and stats.counts[res.reason] >= FIRST_FAILURES):
-                hint = ("check --model, --temperature and --max_tokens for this server"
-                        if res.reason == status.FAIL_BAD_REQUEST else
-                        f"is the server at {settings.endpoint.base_url} up? check --base_url")
-                halt(f"the first {FIRST_FAILURES} requests all failed with {res.reason}, the last "
-                     f"with: {res.error}; {hint}")
+            await answer(index, raw, lane)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a row is never lost without a trace
+            error = redact(f"{type(exc).__name__}: {exc}", settings.endpoint.key)[:ERROR_CHARS]
+            log.error("%s: %s; recorded as %s", where(settings.input, index + 1), error,
+                      status.FAIL_OTHER)
+            try:
+                fail(index, status.FAIL_OTHER, 0, error)
+            except OSError as exc2:   # e.g. a full disk: nothing more can be recorded
+                halt(f"cannot write {failed.path}: {exc2}")
         finally:
             stats.in_flight -= 1
             slots.put_nowait(lane)
+
+    async def answer(index: int, raw: bytes, lane: int) -> None:
+        """One row: its answer to the output, or its failure to the failures file."""
+        rec, why = parse_request(raw, settings.input, index)
+        if rec is None:
+            log.warning("%s; recorded as %s", why, status.FAIL_BAD_INPUT)
+            fail(index, status.FAIL_BAD_INPUT, 0, why)
+            return
+        res = await complete(clients[lane], settings, rec["messages"], gate, count_attempt)
+        if res.usage:
+            stats.tokens_in += res.usage.get("prompt_tokens") or 0
+            stats.tokens_out += res.usage.get("completion_tokens") or 0
+        if res.ok:
+            for k in OUR_FIELDS:
+                rec.pop(k, None)
+            rec.update(output=res.output, model=settings.model, reasoning=res.reasoning,
+                       index=index, finish_reason=res.finish_reason, usage=res.usage)
+            out.write(rec)
+            if answered is not None:
+                answered[index] = 1
+            stats.counts[status.INFERENCE_SUCCEEDED] += 1
+            return
+        fail(index, res.reason or status.FAIL_OTHER, res.attempts, res.error)
+        if res.fatal:
+            halt(res.fatal)
+        elif (res.reason in (status.FAIL_BAD_REQUEST, status.FAIL_CONNECTION)
+              and not stats.counts[status.INFERENCE_SUCCEEDED]
+              and stats.counts[res.reason] >= FIRST_FAILURES):
+            hint = ("check --model, --temperature and --max_tokens for this server"
+                    if res.reason == status.FAIL_BAD_REQUEST else
+                    f"is the server at {settings.endpoint.base_url} up? check --base_url")
+            halt(f"the first {FIRST_FAILURES} requests all failed with {res.reason}, the last "
+                 f"with: {res.error}; {hint}")
 
     async def ticker() -> None:
         while not finished.is_set():

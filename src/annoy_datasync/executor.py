@@ -5,6 +5,11 @@ one sandboxed child per job. Results come back as JSON values on a framed pipe a
 judged by the caller, never by the child. The worker side is ``sandbox_worker.py`` (stdlib
 only, so ``python_path`` may be an environment without this package); its docstring
 describes the isolation.
+
+Workers live as long as the Executor or the PROCESS that made it, whichever ends first (they
+watch a pidfd of that process, so an Executor may be made in a short-lived thread). A job
+whose worker died or failed comes back NOT_RUNNABLE with ``error_type ==
+status.EXECUTOR_ERROR``: the executor's fault, not the code's; running it again may work.
 """
 
 from __future__ import annotations
@@ -80,6 +85,7 @@ class GenResult:
     pairs: list[dict] = field(default_factory=list)   # [{"input": kwargs, "output": value}] in order
     errors: dict[str, int] = field(default_factory=dict)  # per-call failure counts by status
     message: str = ""
+    error_type: str | None = None  # status.EXECUTOR_ERROR when the worker died or failed
 
 
 _STATUS_NAMES = ("SUCCESS", "EXCEPTION", "TIMEOUT", "RESOURCE_LIMIT", "CRASHED", "NON_JSON",
@@ -184,9 +190,18 @@ class _Worker:
 
 
 class Executor:
+    """`workers` sandbox worker processes under `python_path`.
+
+    The constructor launches every worker, then (``wait=True``) waits until all have started
+    (imports of `preload` done; raises RuntimeError if one cannot start). With ``wait=False``
+    it returns at once and the first job (or `wait_ready`) waits instead, so several pools
+    start up side by side.
+    """
+
     def __init__(self, python_path: str | None = None, run_path: str = "./temp/run",
                  workers: int | None = None, limits: Limits | None = None,
-                 preload: tuple[str, ...] = DEFAULT_PRELOAD, hash_seed: int = 0) -> None:
+                 preload: tuple[str, ...] = DEFAULT_PRELOAD, hash_seed: int = 0,
+                 wait: bool = True) -> None:
         self.python_path = python_path or sys.executable
         self.run_path = os.path.realpath(run_path)
         os.makedirs(self.run_path, exist_ok=True)
@@ -206,22 +221,49 @@ class Executor:
         self._stop = threading.Event()
         self._workers = [_Worker(self, i) for i in range(min(n, 128))]
         self._threads: list[threading.Thread] = []
+        self._ready_lock = threading.Lock()
+        self._ready = False
+        self._pid = os.getpid()     # the workers are this process's (not a fork's) to stop
+        self._start_error: BaseException | None = None
         try:
             for w in self._workers:     # launch all, then wait: start-up overlaps
                 w.launch()
-            for w in self._workers:
-                w.handshake()
         except BaseException:
             for w in self._workers:
                 w.stop()
             raise
-        for w in self._workers:
-            t = threading.Thread(target=self._serve, args=(w,), daemon=True,
-                                 name=f"executor-{w.index}")
-            t.start()
-            self._threads.append(t)
-        threading.Thread(target=self._watchdog, daemon=True, name="executor-watchdog").start()
         _live.add(self)
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Wait until every worker has started and the pool serves jobs (the first job does
+        this by itself). Raises RuntimeError, now and on every later job, if one could not start."""
+        with self._ready_lock:
+            if self._ready:
+                return
+            if self._start_error is not None:
+                raise self._start_error
+            if self._closed:
+                raise RuntimeError("Executor is closed")
+            try:
+                for w in self._workers:
+                    w.handshake()
+            except BaseException as exc:
+                self._start_error = exc
+                self._closed = True
+                for w in self._workers:
+                    w.stop()
+                _live.discard(self)
+                raise
+            for w in self._workers:
+                t = threading.Thread(target=self._serve, args=(w,), daemon=True,
+                                     name=f"executor-{w.index}")
+                t.start()
+                self._threads.append(t)
+            threading.Thread(target=self._watchdog, daemon=True,
+                             name="executor-watchdog").start()
+            self._ready = True
 
     def _interpreter_paths(self) -> list[str]:
         probe = ("import sys, json; print(json.dumps(sorted({sys.prefix, sys.base_prefix, "
@@ -279,9 +321,28 @@ class Executor:
         return self._submit(job, limits)
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+        """Finish the jobs submitted, then stop the workers."""
+        self._shutdown(now=False)
+
+    def _shutdown(self, now: bool) -> None:
+        """`now`: cancel the queued jobs and kill the running ones (at interpreter exit
+        nobody is left to read their results) instead of finishing them."""
+        with self._ready_lock:      # not while workers are being waited for
+            if self._closed:
+                return
+            self._closed = True
+        if now:
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    item[1].cancel()
+            for w in self._workers:
+                proc = w.proc
+                if proc is not None:
+                    proc.kill()     # its job's future gets an EXECUTOR_ERROR result
         for _ in self._threads:
             self._queue.put(None)
         for t in self._threads:
@@ -299,6 +360,8 @@ class Executor:
 
     # -- internals -------------------------------------------------------------------------
     def _submit(self, job: dict, limits: Limits | None) -> Future:
+        if not self._ready:
+            self.wait_ready()
         if self._closed:
             raise RuntimeError("Executor is closed")
         job["limits"] = asdict(limits or self.limits)
@@ -362,12 +425,13 @@ class Executor:
 
     @staticmethod
     def _to_result(job: dict, answer: dict, seconds: float) -> list[JobResult] | GenResult:
-        if "error" in answer:
+        if "error" in answer:   # the worker died or failed: not the code's fault
             msg = f"The code could not be run: {answer['error']}."
             if job["kind"] == "gen":
-                return GenResult(status.NOT_RUNNABLE, message=msg)
-            return [JobResult(status.NOT_RUNNABLE, error_type="executor", message=msg,
-                              seconds=seconds) for _ in job["inputs"]]
+                return GenResult(status.NOT_RUNNABLE, message=msg,
+                                 error_type=status.EXECUTOR_ERROR)
+            return [JobResult(status.NOT_RUNNABLE, error_type=status.EXECUTOR_ERROR,
+                              message=msg, seconds=seconds) for _ in job["inputs"]]
         if job["kind"] == "gen":
             return GenResult(answer["status"], answer["pairs"], answer["errors"],
                              answer["message"])
@@ -382,15 +446,12 @@ _live: weakref.WeakSet[Executor] = weakref.WeakSet()
 
 @atexit.register
 def _close_all() -> None:
+    """At interpreter exit (normal end or an exception) without close(): jobs still queued
+    are cancelled, running ones killed. (On SIGKILL the workers see the process end.)"""
     for ex in list(_live):
-        while True:     # at exit, jobs still queued are cancelled rather than run
-            try:
-                item = ex._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is not None:
-                item[1].cancel()
+        if ex._pid != os.getpid():
+            continue
         try:
-            ex.close()
+            ex._shutdown(now=True)
         except Exception:  # noqa: BLE001 - best effort at interpreter exit
             pass

@@ -26,6 +26,10 @@ as ``pair_too_large``: the model must read and write them.
 A sample keeps its first ``max_ios`` surviving pairs (generation order) and is dropped when
 fewer than 2 survive. Everything recorded depends only on the code, ``--seed`` and msgidx,
 not on the number of workers or timing (except when a time limit cuts a run short).
+
+A job that failed through the executor's fault (its sandbox worker died: ``error_type ==
+status.EXECUTOR_ERROR``) neither keeps nor drops the sample: its outcome is `retry`, nothing
+is written, and a rerun tries the sample again.
 """
 
 from __future__ import annotations
@@ -183,10 +187,12 @@ def _pair_reason(error: str) -> str:
 
 @dataclass
 class Outcome:
-    """Final result of one sample: a parsed record (kept) or a drop record."""
+    """Final result of one sample: a parsed record (kept), a drop record, or `retry` (why
+    the executor failed; write nothing, a rerun tries the sample again)."""
     kept: dict | None = None
     dropped: dict | None = None
     pair_drops: Counter = field(default_factory=Counter)
+    retry: str = ""
 
 
 @dataclass
@@ -236,6 +242,9 @@ class SampleTask:
             self._after_recheck(fut.result())
 
     def _after_generation(self, gen: Any, check_pool: Any) -> None:
+        if getattr(gen, "error_type", None) == st.EXECUTOR_ERROR:
+            self.outcome = Outcome(retry=gen.message or gen.status)
+            return
         for reason, n in (gen.errors or {}).items():
             self.pair_drops[_pair_reason(reason)] += n
         if gen.status != st.SUCCESS:
@@ -273,6 +282,10 @@ class SampleTask:
         runs = len(jobs) // max(1, len(self.candidates))
         if len(jobs) != runs * len(self.candidates) or not jobs:
             raise RuntimeError(f"executor returned {len(jobs)} results for {len(self.candidates)} inputs")
+        failed = next((j for j in jobs if j.error_type == st.EXECUTOR_ERROR), None)
+        if failed is not None:   # not the code's fault: no pair is judged by this run
+            self.outcome = Outcome(retry=failed.message)
+            return
         survivors, used_random = [], False
         for k, pair in enumerate(self.candidates):
             ok = True

@@ -56,7 +56,7 @@ class Reader:
                 torn = not raw.endswith(b"\n")
                 try:
                     rec = json.loads(raw)
-                except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                except (ValueError, RecursionError) as exc:
                     self._bad(lineno, torn, f"not valid JSON ({exc})")
                     continue
                 if not isinstance(rec, dict):
@@ -105,6 +105,7 @@ def repair_tail(path: str | os.PathLike) -> int:
     """Cut a torn last line (no trailing newline) off `path`. Returns the bytes removed.
 
     The torn line is logged and saved beside the file as ``<path>.torn`` so nothing is lost.
+    A last line that is a whole JSON object only gets its missing newline.
     """
     path = os.fspath(path)
     try:
@@ -131,6 +132,18 @@ def repair_tail(path: str | os.PathLike) -> int:
             pos = start
         fh.seek(cut)
         torn = fh.read()
+        try:
+            whole = isinstance(json.loads(torn), dict)
+        except (ValueError, RecursionError):
+            whole = False
+        if whole:
+            # a complete record missing only its newline (a file written by another tool,
+            # or a kill between the record and its newline): no strict prefix of a JSON
+            # object is itself an object, so this is not a torn write: keep it
+            fh.seek(size)
+            fh.write(b"\n")
+            log.info("%s: added the newline missing after the last line", path)
+            return 0
         with open(path + ".torn", "ab") as keep:
             keep.write(torn + b"\n")
         fh.truncate(cut)
@@ -179,6 +192,28 @@ class Appender:
         self.close()
 
 
+def _file_mode(path: str) -> int:
+    """Mode for a rewrite of `path`: the old file's, else what open() would give (umask)."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except FileNotFoundError:
+        return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    # read, not set-and-restore: os.umask would briefly change it for every thread
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike) -> Iterator[jsonlines.Writer]:
     """Write a whole JSONL file: a temp file beside `path`, fsync, rename over `path`.
@@ -190,6 +225,7 @@ def atomic_write(path: str | os.PathLike) -> Iterator[jsonlines.Writer]:
     os.makedirs(parent, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=parent)
     try:
+        os.fchmod(fd, _file_mode(path))   # mkstemp makes 0600; a data file is shared like any
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             writer = jsonlines.Writer(fh, dumps=dumps, flush=False)
             yield writer

@@ -4,10 +4,14 @@ Usage (by the executor, never by hand): ``python sandbox_worker.py CONFIG_JSON``
 Speaks length-prefixed JSON frames: jobs on stdin, one answer per job on stdout.
 
 Start-up, once per worker:
-  1. die with the parent (PR_SET_PDEATHSIG);
+  1. open a pidfd of the parent PROCESS (the step) and die with it: PR_SET_PDEATHSIG would
+     fire when the parent THREAD that started us exits, which may be a short-lived one;
   2. enter new mount + network + PID namespaces (plus a user namespace when not root) and
      fork: the grandchild is PID 1 of its namespace and serves the jobs; when it dies the
-     kernel kills everything left in the namespace;
+     kernel kills everything left in the namespace. The outer process only waits: for the
+     server (then exits with its status) or for the step's pidfd (then SIGKILLs the server);
+     the server dies with the outer process (PR_SET_PDEATHSIG: it is single-threaded) and
+     also watches the step's pidfd itself, between jobs and during them;
   3. mount a fresh /proc (only this namespace's processes), hide the 0700 directories that
      would keep a dropped uid from the interpreter (tmpfs with the needed subtrees bound
      back; as an ordinary user, hide the home directory the same way), put a private
@@ -20,6 +24,7 @@ enforces the wall deadline, caps the captured output, SIGKILLs everything in the
 but itself (kill(-1) from PID 1), answers, then reaps and removes the directory.
 Without namespaces (refused by the kernel) it falls back to a subreaper that kills the
 job's processes found by scanning /proc, rlimits and (as root) the dedicated uid.
+When the step dies (even by SIGKILL), the worker kills the running job's processes and exits.
 """
 
 import ctypes
@@ -401,6 +406,7 @@ class Worker:
         self.run_tmpfs = None
         self.notes = []
         self.n = 0
+        self.parent_fd = None   # pidfd of the step: readable once the step has exited
 
     # -- isolation set-up -------------------------------------------------------------
     def enter_namespaces(self, proto_fds):
@@ -430,11 +436,38 @@ class Worker:
             for fd in proto_fds:
                 os.close(fd)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            _, st = os.waitpid(pid, 0)
-            os._exit(os.waitstatus_to_exitcode(st) & 0xFF)
-        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            self.outer_wait(pid)
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)   # the outer process has a single thread
         self.pidns = True
         self.setup_mounts()
+
+    def outer_wait(self, pid):
+        """The outer process: wait for the server (exit with its status) or for the step's
+        end (SIGKILL the server: PID 1, so the kernel kills its whole namespace). Never returns."""
+        server = os.pidfd_open(pid)
+        poller = select.poll()
+        poller.register(server, select.POLLIN)
+        poller.register(self.parent_fd, select.POLLIN)
+        while True:
+            ready = {fd for fd, _ in poller.poll()}
+            if self.parent_fd in ready:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                os._exit(1)   # the server is killed either way (its PR_SET_PDEATHSIG)
+            if server in ready:
+                _, st = os.waitpid(pid, 0)
+                os._exit(os.waitstatus_to_exitcode(st) & 0xFF)
+
+    def die_with_parent(self, pid=None):
+        """The step has exited: kill the running job's processes (if any) and exit."""
+        if pid is not None:
+            try:
+                self.kill_all(pid)
+            except OSError:
+                pass
+        os._exit(1)
 
     def setup_mounts(self):
         """Each step may fail on a restrictive kernel; what failed is reported, not fatal."""
@@ -656,7 +689,7 @@ class Worker:
         buf = bytearray()
         pidfd = os.pidfd_open(pid)
         poller = select.poll()
-        for fd in list(fds) + [pidfd]:
+        for fd in list(fds) + [pidfd, self.parent_fd]:
             poller.register(fd, select.POLLIN)
         open_fds = set(fds)
         killed = None
@@ -673,6 +706,8 @@ class Worker:
                     if fd == pidfd:
                         exited = True
                         continue
+                    if fd == self.parent_fd:
+                        self.die_with_parent(pid)
                     data = os.read(fd, 1 << 16) if ev & (select.POLLIN | select.POLLHUP) else b""
                     if not data:
                         poller.unregister(fd)
@@ -846,7 +881,13 @@ class Worker:
                     self._status = (st, usage)
 
     def serve(self, rd, wr):
+        poller = select.poll()
+        poller.register(rd, select.POLLIN)
+        poller.register(self.parent_fd, select.POLLIN)
         while True:
+            ready = {fd for fd, _ in poller.poll()}
+            if self.parent_fd in ready:
+                self.die_with_parent()
             job = recv(rd)
             if job is None:
                 return
@@ -884,8 +925,11 @@ def remove_tree(path):
 
 def main():
     cfg = json.loads(sys.argv[1])
-    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != cfg["parent_pid"]:
+    try:
+        parent_fd = os.pidfd_open(cfg["parent_pid"])
+    except OSError:
+        os._exit(1)
+    if os.getppid() != cfg["parent_pid"]:   # it had exited already (the pid may be reused)
         os._exit(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     rd, wr = os.dup(0), os.dup(1)
@@ -895,6 +939,7 @@ def main():
     os.dup2(devnull, 0)
     os.dup2(2, 1)            # stray prints of preloaded modules must not hit the protocol
     worker = Worker(cfg)
+    worker.parent_fd = parent_fd
     try:
         worker.enter_namespaces((rd, wr))
     except OSError as exc:

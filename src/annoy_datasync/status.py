@@ -92,3 +92,9 @@ SKIP_FAILED = "skipped_failed"              # final record marked "failed": true
 SKIP_EMPTY_TEXT = "skipped_empty_text"      # a turn with no text: trainers reject it
 TIP_REMOVED = "tip_removed"
 TIP_NOT_FOUND = "tip_not_found"             # --drop_tip, but the prompt has no tip: kept as is
+
+# --- executor.py / parse_gen_ios.py: failures of the executor itself, not of the code ----
+EXECUTOR_ERROR = "executor_error"   # error_type of a NOT_RUNNABLE JobResult/GenResult whose
+                                    # sandbox worker died or failed: running it again may work
+RETRY_LATER = "retry_later"         # parse_gen_ios summary: sample left unwritten after an
+                                    # executor error (no drop record): a rerun retries it

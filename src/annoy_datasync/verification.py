@@ -162,12 +162,18 @@ class ParsedIndex:
                 pos += len(line)
         if first is not None:
             try:
-                ok = isinstance(json.loads(first[1]), dict)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                ok = False
-            if not ok:
+                rec = json.loads(first[1])
+            except (ValueError, RecursionError):
+                rec = None
+            if not isinstance(rec, dict):
                 raise InputError(f"{where(self.path, first[0])}: not a JSON object; "
                                  "is this the parsed file (one JSON object per line)?")
+            if "refcode" not in rec and "ios" not in rec:
+                # a wrong file (gens, messages ...) would fail every prediction one by one
+                keys = ", ".join(sorted(rec)) or "none"
+                raise InputError(f'{where(self.path, first[0])}: no "refcode" and no "ios" '
+                                 f"field (keys: {keys}); is this the parsed file "
+                                 "(parse_gen_ios.py output)?")
         self._fh = open(self.path, "rb")
         self._cache: OrderedDict[int, Sample | str] = OrderedDict()
         self._cache_size = cache_size
@@ -194,7 +200,7 @@ class ParsedIndex:
         raw = self._fh.readline()
         try:
             rec = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (ValueError, RecursionError):
             return f"{here} is not valid JSON"
         if not isinstance(rec, dict):
             return f"{here} is not a JSON object"
@@ -289,6 +295,8 @@ class ExecCache:
     def get(self, code: str, kwargs: dict) -> Future:
         key = exec_key(code, kwargs)
         fut = self._futures.get(key)
+        if fut is not None and _executor_failed(fut):
+            fut = None      # the executor's fault, not the code's: run it again
         if fut is not None:
             self.hits += 1
             self._futures.move_to_end(key)
@@ -302,6 +310,14 @@ class ExecCache:
                 break
             del self._futures[oldest_key]
         return fut
+
+
+def _executor_failed(fut: Future) -> bool:
+    """A finished execution that failed through the executor (a worker died), not the code."""
+    if not fut.done() or fut.exception() is not None:
+        return False
+    return any(j.status == st.NOT_RUNNABLE and j.error_type == st.EXECUTOR_ERROR
+               for j in fut.result())
 
 
 def _slim(fut: Future) -> Future:
@@ -350,13 +366,17 @@ class Verifier:
         """Start checking one record: a verdict now, or a future for an input prediction."""
         entry = _Entry(record)
         target = locate(record, self.parsed, here)
+        text = record.get("output")
+        if text is not None and not isinstance(text, str) and not target.problem:
+            # not a model's answer (inference writes text): a broken record, not a verdict
+            # to give feedback on
+            target.problem = f'{here}: "output" should be a string, got {type(text).__name__}'
         if target.problem:
             log.warning("%s; marked %s", target.problem, st.NOT_RUNNABLE)
             entry.res = res(st.NOT_RUNNABLE, f"This prediction could not be checked: "
                                              f"{target.problem.split(': ', 1)[-1]}.")
             return entry
-        text = record.get("output")
-        if not isinstance(text, str) or not text.strip():
+        if text is None or not text.strip():
             entry.res = res(st.NO_ANSWER, msg_no_answer("output" if target.kind == "o" else "input"))
             return entry
         if target.kind == "o":
