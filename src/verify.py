@@ -6,7 +6,9 @@ gens line in the same order plus "res": {"status", "message"}; "success" is the 
 Output predictions are compared as JSON with the recorded output (floats within a relative
 1e-3); input predictions run the reference code on the predicted input in the sandboxed
 executor and compare what it returns (a predicted input that is one of the sample's recorded
-inputs gets the recorded output without running, unless --always_run). The output file is written whole through a temp file
+inputs gets the recorded output without running, unless --always_run); the executions of
+one sample's code may run together in one sandboxed job (--batch), each call in a fresh
+module namespace and random state, a call that hangs or crashes failing alone. The output file is written whole through a temp file
 and renamed at the end, so it may be the gens file itself: with --recheck timeout, lines whose
 "res" is a timeout are checked again and the others are copied as they are.
 """
@@ -24,7 +26,7 @@ from annoy_datasync import cli
 from annoy_datasync import status as st
 from annoy_datasync.executor import Executor, Limits
 from annoy_datasync.jsonl import InputError, atomic_write, read_jsonl, where
-from annoy_datasync.verification import ParsedIndex, Verifier, identity, reusable
+from annoy_datasync.verification import CallBatcher, ParsedIndex, Verifier, identity, reusable
 
 log = logging.getLogger("annoy_datasync.verify")
 
@@ -56,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "recorded inputs (by default such a prediction gets the recorded output)")
     p.add_argument("--window", type=int, default=0,
                    help="predictions in flight at once (default: 64 per worker)")
+    p.add_argument("--batch", type=int, default=None,
+                   help="executions of one sample's code run in one sandboxed job at most "
+                        "when the workers are busy, each as if alone; 1 = a job per execution "
+                        "(default: 16 with --always_run, else 1: the few inputs that are then "
+                        "run are often the slow ones, better run side by side)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -92,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     cli.setup_logging(args.verbose)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    if args.batch is None:
+        args.batch = 16 if args.always_run else 1
+    if args.batch < 1:
+        parser.error("--batch must be at least 1")
     if args.timeout <= 0:
         parser.error("--timeout must be positive")
     args.python_path = cli.python_path_arg(parser, args.python_path)
@@ -120,16 +131,18 @@ def main(argv: list[str] | None = None) -> int:
 
     executor: Executor | None = None
 
-    def submit(code: str, kwargs: dict):
+    def run_calls(code: str, inputs: list[dict]):
         nonlocal executor
         if executor is None:  # started on the first input prediction only
             executor = Executor(python_path=args.python_path, run_path=args.run_path,
                                 workers=args.workers, limits=limits)
-        return executor.run_calls(code, [kwargs])
+        # several predictions of one sample in one job, each call as if it ran alone
+        return executor.run_calls(code, inputs, fresh=True)
 
-    verifier = Verifier(parsed, submit, timeout_s=args.timeout,
+    batcher = CallBatcher(run_calls, max_calls=args.batch, parallel=args.workers)
+    verifier = Verifier(parsed, batcher.submit, timeout_s=args.timeout,
                         window=args.window or 64 * args.workers,
-                        use_recorded=not args.always_run)
+                        use_recorded=not args.always_run, flush=batcher.flush)
     try:
         with atomic_write(args.output_file) as out:
             for rec in verifier.run(_items(gens, previous, recheck, own_res)):

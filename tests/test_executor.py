@@ -764,3 +764,53 @@ def test_a_missing_interpreter_is_a_clear_error(tmp_path):
     with pytest.raises(RuntimeError, match="python_path"):
         Executor(python_path=str(tmp_path / "no-python"), run_path=str(tmp_path / "run"),
                  workers=1)
+
+
+def test_fresh_calls_see_no_state_of_each_other(ex):
+    code = """
+    import random, numpy as np
+    seen = []
+    def main_solution(x):
+        seen.append(x)
+        return [list(seen), random.random(), float(np.random.rand())]
+    """
+    inputs = [{"x": 1}, {"x": 2}, {"x": 3}]
+    shared = ex.run_calls(textwrap.dedent(code), inputs).result(timeout=60)
+    assert [r.value[0] for r in shared] == [[1], [1, 2], [1, 2, 3]]   # one namespace
+    res = ex.run_calls(textwrap.dedent(code), inputs, fresh=True).result(timeout=60)
+    assert [r.status for r in res] == [status.SUCCESS] * 3
+    assert [r.value[0] for r in res] == [[1], [2], [3]]
+    # every call starts from the random state of the child's start, as a job of its own
+    assert res[0].value[1:] == res[1].value[1:] == res[2].value[1:]
+    seeded = ex.run_calls(textwrap.dedent(code), inputs, fresh=True, seed=3).result(timeout=60)
+    alone = ex.run_calls(textwrap.dedent(code), inputs[:1], seed=3).result(timeout=60)
+    assert seeded[2].value[1:] == alone[0].value[1:]
+    assert settle(ex) == []
+
+
+def test_fresh_calls_fail_alone(ex):
+    # the module body fails on its second execution in a child only: that call is not
+    # runnable, the others run; a hang and a crash in the middle (the calls after them run
+    # in a new child) do not change the verdicts of the rest
+    code = """
+    import os, builtins
+    n = getattr(builtins, "_loads", 0)
+    builtins._loads = n + 1
+    if n == 1:
+        raise ValueError("second load")
+    def main_solution(x):
+        if x == "hang":
+            while True:
+                pass
+        if x == "die":
+            os._exit(3)
+        return x
+    """
+    inputs = [{"x": 0}, {"x": 1}, {"x": "hang"}, {"x": 3}, {"x": 4}, {"x": "die"}, {"x": 6}]
+    res = ex.run_calls(textwrap.dedent(code), inputs, fresh=True).result(timeout=60)
+    assert [r.status for r in res] == [status.SUCCESS, status.NOT_RUNNABLE, status.TIMEOUT,
+                                       status.SUCCESS, status.NOT_RUNNABLE, status.CRASHED,
+                                       status.SUCCESS]
+    assert "second load" in res[1].message and res[1].error_type == "ValueError"
+    assert [res[0].value, res[3].value, res[6].value] == [0, 3, 6]
+    assert settle(ex) == []

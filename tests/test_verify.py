@@ -322,3 +322,105 @@ def test_resume_checks_not_runnable_again(tmp_path, capsys):
     assert run_verify(tmp_path, parsed, gens, out, "--resume_from", str(out)) == 0
     assert [r["res"] for r in read(out)] == [r["res"] for r in first]
     assert "reused" not in capsys.readouterr().err
+
+
+STATEFUL = ("import os, random\n\ncalls = []\n\ndef main_solution(x):\n"
+            "    calls.append(x)\n"
+            "    if x == -1:\n        while True:\n            pass\n"
+            "    if x == -2:\n        os._exit(1)\n"
+            "    if x == 7:\n        return random.random()\n"
+            "    return len(calls) * 100 + x\n")
+
+
+@pytest.mark.parametrize("grouped", [True, False])
+def test_batched_executions_run_as_if_alone(tmp_path, monkeypatch, grouped):
+    """Predictions of one sample share a job; each call still sees a fresh namespace and
+    random state, and a hang or a crash inside the job fails only its own record."""
+    from annoy_datasync.executor import Executor
+
+    parsed = tmp_path / "parsed.jsonl"
+    samples = [{"refcode": STATEFUL, "ios": [{"input": {"x": 1}, "output": 101},
+                                             {"input": {"x": 2}, "output": 102}]},
+               PARSED[0]]
+    write_lines(parsed, [json.dumps(r) for r in samples])
+    preds = [(0, 1, 2, st.SUCCESS), (0, 1, 3, st.WRONG_ANSWER), (0, 1, -1, st.TIMEOUT),
+             (0, 1, 2.0, st.SUCCESS), (0, 0, -2, st.CRASHED), (0, 0, 1, st.SUCCESS),
+             (1, 1, 5, st.SUCCESS), (1, 1, 6, st.WRONG_ANSWER), (0, 1, 7, st.WRONG_ANSWER),
+             (0, 1, 4, st.WRONG_ANSWER), (0, 0, 1.0, st.SUCCESS), (1, 0, 1, st.SUCCESS)]
+    rows = [{"itemid": i, "ioid": j, "io_pred": "i", "output": answer({"input": {"x": x}}),
+             "tag": k} for k, (i, j, x, _) in enumerate(preds)]
+    if not grouped:
+        random.Random(3).shuffle(rows)
+    gens = tmp_path / "gens.jsonl"
+    write_lines(gens, [json.dumps(r) for r in rows])
+    sizes = []
+    real = Executor.run_calls
+
+    def spy(self, code, inputs, **kw):
+        sizes.append(len(inputs))
+        assert kw.get("fresh") is True
+        return real(self, code, inputs, **kw)
+
+    monkeypatch.setattr(Executor, "run_calls", spy)
+    # batch even while a worker is idle (by default a call then runs at once, alone)
+    real_batcher = verify.CallBatcher
+    monkeypatch.setattr(verify, "CallBatcher",
+                        lambda run, max_calls, parallel: real_batcher(run, max_calls, parallel=0))
+    outs = {}
+    for batch in ("16", "1"):
+        out = tmp_path / f"v{batch}.jsonl"
+        sizes.clear()
+        assert run_verify(tmp_path, parsed, gens, out, "--always_run", "--timeout", "1",
+                          "--batch", batch) == 0
+        got = read(out)
+        assert [r["tag"] for r in got] == [r["tag"] for r in rows]
+        for r in got:
+            assert r["res"]["status"] == preds[r["tag"]][3], (preds[r["tag"]], r["res"])
+        outs[batch] = [r["res"] for r in got]
+        assert sum(sizes) == len(preds)     # every prediction ran once, none was lost
+        if batch == "1":
+            assert max(sizes) == 1
+        elif grouped:
+            assert max(sizes) > 1 and len(sizes) < len(preds)
+    # the same verdicts and messages, batched or not (but for the unseeded random draw,
+    # which differs between executors anyway)
+    drawn = next(k for k, r in enumerate(rows) if '"x": 7' in r["output"])
+    for k, (a, b) in enumerate(zip(outs["16"], outs["1"])):
+        assert a == b or (k == drawn and a["status"] == b["status"])
+
+
+def test_call_batcher_gives_each_call_its_own_result():
+    from concurrent.futures import Future
+
+    from annoy_datasync.executor import JobResult
+    from annoy_datasync.verification import CallBatcher
+
+    jobs = []
+
+    def run_calls(code, inputs):
+        fut = Future()
+        jobs.append((code, list(inputs), fut))
+        return fut
+
+    b = CallBatcher(run_calls, max_calls=3, parallel=1)
+    first = b.submit("A", {"x": 0})     # nothing running: sent at once, alone
+    assert [i["x"] for i in jobs[-1][1]] == [0]
+    futs = [(c, x, b.submit(c, {"x": x})) for c, x in
+            [("A", 1), ("A", 2), ("B", 3), ("A", 4), ("A", 5), ("A", 6), ("A", 7)]]
+    assert [(c, [i["x"] for i in inp]) for c, inp, _ in jobs[1:]] == \
+        [("A", [1, 2]), ("B", [3]), ("A", [4, 5, 6])]     # code changed; buffer full
+    assert not futs[-1][2].done()
+    b.flush()
+    assert [i["x"] for i in jobs[-1][1]] == [7]
+    for code, inputs, fut in reversed(jobs):              # jobs finish in any order
+        fut.set_result([JobResult(st.SUCCESS, value=f"{code}{i['x']}") for i in inputs])
+    assert [f.result()[0].value for c, x, f in futs] == [f"{c}{x}" for c, x, _ in futs]
+    assert first.result()[0].value == "A0"
+    # a job that answers for the wrong number of calls fails all of its calls, loudly
+    b.parallel = 0
+    f1, f2 = b.submit("C", {"x": 1}), b.submit("C", {"x": 2})
+    b.flush()
+    jobs[-1][2].set_result([JobResult(st.SUCCESS, value=1)])
+    for f in (f1, f2):
+        with pytest.raises(RuntimeError):
+            f.result(timeout=10)

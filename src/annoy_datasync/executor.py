@@ -289,20 +289,27 @@ class Executor:
 
     # -- public API ------------------------------------------------------------------------
     def run_calls(self, code: str, inputs: list[dict], *, func: str = "main_solution",
-                  seed: int | None = None, limits: Limits | None = None) -> Future[list[JobResult]]:
+                  seed: int | None = None, limits: Limits | None = None,
+                  fresh: bool = False) -> Future[list[JobResult]]:
         """Exec `code` once in a fresh child, then ``func(**copy_of(kwargs))`` for each input.
 
         One JobResult per input, in order. The input is a JSON round-trip copy. `seed`, when
         given, seeds ``random`` and ``numpy.random`` before each call. A call that kills the
         child (timeout, crash, os._exit) fails alone: the calls after it run in a new child.
         stdout/stderr of a JobResult are those of the whole job (capped).
+
+        `fresh`: calls must not see each other's state: before every call but the first,
+        ``random`` and ``numpy.random`` get back the state the child started with and `code`
+        is executed anew in a new module namespace (a failure of that fails the call alone,
+        with the status a single-call job would give). What is still shared: the state of
+        imported modules the code changes, files in the job's directory, the child's memory.
         """
         for x in inputs:
             if not isinstance(x, dict):
                 raise TypeError(f"run_calls: each input must be a dict of keyword arguments, "
                                 f"not {type(x).__name__}")
         job = {"kind": "calls", "code": code, "inputs": list(inputs), "func": func,
-               "seed": seed}
+               "seed": seed, "fresh": bool(fresh)}
         return self._submit(job, limits)
 
     def run_generator(self, code: str, gen_code: str, *, seed: int, max_calls: int,

@@ -30,6 +30,7 @@ When the step dies (even by SIGKILL), the worker kills the running job's process
 import ctypes
 import ctypes.util
 import errno
+import gc
 import json
 import math
 import os
@@ -228,29 +229,56 @@ class Job:
         return S["EXCEPTION"], name, msg
 
     def load(self):
-        ns = {"__name__": "__sandbox__", "__builtins__": __builtins__}
         try:
-            exec(compile(self.job["code"], "<code>", "exec"), ns)
+            self.compiled = compile(self.job["code"], "<code>", "exec")
+            gen = None
             if self.job["kind"] == "gen":
-                exec(compile(self.job["gen_code"], "<input_generator>", "exec"), ns)
+                gen = compile(self.job["gen_code"], "<input_generator>", "exec")
         except SyntaxError as exc:
             self.frame("fatal", s=self.S["NOT_RUNNABLE"], e="SyntaxError",
                        m=f"The code has a syntax error at line {exc.lineno}: {exc.msg}.")
             return None
+        ns, fail = self.exec_code(gen)
+        if fail is not None:
+            self.frame("fatal", s=fail[0], e=fail[1], m=fail[2])
+            return None
+        return ns
+
+    def exec_code(self, gen=None):
+        """Run the compiled code in a new module namespace -> (namespace, None), or
+        (None, (status, error_type, message)) if loading it failed or a function is missing."""
+        ns = {"__name__": "__sandbox__", "__builtins__": __builtins__}
+        try:
+            exec(self.compiled, ns)
+            if gen is not None:
+                exec(gen, ns)
         except BaseException as exc:  # noqa: BLE001 - code's own failure becomes a status
             status, etype, msg = self.failure(exc)
             if status == self.S["EXCEPTION"]:
                 status, msg = self.S["NOT_RUNNABLE"], f"Loading the code raised {msg}."
-            self.frame("fatal", s=status, e=etype, m=msg)
-            return None
+            return None, (status, etype, msg)
         names = ["main_solution", "input_generator"] if self.job["kind"] == "gen" \
             else [self.job["func"]]
         for name in names:
             if not callable(ns.get(name)):
-                self.frame("fatal", s=self.S["NOT_RUNNABLE"], e="missing",
-                           m=f"The code defines no function {name}.")
-                return None
-        return ns
+                return None, (self.S["NOT_RUNNABLE"], "missing",
+                              f"The code defines no function {name}.")
+        return ns, None
+
+    @staticmethod
+    def random_state():
+        """The state of random and numpy.random (to give every fresh call the same start)."""
+        import random
+        nprand = sys.modules.get("numpy.random")
+        return random.getstate(), None if nprand is None else nprand.get_state()
+
+    @staticmethod
+    def set_random_state(state):
+        import random
+        random.setstate(state[0])
+        nprand = sys.modules.get("numpy.random")
+        if nprand is not None and state[1] is not None:
+            nprand.set_state(state[1])
 
     def seed(self, seed):
         import random
@@ -276,13 +304,27 @@ class Job:
                     f"The returned value is larger than {self.limit} bytes as JSON.", None)
         return self.S["SUCCESS"], None, "", text
 
-    def run_calls(self, ns):
+    def run_calls(self, ns, start_state=None):
+        """One frame per input. With job["fresh"], every call after the first starts from
+        the random state the child started with and a module namespace where the code was
+        executed anew (the first call uses the namespace just loaded): no call sees globals
+        or random draws left by another (a failed reload fails that call alone)."""
+        fresh = self.job.get("fresh")
         fn = ns[self.job["func"]]
         seed = self.job.get("seed")
         for i, text in enumerate(self.job["inputs"]):
+            t0 = time.perf_counter()
+            if fresh and i > 0:
+                ns = fn = None
+                self.set_random_state(start_state)
+                ns, fail = self.exec_code()
+                if fail is not None:
+                    self.frame("call", i=i, s=fail[0], e=fail[1], m=fail[2],
+                               d=round(time.perf_counter() - t0, 6))
+                    continue
+                fn = ns[self.job["func"]]
             if seed is not None:
                 self.seed(seed)
-            t0 = time.perf_counter()
             status, etype, msg, value = self.call(fn, json.loads(text))
             dt = round(time.perf_counter() - t0, 6)
             if value is None:
@@ -345,13 +387,14 @@ def child_main(cfg, job, token, workdir, fds, ids):
             runner.frame("fatal", s=cfg["status"]["NOT_RUNNABLE"], e="sandbox",
                          m=f"The sandbox could not be set up ({type(exc).__name__}: {exc}).")
             os._exit(72)
+        start_state = runner.random_state() if job.get("fresh") else None
         ns = runner.load()
         if ns is not None:
             runner.frame("ready")
             if job["kind"] == "gen":
                 runner.run_gen(ns)
             else:
-                runner.run_calls(ns)
+                runner.run_calls(ns, start_state)
         flush_std()
         code = 0
     except BaseException:  # noqa: BLE001 - never unwind into the worker's code
@@ -949,6 +992,10 @@ def main():
     except OSError:
         pass
     worker.preload()
+    # The preloaded modules live as long as the worker: keep them out of garbage collection,
+    # so that a collection in a job's child does not walk (and copy, page by page, from
+    # the worker) every object of numpy & co.
+    gc.freeze()
     send(wr, {"hello": True, "pidns": worker.pidns, "notes": worker.notes,
               "pid": os.getpid()})
     worker.serve(rd, wr)

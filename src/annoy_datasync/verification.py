@@ -20,6 +20,7 @@ import functools
 import json
 import logging
 import os
+import threading
 from array import array
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -334,6 +335,74 @@ def _slim(fut: Future) -> Future:
     return slim
 
 
+class CallBatcher:
+    """Groups executions of the same code into one executor job.
+
+    `submit(code, kwargs)` returns at once a Future of a one-JobResult list, like
+    ``executor.run_calls(code, [kwargs])``. While fewer than `parallel` jobs are running or
+    queued (a worker would be idle) a call is sent at once, alone: batching two slow calls
+    would run them one after the other instead of side by side. Otherwise the calls wait in
+    a buffer that is sent as ONE ``run_calls(code, inputs)`` job when a call of other code
+    arrives, when it holds `max_calls`, or on `flush` (a caller about to wait must flush
+    first). `run_calls` must
+    run each call as if alone (the executor's ``fresh=True``) and return one JobResult per
+    input in order: result k goes to the future of the k-th buffered call of THAT job, each
+    call keeping its own future, so a verdict can only land on the call it belongs to.
+    """
+
+    def __init__(self, run_calls: Callable[[str, list[dict]], Future], max_calls: int = 16,
+                 parallel: int = 0):
+        self._run_calls = run_calls
+        self.max_calls = max(1, max_calls)
+        self.parallel = parallel
+        self._code: str | None = None
+        self._buffer: list[tuple[dict, Future]] = []
+        self._lock = threading.Lock()
+        self._in_flight = 0     # jobs sent and not finished (finished in executor threads)
+        self.jobs = 0
+
+    def submit(self, code: str, kwargs: dict) -> Future:
+        if self._buffer and code != self._code:
+            self.flush()
+        fut: Future = Future()
+        self._code = code
+        self._buffer.append((kwargs, fut))
+        if len(self._buffer) >= self.max_calls or self._in_flight < self.parallel:
+            self.flush()
+        return fut
+
+    def flush(self) -> None:
+        if not self._buffer:
+            return
+        calls, self._buffer = self._buffer, []
+        self.jobs += 1
+        try:
+            job = self._run_calls(self._code, [kwargs for kwargs, _ in calls])
+        except BaseException as exc:  # noqa: BLE001 - handed to every call of the job
+            for _, fut in calls:
+                fut.set_exception(exc)
+            raise
+        with self._lock:
+            self._in_flight += 1
+
+        def done(f: Future) -> None:
+            with self._lock:
+                self._in_flight -= 1
+            try:
+                results = f.result()
+                if len(results) != len(calls):
+                    raise RuntimeError(f"executor returned {len(results)} results for "
+                                       f"{len(calls)} inputs")
+            except BaseException as exc:  # noqa: BLE001 - handed to whoever waits
+                for _, fut in calls:
+                    fut.set_exception(exc)
+                return
+            for (_, fut), result in zip(calls, results):
+                fut.set_result([result])
+
+        job.add_done_callback(done)
+
+
 @dataclass
 class _Entry:
     record: dict
@@ -348,13 +417,17 @@ class Verifier:
 
     `submit(code, kwargs)` must return a Future of a list holding one JobResult (e.g.
     ``lambda c, kw: executor.run_calls(c, [kw])``); it is called only for input predictions,
-    so a file of output predictions never starts an executor.
+    so a file of output predictions never starts an executor. `flush`, when given, is called
+    before waiting on a future and whenever a record is of another sample than the one
+    before (for a `CallBatcher`: its buffered calls start running).
     """
 
     def __init__(self, parsed: ParsedIndex, submit: Callable[[str, dict], Future], *,
                  timeout_s: float, window: int = 256, cache_entries: int = 10_000,
-                 use_recorded: bool = True):
+                 use_recorded: bool = True, flush: Callable[[], None] | None = None):
         self.parsed = parsed
+        self._flush = flush or (lambda: None)
+        self._last_item: Any = None
         self.use_recorded = use_recorded
         self.recorded_hits = 0
         self.cache = ExecCache(submit, cache_entries)
@@ -365,6 +438,10 @@ class Verifier:
     def check(self, record: dict, here: str) -> _Entry:
         """Start checking one record: a verdict now, or a future for an input prediction."""
         entry = _Entry(record)
+        itemid = record.get("itemid")
+        if itemid != self._last_item:
+            self._last_item = itemid
+            self._flush()   # the calls of the sample before need not wait for more
         target = locate(record, self.parsed, here)
         text = record.get("output")
         if text is not None and not isinstance(text, str) and not target.problem:
@@ -400,6 +477,8 @@ class Verifier:
 
     def _finish(self, entry: _Entry) -> dict:
         if entry.res is None:
+            if not entry.future.done():
+                self._flush()   # it may be in the batch still being filled
             jobs = entry.future.result()
             if len(jobs) != 1:
                 raise RuntimeError(f"executor returned {len(jobs)} results for one input")
