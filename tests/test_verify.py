@@ -424,3 +424,17 @@ def test_call_batcher_gives_each_call_its_own_result():
     for f in (f1, f2):
         with pytest.raises(RuntimeError):
             f.result(timeout=10)
+
+
+@pytest.mark.parametrize("text, says", [
+    ('I think {"output": 3', "incomplete JSON object"),
+    ('It is {"output": 3} or {"output": 4}.', "more than one different final answer"),
+    ('So {"output": 1/3}', "cannot be read"),
+    ("I could not decide.", "has no JSON object"),
+])
+def test_no_answer_feedback_says_why(text, says):
+    # the message is the second turn's prompt: it must name what to fix
+    from annoy_datasync import verification
+    r = verification.check_output_prediction(text, verification.Target("o", {"x": 1}, 3, "", sample=None))
+    assert r["status"] == "no_answer"
+    assert says in r["message"] and '{"output": ...}' in r["message"]

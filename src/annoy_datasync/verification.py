@@ -74,8 +74,18 @@ def msg_input_wrong(pred: Any, got: Any, expected: Any) -> str:
     return f"Your predicted input {show(pred)} gives the output {show(got)}, not {show(expected)}."
 
 
-def msg_no_answer(key: str) -> str:
+def msg_no_answer(key: str, reason: str = "") -> str:
+    """Feedback for an answer with no usable JSON, saying why (it is the turn-2 prompt)."""
     example = '{"input": {...}}' if key == "input" else '{"output": ...}'
+    if reason.startswith(extract.INCOMPLETE):
+        return (f"Your answer ends with an incomplete JSON object; finish with one complete "
+                f"object of the form {example}.")
+    if reason.startswith(extract.AMBIGUOUS):
+        return (f"Your answer gives more than one different final answer; end with exactly one "
+                f"JSON object of the form {example}.")
+    if reason.startswith(extract.INVALID):
+        return (f"The final JSON object of your answer cannot be read; end with one valid JSON "
+                f"object of the form {example}.")
     return f"Your answer has no JSON object of the form {example}."
 
 
@@ -250,7 +260,7 @@ def locate(record: dict, parsed: ParsedIndex, here: str) -> Target:
 def check_output_prediction(text: str, target: Target) -> dict:
     answer = extract.extract_json_answer(text, "output")
     if answer.value is None:
-        return res(st.NO_ANSWER, msg_no_answer("output"))
+        return res(st.NO_ANSWER, msg_no_answer("output", answer.reason))
     pred = answer.value["output"]
     if json_equal(target.expected, pred):
         return res(st.SUCCESS, MSG_SUCCESS)
@@ -261,7 +271,7 @@ def predicted_input(text: str) -> tuple[Any, dict | None]:
     """The predicted kwargs of an input-prediction answer, or (None, res) when unusable."""
     answer = extract.extract_json_answer(text, "input")
     if answer.value is None:
-        return None, res(st.NO_ANSWER, msg_no_answer("input"))
+        return None, res(st.NO_ANSWER, msg_no_answer("input", answer.reason))
     pred = answer.value["input"]
     if not isinstance(pred, dict):
         return None, res(st.BAD_ANSWER, msg_bad_input(pred))
