@@ -1,7 +1,9 @@
 """Benchmark of batched_api_inference.py against a local OpenAI-compatible server.
 
 Measures, on this machine, with the server in its own process:
-  1. the server alone (a raw keep-alive HTTP load generator), so we know it is not the limit;
+  1. the server alone (a raw keep-alive HTTP load generator), so we know it is not the limit,
+     and the same requests sent with aiohttp directly, without the SDK: what the official
+     client's own layer costs per request;
   2. our step script: requests/s at --in_flight requests in flight, server latency --latency;
   3. the original method: a multiprocessing pool of processes, each with a thread pool,
      a new synchronous OpenAI client per request; same server, same in-flight count;
@@ -107,6 +109,46 @@ def server_alone(url_port: int, conns: int, total: int) -> float:
     return total / wall
 
 
+# --- 1b. the same requests over aiohttp without the SDK (what the SDK layer costs) -----------
+def _direct(url: str, inflight: int, n: int, out) -> None:
+    import aiohttp
+
+    async def main() -> tuple[int, float, float]:
+        body = json.dumps({"model": "bench-model", "temperature": 0.7, "max_tokens": 4096,
+                           "messages": [{"role": "user", "content": "what is 6 x 7?"}]}).encode()
+        headers = {"Authorization": "Bearer EMPTY", "Content-Type": "application/json"}
+        left, ok = [n], [0]
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=inflight)) as s:
+            async def lane() -> None:
+                while left[0] > 0:
+                    left[0] -= 1
+                    async with s.post(url + "/chat/completions", data=body, headers=headers) as r:
+                        raw = await r.read()
+                    if r.status == 200 and json.loads(raw)["choices"][0]["message"]["content"]:
+                        ok[0] += 1
+            t, c = time.perf_counter(), time.process_time()
+            await asyncio.gather(*(lane() for _ in range(inflight)))
+            return ok[0], time.perf_counter() - t, time.process_time() - c
+
+    out.put(asyncio.run(main()))
+
+
+def direct(url: str, nproc: int, inflight: int, total: int) -> dict:
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_direct, args=(url, inflight // nproc, total // nproc, q))
+             for _ in range(nproc)]
+    t = time.perf_counter()
+    for p in procs:
+        p.start()
+    res = [q.get() for _ in procs]
+    wall = time.perf_counter() - t
+    for p in procs:
+        p.join()
+    ok = sum(r[0] for r in res)
+    return {"rps": ok / wall, "cpu_ms": 1000 * sum(r[2] for r in res) / max(ok, 1)}
+
+
 # --- 2. ours --------------------------------------------------------------------------------------
 def write_input(path: str, n: int) -> None:
     with open(path, "w") as fh:
@@ -143,14 +185,16 @@ def prefill(inp: str, out: str, n: int) -> None:
             dst.write(json.dumps(rec) + "\n")
 
 
-def ours(url: str, inp: str, out: str, nproc: int, nthread: int, keep: bool = False) -> dict:
+def ours(url: str, inp: str, out: str, nproc: int, nthread: int, keep: bool = False,
+         transport: str = "auto") -> dict:
     for f in ((out + ".failed.jsonl",) if keep else (out, out + ".failed.jsonl")):
         if os.path.exists(f):
             os.unlink(f)
     cmd = [sys.executable, SCRIPT, "--input", inp, "--output", out, "--model", "bench-model",
            "--base_url", url, "--num_process", str(nproc), "--num_thread", str(nthread),
-           "--no_progress"]
+           "--no_progress", "--transport", transport]
     t = time.perf_counter()
+    before = os.times()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     peak = [0]
 
@@ -163,12 +207,16 @@ def ours(url: str, inp: str, out: str, nproc: int, nthread: int, keep: bool = Fa
     w.start()
     _, err = proc.communicate()
     wall = time.perf_counter() - t
+    after = os.times()
+    cpu = (after.children_user + after.children_system
+           - before.children_user - before.children_system)
     w.join()
     m = re.search(r"succeeded=(\d+)", err)
     if proc.returncode != 0 or not m:
         raise SystemExit(f"step failed ({proc.returncode}):\n{err[-2000:]}")
     ok = int(m.group(1))
-    return {"ok": ok, "wall": wall, "rps": ok / wall, "peak_mb": peak[0] / 1024}
+    return {"ok": ok, "wall": wall, "rps": ok / wall, "peak_mb": peak[0] / 1024,
+            "cpu_ms": 1000 * cpu / max(ok, 1)}
 
 
 # --- 3. the original method ----------------------------------------------------------------------
@@ -217,8 +265,8 @@ def main() -> None:
     p.add_argument("--mem_requests", type=int, default=20000,
                    help="requests actually sent in the memory run")
     p.add_argument("--mem_lines", type=int, default=1_000_000, help="lines of the memory run (0: skip)")
-    p.add_argument("--configs", default="1x1000,2x500",
-                   help="our num_process x num_thread settings to try")
+    p.add_argument("--configs", default="1x1000,2x500,2x500:httpx",
+                   help="our num_process x num_thread[:transport] settings to try")
     p.add_argument("--quick", action="store_true", help="small numbers, about a minute")
     p.add_argument("--memory_only", action="store_true", help="only the memory run")
     a = p.parse_args()
@@ -240,11 +288,18 @@ def main() -> None:
         write_input(inp, a.requests)
         ours_best = 0.0
         for cfg in a.configs.split(","):
-            nproc, nthread = map(int, cfg.split("x"))
-            r = ours(server.url, inp, os.path.join(tmp, "out.jsonl"), nproc, nthread)
-            ours_best = max(ours_best, r["rps"])
-            rows.append((f"ours {nproc} proc x {nthread}", f"{nproc * nthread}", r["rps"],
-                         f"peak {r['peak_mb']:.0f} MB"))
+            shape, _, transport = cfg.partition(":")
+            nproc, nthread = map(int, shape.split("x"))
+            r = ours(server.url, inp, os.path.join(tmp, "out.jsonl"), nproc, nthread,
+                     transport=transport or "auto")
+            if not transport:
+                ours_best = max(ours_best, r["rps"])
+            rows.append((f"ours {nproc} proc x {nthread} ({transport or 'default'})",
+                         f"{nproc * nthread}", r["rps"],
+                         f"{r['cpu_ms']:.2f} ms CPU/req, peak {r['peak_mb']:.0f} MB"))
+        d = direct(server.url, 2, a.in_flight, a.requests)
+        rows.append(("aiohttp alone, no SDK (2 proc, not ours)", f"{a.in_flight}", d["rps"],
+                     f"{d['cpu_ms']:.2f} ms CPU/req: the floor without the SDK"))
         binp = os.path.join(tmp, "base.jsonl")
         write_input(binp, a.baseline_requests)
         nproc = 10
@@ -258,7 +313,8 @@ def main() -> None:
     server = Server(a.latency)
     try:
         r = ours(server.url, inp, os.path.join(tmp, "out.jsonl"), 1, small)
-        rows.append((f"ours 1 proc x {small}", f"{small}", r["rps"], f"ideal {small / a.latency:.0f}/s"))
+        rows.append((f"ours 1 proc x {small}", f"{small}", r["rps"],
+                     f"{r['cpu_ms']:.2f} ms CPU/req, ideal {small / a.latency:.0f}/s"))
         small_pct = 100 * r["rps"] / (small / a.latency)
     finally:
         server.stop()
@@ -269,6 +325,9 @@ def main() -> None:
     for name, fl, rps, note in rows:
         print(f"{name:42} {fl:>9} {rps:8.0f} {100 * rps / (int(fl) / a.latency):7.1f}%  {note}")
     print(f"ours / original at {a.in_flight} in flight: {ours_best / b['rps']:.1f}x")
+    httpx_rows = [r for r in rows if r[0].endswith("(httpx)")]
+    if httpx_rows:
+        print(f"ours default / ours over httpx: {ours_best / max(r[2] for r in httpx_rows):.1f}x")
     print(f"ours at {small} in flight: {small_pct:.0f}% of ideal")
     memory_run(a, tmp)
 

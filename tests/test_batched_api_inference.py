@@ -15,6 +15,7 @@ import pytest
 import batched_api_inference as bai
 from annoy_datasync import status
 from annoy_datasync.chat_server import ChatServer, Reply
+from annoy_datasync import client as client_mod
 from annoy_datasync.client import (Bitmap, backoff_delay, parse_retry_after, redact,
                                    resolve_endpoint)
 from annoy_datasync.jsonl import InputError
@@ -66,6 +67,16 @@ def serve():
         s.stop()
 
 
+@pytest.fixture(params=["aiohttp", "httpx"])
+def transport(request, monkeypatch):
+    """Run the test over the SDK's aiohttp transport (the default) and over its httpx one
+    (the fallback when the aiohttp extra is missing)."""
+    if request.param == "aiohttp":
+        assert client_mod.http_backend() == "aiohttp", "install openai[aiohttp]"
+    monkeypatch.setattr(client_mod, "http_backend", lambda: request.param)
+    return request.param
+
+
 def fault_responder():
     """Behaviour by row number (index % 10); `seen` counts attempts per row."""
     seen: Counter = Counter()
@@ -97,7 +108,7 @@ def fault_responder():
     return respond, seen
 
 
-def test_every_row_is_answered_or_failed_with_its_reason(serve, tmp_path):
+def test_every_row_is_answered_or_failed_with_its_reason(serve, tmp_path, transport):
     respond, seen = fault_responder()
     server = serve(respond)
     inp = write_input(tmp_path / "in.jsonl", 40, bad_lines={21, 32})
@@ -332,7 +343,7 @@ def test_bitmap_is_a_set_of_indices():
     assert 1_000_003 in b and 1_000_002 not in b and 5 not in b and 10**9 not in b
 
 
-def test_an_unreachable_server_stops_the_run_early(tmp_path):
+def test_an_unreachable_server_stops_the_run_early(tmp_path, transport):
     import socket
     with socket.socket() as s:                 # a port nobody listens on
         s.bind(("127.0.0.1", 0))
@@ -374,3 +385,18 @@ def test_malformed_answers_and_unexpected_errors_never_lose_a_row(serve, tmp_pat
     assert sorted(failed) == [0, 1, 2]
     assert failed[0]["reason"] == failed[1]["reason"] == status.FAIL_EMPTY
     assert failed[2]["reason"] == status.FAIL_OTHER and "a bug in handling row 2" in failed[2]["error"]
+
+
+def test_a_slow_answer_is_a_timeout_and_a_refused_one_is_not(serve, tmp_path, transport):
+    """Both transports report a request that outlives --timeout as request_timeout (the
+    aiohttp one calls a refused connection a timeout too; the cause tells them apart)."""
+    def respond(req):
+        i = row_of(req)
+        return Reply(content=f"answer {i}", delay=3.0 if i == 1 else 0.0)
+
+    server = serve(respond)
+    inp, out = write_input(tmp_path / "in.jsonl", 3), str(tmp_path / "out.jsonl")
+    assert run(server, inp, out, "--timeout", "0.5", "--max_retries", "0") == 0
+    failed = read(out + ".failed.jsonl")
+    assert sorted(r["index"] for r in read(out)) == [0, 2]
+    assert [(f["index"], f["reason"]) for f in failed] == [(1, status.FAIL_TIMEOUT)]

@@ -4,9 +4,14 @@ The step script `batched_api_inference.py` is a thin shell around this module:
 
 - `resolve_endpoint` picks the base URL and the API key (flag, environment, model family).
 - `run_shard` is one worker process: an asyncio loop with up to ``concurrency`` requests in
-  flight over reused `openai.AsyncOpenAI` clients (their own retries off), one client per lane
-  of at most LANE requests (the HTTP pool under the SDK scans all its connections for every
-  request, so one pool of 1,000 connections costs more CPU than the requests themselves).
+  flight over one reused `openai.AsyncOpenAI` client (its own retries off). The client sends
+  through the SDK's aiohttp transport (`openai.DefaultAioHttpClient`, the ``openai[aiohttp]``
+  extra) when it is installed: aiohttp's pool hands out a free connection at once, where the
+  default httpx pool scans all its connections for every request. Without aiohttp the worker
+  falls back to httpx clients of at most LANE requests each.
+  Answers are read with the SDK's raw-response path (``cast_to`` the HTTP response) and
+  decoded with `json.loads`: the SDK still builds the request and raises its typed errors for
+  every non-2xx status, but we skip building pydantic models we would throw away.
   It streams the input, takes the lines of its shard that are not done yet, and appends each
   result the moment it completes: answers to the output file, failures to the failures file
   (one ``os.write`` each).
@@ -22,6 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
+import importlib
 import json
 import logging
 import os
@@ -34,7 +41,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import openai
-from openai.types.chat import ChatCompletion
 
 from . import status
 from .jsonl import Appender, InputError, where
@@ -153,28 +159,32 @@ def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | No
 
 
 def _usage_dict(usage: Any) -> dict | None:
-    if usage is None:
+    if not isinstance(usage, dict):
         return None
-    return {k: getattr(usage, k, None) for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+    return {k: usage.get(k) for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
 
 
-def classify_completion(resp: Any, max_tokens: int | None) -> Outcome:
-    """A 200 answer: success, or truncated / filtered / empty."""
-    choices = getattr(resp, "choices", None)
+def _unexpected(body: Any) -> Outcome:
+    return Outcome(False, status.FAIL_EMPTY, retry=True,
+                   error=f"unexpected response body: {json.dumps(body)[:200]!r}")
+
+
+def classify_completion(body: Any, max_tokens: int | None) -> Outcome:
+    """A 200 answer, as decoded JSON: success, or truncated / filtered / empty."""
+    if not isinstance(body, dict) or "choices" not in body:
+        return _unexpected(body)
+    choices = body["choices"]
     if not choices:
-        return Outcome(False, status.FAIL_EMPTY, retry=True,
-                       error="the answer has no choices" if choices is not None
-                       else f"unexpected response body: {str(resp)[:200]!r}")
+        return Outcome(False, status.FAIL_EMPTY, retry=True, error="the answer has no choices")
     choice = choices[0] if isinstance(choices, list) else None
-    msg = getattr(choice, "message", None)
-    if msg is None:
-        return Outcome(False, status.FAIL_EMPTY, retry=True,
-                       error=f"unexpected response body: {str(resp)[:200]!r}")
-    content = getattr(msg, "content", None)
+    msg = choice.get("message") if isinstance(choice, dict) else None
+    if not isinstance(msg, dict):
+        return _unexpected(body)
+    content = msg.get("content")
     # DeepSeek and sglang say reasoning_content, newer vLLM says reasoning
-    reasoning = getattr(msg, "reasoning_content", None) or getattr(msg, "reasoning", None)
-    finish = choice.finish_reason
-    usage = _usage_dict(getattr(resp, "usage", None))
+    reasoning = msg.get("reasoning_content") or msg.get("reasoning")
+    finish = choice.get("finish_reason")
+    usage = _usage_dict(body.get("usage"))
     out = Outcome(True, output=content, reasoning=reasoning if isinstance(reasoning, str) else None,
                   finish_reason=finish, usage=usage)
     if finish == "length":
@@ -189,6 +199,15 @@ def classify_completion(resp: Any, max_tokens: int | None) -> Outcome:
         out.ok, out.reason, out.retry = False, status.FAIL_EMPTY, True
         out.error = f"empty answer (finish_reason {finish})"
     return out
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Whether the deepest cause of `exc` is a timeout. The aiohttp transport reports a
+    refused or cut connection as a connect timeout; its cause tells them apart."""
+    root, depth = exc, 0
+    while root.__cause__ is not None and depth < 20:
+        root, depth = root.__cause__, depth + 1
+    return isinstance(root, TimeoutError) or "Timeout" in type(root).__name__
 
 
 def classify_exception(exc: BaseException, key: str | None, base_url: str, model: str) -> Outcome:
@@ -220,7 +239,7 @@ def classify_exception(exc: BaseException, key: str | None, base_url: str, model
         if code in (400, 413, 422):
             return Outcome(False, status.FAIL_BAD_REQUEST, error=text)
         return Outcome(False, status.FAIL_OTHER, error=text)
-    if isinstance(exc, openai.APITimeoutError):
+    if isinstance(exc, openai.APITimeoutError) and _timed_out(exc):
         return Outcome(False, status.FAIL_TIMEOUT, retry=True, error=text)
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__
@@ -250,17 +269,45 @@ class Settings:
     concurrency: int = 64         # requests in flight per worker
     limit: int | None = None      # only input lines with index < limit
     report_every: float = 0.25
+    transport: str = "auto"       # "aiohttp", "httpx", or "auto": aiohttp when installed
 
 
-# Requests in flight per client (and connections per pool); measured in bench/.
+# Requests in flight per httpx client (and connections per pool) when aiohttp is missing:
+# the httpx pool scans all its connections for every request; measured in bench/.
 LANE = 16
 
+def _sdk_httpx() -> Any:
+    """The httpx module the SDK is built on (httpx for openai 1-2, httpx2 for openai 3)."""
+    for cls in openai.DefaultAsyncHttpxClient.__mro__:
+        if cls.__name__ == "AsyncClient":
+            return importlib.import_module(cls.__module__.split(".")[0])
+    raise ImportError("cannot tell which httpx the openai package uses")
 
-def make_client(settings: Settings, connections: int | None = None) -> openai.AsyncOpenAI:
-    """A client whose connection pool holds `connections` (default: all requests in flight)."""
+
+# ``cast_to`` this class, the SDK returns the HTTP response undecoded, after its status checks
+RawResponse = _sdk_httpx().Response
+
+
+@functools.cache
+def http_backend() -> str:
+    """"aiohttp" when the SDK's aiohttp transport (the ``openai[aiohttp]`` extra) is
+    installed, else "httpx"."""
+    try:
+        openai.DefaultAioHttpClient()     # raises RuntimeError without the extra
+    except (RuntimeError, AttributeError):  # AttributeError: an SDK older than the option
+        return "httpx"
+    return "aiohttp"
+
+
+def make_client(settings: Settings, connections: int | None = None,
+                backend: str | None = None) -> openai.AsyncOpenAI:
+    """A client whose connection pool holds `connections` (default: all requests in flight),
+    sending through aiohttp (`backend` "aiohttp") or the SDK's default httpx ("httpx")."""
     n = connections or settings.concurrency
     limits = type(openai.DEFAULT_CONNECTION_LIMITS)(max_connections=n, max_keepalive_connections=n)
-    http = openai.DefaultAsyncHttpxClient(limits=limits, timeout=settings.timeout)
+    backend = backend or http_backend()
+    factory = openai.DefaultAioHttpClient if backend == "aiohttp" else openai.DefaultAsyncHttpxClient
+    http = factory(limits=limits, timeout=settings.timeout)
     return openai.AsyncOpenAI(api_key=settings.endpoint.key, base_url=settings.endpoint.base_url,
                               max_retries=0, timeout=settings.timeout, http_client=http)
 
@@ -305,14 +352,15 @@ async def complete(client: openai.AsyncOpenAI, settings: Settings, messages: lis
         if on_attempt:
             on_attempt()
         try:
-            # the documented raw-path call: same request and parsed ChatCompletion as
-            # chat.completions.create, without its per-call typed transform (12% of our CPU)
-            resp = await client.post("/chat/completions", body=params, cast_to=ChatCompletion)
-        except (openai.OpenAIError, ValueError) as exc:
+            # the SDK's generic call: the same request as chat.completions.create without its
+            # per-call typed transform; non-2xx answers still raise the SDK's typed errors
+            resp = await client.post("/chat/completions", body=params, cast_to=RawResponse)
+            body = json.loads(resp.content)
+        except (openai.OpenAIError, ValueError, RecursionError) as exc:
             out = classify_exception(exc, settings.endpoint.key, settings.endpoint.base_url,
                                      settings.model)
         else:
-            out = classify_completion(resp, settings.max_tokens)
+            out = classify_completion(body, settings.max_tokens)
         out.attempts = attempt
         if out.ok or not out.retry or out.fatal or attempt > settings.max_retries:
             return out
@@ -464,8 +512,10 @@ async def run_shard(settings: Settings, shard: int, nshards: int, out: Appender,
     parent, which uses it to drop answered rows from the failures file)."""
     stop = stop or StopFlag()
     stats = Stats()
-    nlanes = -(-settings.concurrency // LANE)
-    clients = [make_client(settings, -(-settings.concurrency // nlanes)) for _ in range(nlanes)]
+    backend = settings.transport if settings.transport != "auto" else http_backend()
+    nlanes = 1 if backend == "aiohttp" else -(-settings.concurrency // LANE)
+    clients = [make_client(settings, -(-settings.concurrency // nlanes), backend)
+               for _ in range(nlanes)]
     gate = Gate()
     # one token per request in flight, naming the lane (client) it uses
     slots: asyncio.Queue[int] = asyncio.Queue()
