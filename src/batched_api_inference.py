@@ -255,7 +255,15 @@ def main(argv: list[str] | None = None) -> int:
     start = time.monotonic()
     out = Appender(args.output)          # repairs a torn last line left by a killed run
     failed = Appender(args.failed_output)
-    done, dups = scan_indices(args.output)
+    models: Counter = Counter()
+    done, dups = scan_indices(args.output, models=models)
+    others = {m: n for m, n in models.items() if m is not None and m != args.model}
+    if others:
+        listed = ", ".join(f"{n} from {m!r}" for m, n in sorted(others.items(), key=str))
+        raise InputError(
+            f"{args.output} already holds answers of another model ({listed}); this run asks "
+            f"{args.model!r}, and a rerun only sends the rows that are missing, so the file "
+            f"would mix models. Write to a new --output (or pass the model that wrote it)")
     if dups:
         log.warning("%s: %d indices appear more than once (written by another tool?)",
                     args.output, dups)

@@ -400,3 +400,17 @@ def test_a_slow_answer_is_a_timeout_and_a_refused_one_is_not(serve, tmp_path, tr
     failed = read(out + ".failed.jsonl")
     assert sorted(r["index"] for r in read(out)) == [0, 2]
     assert [(f["index"], f["reason"]) for f in failed] == [(1, status.FAIL_TIMEOUT)]
+
+
+def test_resuming_with_another_model_is_refused_and_nothing_is_touched(serve, tmp_path):
+    server = serve(lambda req: Reply(content=f"answer {row_of(req)}"))
+    inp, out = write_input(tmp_path / "in.jsonl", 5), str(tmp_path / "out.jsonl")
+    assert run(server, inp, out, "--limit", "3") == 0
+    before = open(out, "rb").read()
+    argv = ["--input", inp, "--output", out, "--model", "other-model", "--base_url", server.url,
+            "--no_progress"]
+    with pytest.raises(InputError, match=r"3 from 'test-model'.*'other-model'.*new --output"):
+        bai.main(argv)
+    assert open(out, "rb").read() == before and len(server.requests) == 3
+    assert run(server, inp, out) == 0                 # the same model resumes as before
+    assert sorted(r["index"] for r in read(out)) == [0, 1, 2, 3, 4]

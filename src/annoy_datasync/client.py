@@ -397,8 +397,10 @@ class Bitmap:
         return byte < len(self.bits) and bool(self.bits[byte] & (1 << (i & 7)))
 
 
-def scan_indices(path: str, what: str = "index") -> tuple[Bitmap, int]:
-    """Indices (field `what`) present in a JSONL file, streamed. Returns (set, duplicates)."""
+def scan_indices(path: str, what: str = "index",
+                 models: Counter | None = None) -> tuple[Bitmap, int]:
+    """Indices (field `what`) present in a JSONL file, streamed. Returns (set, duplicates).
+    When `models` is given, it counts the "model" field of the lines too."""
     done = Bitmap()
     dups = 0
     if not os.path.exists(path):
@@ -408,12 +410,15 @@ def scan_indices(path: str, what: str = "index") -> tuple[Bitmap, int]:
             if not raw.strip():
                 continue
             try:
-                idx = json.loads(raw).get(what)
+                rec = json.loads(raw)
+                idx = rec.get(what)
             except (ValueError, AttributeError, RecursionError):
                 log.warning("%s: skipped an unreadable line while resuming", where(path, lineno))
                 continue
             if isinstance(idx, int) and idx >= 0 and not done.add(idx):
                 dups += 1
+            if models is not None:
+                models[rec.get("model")] += 1
     return done, dups
 
 
