@@ -220,7 +220,8 @@ def run_processes(settings: Settings, nproc: int, out: Appender, failed: Appende
 
 
 def rewrite_failures(path: str, done: Bitmap, answered: mmap.mmap) -> int:
-    """Keep one line per index still failed (its latest); drop rows answered since."""
+    """Keep one line per index still failed (its latest, with the attempts of all runs);
+    drop rows answered since."""
     if not os.path.exists(path):
         return 0
     latest: dict[int, dict] = {}
@@ -234,7 +235,11 @@ def rewrite_failures(path: str, done: Bitmap, answered: mmap.mmap) -> int:
             if not isinstance(idx, int) or idx < 0 or idx in done or (
                     idx < len(answered) and answered[idx]):
                 continue
-            latest.pop(idx, None)  # order of the latest attempts
+            prev = latest.pop(idx, None)  # order of the latest attempts
+            if prev is not None:          # attempts add up over the runs
+                total = [r.get("attempts") for r in (prev, rec)]
+                if all(isinstance(n, int) for n in total):
+                    rec["attempts"] = sum(total)
             latest[idx] = rec
     with atomic_write(path) as w:
         for rec in latest.values():

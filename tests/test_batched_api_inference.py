@@ -202,6 +202,10 @@ def test_rerun_retries_exactly_missing_and_failed_rows(serve, tmp_path):
     out = str(tmp_path / "out.jsonl")
     assert run(server, inp, out, "--max_retries", "0") == 0
     assert sorted(f["index"] for f in read(out + ".failed.jsonl")) == list(range(0, 30, 3))
+    assert run(server, inp, out, "--max_retries", "1") == 0     # still failing: 1 + 2 attempts
+    fails = read(out + ".failed.jsonl")
+    assert sorted(f["index"] for f in fails) == list(range(0, 30, 3))
+    assert {f["attempts"] for f in fails} == {3}
     broken["on"] = False
     before = server.count
     assert run(server, inp, out) == 0
