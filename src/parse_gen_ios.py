@@ -134,7 +134,11 @@ def main(argv: list[str] | None = None) -> int:
 
     counts = cli.Counter()
     seen: set[int] = set()
+    # samples with a job running or queued: enough to keep both pools busy. Samples are
+    # written in input order, so one that computes for seconds holds back those after it:
+    # up to `buffered` finished samples wait for it while new ones keep the workers busy.
     window = 4 * args.workers
+    buffered = 64 * args.workers
     pending: deque[SampleTask] = deque()
     lock = _lock(args.output_file)   # held until the end: one writer per output file
     try:
@@ -182,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
                 task.start(gen_pool)
                 pending.append(task)
                 step(block=False)
-                while len(pending) >= window:
+                while (len(pending) >= buffered
+                       or sum(t.future is not None for t in pending) >= window):
                     step(block=True)
             while pending:
                 step(block=True)

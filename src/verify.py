@@ -57,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the code even on a predicted input that is one of the sample's "
                         "recorded inputs (by default such a prediction gets the recorded output)")
     p.add_argument("--window", type=int, default=0,
-                   help="predictions in flight at once (default: 64 per worker)")
+                   help="predictions waiting on an execution at once (default: 64 per worker); "
+                        "up to 8 times as many checked ones wait behind a slow one, to be "
+                        "written in order")
     p.add_argument("--batch", type=int, default=None,
                    help="executions of one sample's code run in one sandboxed job at most "
                         "when the workers are busy, each as if alone; 1 = a job per execution "

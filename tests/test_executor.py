@@ -814,3 +814,36 @@ def test_fresh_calls_fail_alone(ex):
     assert "second load" in res[1].message and res[1].error_type == "ValueError"
     assert [res[0].value, res[3].value, res[6].value] == [0, 3, 6]
     assert settle(ex) == []
+
+
+def test_run_generator_counts_repeated_inputs_even_when_it_then_hangs(ex):
+    """Repeats are counted in memory shared with the worker, not sent one frame each: the
+    count survives a generator that hangs right after them."""
+    gen = ("seq = iter([0, 0, 0, 1, 1, 2, 2])\n"
+           "def input_generator():\n"
+           "    n = next(seq, None)\n"
+           "    while n is None:\n"
+           "        pass\n"
+           "    return {'n': n}\n")
+    code = "def main_solution(n):\n    return n * 10\n"
+    g = ex.run_generator(code, gen, seed=0, max_calls=20, max_pairs=10, budget_s=5).result(60)
+    assert g.status == status.SUCCESS
+    assert g.pairs == [{"input": {"n": n}, "output": 10 * n} for n in (0, 1, 2)]
+    assert g.errors == {"duplicate": 4, status.TIMEOUT: 1}
+    assert settle(ex) == []
+    gen = "seq = iter([5, 5, 6, 5, 6, 7])\ndef input_generator():\n    return {'n': next(seq)}\n"
+    done = ex.run_generator(code, gen, seed=0, max_calls=5, max_pairs=10,
+                            budget_s=5).result(60)
+    assert [p["input"]["n"] for p in done.pairs] == [5, 6]
+    assert done.errors == {"duplicate": 3}
+
+
+def test_unseeded_jobs_do_not_share_random_state(ex):
+    """Job children are forked without the interpreter's at-fork hooks (the worker has a
+    single thread); `random` is still reseeded in each child whose job does not seed it."""
+    code = "import random\n\ndef main_solution():\n    return [random.random() for _ in range(4)]\n"
+    values = [ex.run_calls(code, [{}]).result(60)[0].value for _ in range(3)]
+    assert len({json.dumps(v) for v in values}) == 3
+    seeded = [ex.run_calls(code, [{}], seed=11).result(60)[0].value for _ in range(2)]
+    assert seeded[0] == seeded[1]
+    assert settle(ex) == []

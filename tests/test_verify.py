@@ -438,3 +438,60 @@ def test_no_answer_feedback_says_why(text, says):
     r = verification.check_output_prediction(text, verification.Target("o", {"x": 1}, 3, "", sample=None))
     assert r["status"] == "no_answer"
     assert says in r["message"] and '{"output": ...}' in r["message"]
+
+
+
+def test_a_slow_execution_does_not_hold_back_the_next_ones(tmp_path):
+    """Only records waiting on an execution count against --window: checked ones behind a
+    slow head wait in a bounded buffer while later executions start."""
+    from concurrent.futures import Future
+
+    from annoy_datasync.executor import JobResult
+    from annoy_datasync.verification import ParsedIndex, Verifier
+
+    parsed = tmp_path / "parsed.jsonl"
+    write_lines(parsed, [json.dumps(r) for r in PARSED])
+    recs = ([(0, 0, "i", {"input": {"x": 3}})] + [(0, 0, "o", {"output": 2})] * 6
+            + [(0, 1, "i", {"input": {"x": 4}}), (0, 1, "i", {"input": {"x": 6}})])
+
+    def check(window, buffered):
+        read_so_far, submitted, waited_at = [], [], []
+        head = Future()     # the slow first execution: finishes when the verifier waits
+
+        def submit(code, kwargs):
+            submitted.append(kwargs["x"])
+            if len(submitted) == 1:
+                return head
+            fut = Future()
+            fut.set_result([JobResult(st.SUCCESS, value=2 * kwargs["x"])])
+            return fut
+
+        def flush():    # called by the verifier before it waits on an execution
+            if submitted and not head.done():
+                waited_at.append(len(read_so_far))
+                head.set_result([JobResult(st.SUCCESS, value=6)])
+
+        def items():
+            for k, (i, j, p, obj) in enumerate(recs):
+                read_so_far.append(k)
+                yield f"gens:{k + 1}", {"itemid": i, "ioid": j, "io_pred": p, "index": k,
+                                        "output": answer(obj)}, None
+
+        index = ParsedIndex(parsed)
+        try:
+            out = list(Verifier(index, submit, timeout_s=1, window=window, buffered=buffered,
+                                flush=flush).run(items()))
+        finally:
+            index.close()
+        assert [r["index"] for r in out] == list(range(len(recs)))   # order kept
+        assert [r["res"]["status"] for r in out] == (
+            [st.WRONG_ANSWER] + [st.SUCCESS] * 6 + [st.WRONG_ANSWER, st.WRONG_ANSWER])
+        return submitted, waited_at
+
+    # window 2: the checked records behind the slow head do not count; the second
+    # execution starts before anything waits for the head
+    submitted, waited_at = check(window=2, buffered=100)
+    assert submitted == [3, 4, 6] and waited_at == [8]
+    # but no more than `buffered` records are held: the 4th one waits for the head
+    submitted, waited_at = check(window=2, buffered=4)
+    assert waited_at == [4]

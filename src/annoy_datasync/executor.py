@@ -15,6 +15,7 @@ status.EXECUTOR_ERROR``: the executor's fault, not the code's; running it again 
 from __future__ import annotations
 
 import atexit
+import functools
 import itertools
 import json
 import logging
@@ -155,8 +156,7 @@ class _Worker:
                 _warned.add(note)
                 log.warning("executor: %s", note)
 
-    def send(self, obj: dict) -> None:
-        body = json.dumps(obj).encode()
+    def send(self, body: bytes) -> None:
         try:
             self.proc.stdin.write(HEADER.pack(len(body)) + body)
             self.proc.stdin.flush()
@@ -173,13 +173,18 @@ class _Worker:
             raise WorkerDied("the sandbox worker exited mid-answer")
         return json.loads(body)
 
+    def release(self) -> None:
+        """Close the worker's stdin: it finishes its job, if any, and exits."""
+        if self.proc is not None:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+
     def stop(self) -> None:
         if self.proc is None:
             return
-        try:
-            self.proc.stdin.close()
-        except OSError:
-            pass
+        self.release()
         try:
             self.proc.wait(timeout=2)
         except subprocess.TimeoutExpired:
@@ -355,6 +360,8 @@ class Executor:
         for t in self._threads:
             t.join()
         self._stop.set()
+        for w in self._workers:     # all exit side by side
+            w.release()
         for w in self._workers:
             w.stop()
         _live.discard(self)
@@ -371,10 +378,10 @@ class Executor:
             self.wait_ready()
         if self._closed:
             raise RuntimeError("Executor is closed")
-        job["limits"] = asdict(limits or self.limits)
-        json.dumps(job)   # inputs must be JSON: fail here, in the caller, not in a worker
+        job["limits"] = _limits_dict(limits or self.limits)
+        body = json.dumps(job).encode()   # inputs must be JSON: fail here, in the caller
         fut: Future = Future()
-        self._queue.put((job, fut))
+        self._queue.put((job, fut, body))
         return fut
 
     def _serve(self, w: _Worker) -> None:
@@ -382,7 +389,7 @@ class Executor:
             item = self._queue.get()
             if item is None:
                 return
-            job, fut = item
+            job, fut, body = item
             if not fut.set_running_or_notify_cancel():
                 continue
             t0 = time.perf_counter()
@@ -394,7 +401,7 @@ class Executor:
             try:
                 if proc is None:
                     raise WorkerDied("no worker")
-                w.send(job)
+                w.send(body)
                 answer = w.recv()
             except WorkerDied as exc:
                 answer = {"error": f"the sandbox worker died ({exc})"}
@@ -449,6 +456,12 @@ class Executor:
 
 
 _live: weakref.WeakSet[Executor] = weakref.WeakSet()
+
+
+@functools.lru_cache(maxsize=64)
+def _limits_dict(limits: Limits) -> dict:
+    """`limits` as the dict a job carries (the same object for every job: never changed)."""
+    return asdict(limits)
 
 
 @atexit.register

@@ -54,9 +54,10 @@ RESEEDS = 4   # extra re-runs, each with its own seed, of pairs whose code drew 
 _HAS_MAIN = re.compile(r"^def\s+main_solution\s*\(", re.M)
 _HAS_GEN = re.compile(r"^def\s+input_generator\s*\(", re.M)
 
-# Appended to the code of the re-check job: call main_solution from a fresh module namespace,
-# optionally re-seeding random and numpy.random first, and report whether the call drew from
-# their global random state or read the clock (time.time, perf_counter, monotonic ...).
+# The re-check job's module (after `code` is compiled, not run): call main_solution from a
+# fresh module namespace, optionally re-seeding random and numpy.random first, and report
+# whether the call drew from their global random state or read the clock (time.time,
+# perf_counter, monotonic ...).
 _FRESH_CALL = '''
 
 def __annoy_watch_clock__():
@@ -146,8 +147,9 @@ def derive_seed(seed: int, msgidx: int, purpose: str) -> int:
 
 
 def fresh_call_code(code: str) -> str:
-    """`code` plus a function that runs main_solution from a fresh namespace (see module doc)."""
-    return f"{code}\n\n__annoy_compiled__ = compile({code!r}, '<main_solution>', 'exec')\n{_FRESH_CALL}"
+    """A module that compiles `code` once (not executing it) and defines a function that
+    runs main_solution from a fresh namespace where `code` was executed (see module doc)."""
+    return f"__annoy_compiled__ = compile({code!r}, '<main_solution>', 'exec')\n{_FRESH_CALL}"
 
 
 @dataclass

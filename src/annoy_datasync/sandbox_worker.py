@@ -19,9 +19,11 @@ Start-up, once per worker:
   4. import the preload modules, say hello.
 Per job: fork a child that starts a session, closes stdin, gets a fresh 0700 directory,
 rlimits, drops privileges (a dedicated uid when root; no capabilities otherwise), execs the
-code and writes one frame per call on fd 3 (tagged with a per-job token). The worker
-enforces the wall deadline, caps the captured output, SIGKILLs everything in the namespace
-but itself (kill(-1) from PID 1), answers, then reaps and removes the directory.
+code and writes one frame per call on fd 3 (tagged with a per-job token; a generator job
+counts the inputs it skipped as repeats in a page of memory shared with the worker, which
+reads it, bounded, after the job). The worker enforces the wall deadline, caps the
+captured output, SIGKILLs everything in the namespace but itself (kill(-1) from PID 1),
+answers, then reaps and removes the directory.
 Without namespaces (refused by the kernel) it falls back to a subreaper that kills the
 job's processes found by scanning /proc, rlimits and (as root) the dedicated uid.
 When the step dies (even by SIGKILL), the worker kills the running job's processes and exits.
@@ -31,8 +33,10 @@ import ctypes
 import ctypes.util
 import errno
 import gc
+import _signal
 import json
 import math
+import mmap
 import os
 import resource
 import select
@@ -56,8 +60,13 @@ RESULT_FD = 3
 MAX_INT = 10 ** 100      # larger ints are not plain JSON for our purposes
 MAX_DEPTH = 100          # deeper nesting is not plain JSON either
 HEADER = struct.Struct(">I")
+COUNTER = struct.Struct("<Q")   # the duplicate count of a generator job, in shared memory
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+# The same library called with the GIL held: fork(2) for job children (see job_fork).
+_libc_gil = ctypes.PyDLL(ctypes.util.find_library("c") or None, use_errno=True)
+_libc_gil.fork.restype = ctypes.c_int
+_libc_gil.fork.argtypes = []
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
                         ctypes.c_char_p]
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
@@ -94,6 +103,28 @@ def drop_capabilities():
                     ("inheritable", ctypes.c_uint32)]
     data = (Data * 2)()
     _check(_libc.capset(ctypes.byref(Header(0x20080522, 0)), data), "capset")
+
+
+def job_fork():
+    """fork() for a job child -> (pid, hooks_ran).
+
+    os.fork runs the interpreter's at-fork hooks in the child (threading's bookkeeping of
+    the other threads, random's reseed from os.urandom, lock re-initialisation): about
+    0.4 ms and 150 copied pages per job. They exist for processes with other threads; the
+    server has none, so when /proc/self/task shows a single thread the child is made by
+    fork(2) itself (GIL held, glibc's own fork handlers still run) and reseeds `random`
+    itself where the job does not seed it (child_main). With any other thread, os.fork."""
+    try:
+        single = len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        single = False
+    if not single:
+        return os.fork(), True
+    pid = _libc_gil.fork()
+    if pid < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"fork: {os.strerror(err)}")
+    return pid, False
 
 
 # ----------------------------------------------------------------------------- framing
@@ -184,11 +215,12 @@ def type_name(x):
 
 # ------------------------------------------------------------------ the job (in child)
 class Job:
-    def __init__(self, cfg, job, token):
+    def __init__(self, cfg, job, token, counters=None):
         self.S = cfg["status"]
         self.job = job
         self.token = token
         self.limit = job["limits"]["result_bytes"]
+        self.counters = counters
 
     def frame(self, kind, **fields):
         fields["k"] = self.token
@@ -337,6 +369,7 @@ class Job:
         gen, fn = ns["input_generator"], ns["main_solution"]
         self.seed(job["seed"])
         seen = set()
+        dups = 0
         t_end = time.monotonic() + job["budget_s"]
         for _ in range(job["max_calls"]):
             if len(seen) >= job["max_pairs"] or time.monotonic() > t_end:
@@ -345,7 +378,8 @@ class Job:
                 raw = gen()
                 if not isinstance(raw, dict):
                     raise NotJSON(f"the generator returned {type_name(raw)}, not a dict")
-                text = json.dumps(plain(raw), allow_nan=False)
+                inp = plain(raw)
+                text = json.dumps(inp, allow_nan=False)
                 if len(text) > self.limit:
                     raise NotJSON("an input larger than the result size limit")
             except NotJSON as exc:
@@ -355,9 +389,12 @@ class Job:
                 status, etype, msg = self.failure(exc)
                 self.frame("err", s=status, e=etype, m=f"input_generator raised {msg}")
                 continue
-            key = json.dumps(json.loads(text), sort_keys=True)
+            key = json.dumps(inp, sort_keys=True)   # as of its JSON round trip
             if key in seen:
-                self.frame("dup")
+                # counted in memory shared with the worker, not a frame each: ~40 of the
+                # 50 draws of a typical generator repeat an input
+                dups += 1
+                COUNTER.pack_into(self.counters, 0, dups)
                 continue
             seen.add(key)
             status, etype, msg, value = self.call(fn, json.loads(text))
@@ -376,11 +413,15 @@ def flush_std():
             pass
 
 
-def child_main(cfg, job, token, workdir, fds, ids):
+def child_main(cfg, job, token, workdir, fds, ids, hooks_ran=True, counters=None):
     """In the forked child: isolate, limit, run. Never returns."""
     code = 71
     try:
-        runner = Job(cfg, job, token)
+        if not hooks_ran and job["kind"] == "calls" and job.get("seed") is None:
+            rnd = sys.modules.get("random")   # what os.fork's hook would have done
+            if rnd is not None:
+                rnd.seed()
+        runner = Job(cfg, job, token, counters)
         try:
             isolate(job, workdir, fds, ids)
         except BaseException as exc:  # noqa: BLE001 - say why instead of dying silently
@@ -403,17 +444,21 @@ def child_main(cfg, job, token, workdir, fds, ids):
 
 
 def isolate(job, workdir, fds, ids):
-    """Session, standard fds, directory, rlimits, privileges (in the child, before the code)."""
+    """Session, standard fds, directory, rlimits, privileges (in the child, before the code).
+
+    Made cheap (it runs once per job, in a process where all its code is cold): signal
+    dispositions through _signal (signal.signal converts to and from enums), /dev/null opened
+    once by the worker, HOME and TMPDIR set by the worker before the fork, PR_SET_NO_NEW_PRIVS
+    inherited from the worker when it could set it on itself (it can never be cleared)."""
     os.setsid()
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
+    os.dup2(fds["null"], 0)
     os.dup2(fds["out"], 1)
     os.dup2(fds["err"], 2)
     os.dup2(fds["res"], RESULT_FD)
     os.closerange(RESULT_FD + 1, 1 << 16)
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
-        signal.signal(sig, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+        _signal.signal(sig, _signal.SIG_DFL)
+    _signal.signal(signal.SIGINT, _signal.default_int_handler)
     os.chdir(workdir)
     lim = job["limits"]
     cpu = max(1, math.ceil(job["cpu_s"]))
@@ -425,15 +470,14 @@ def isolate(job, workdir, fds, ids):
                          (resource.RLIMIT_CORE, (0, 0)),
                          (resource.RLIMIT_NPROC, (lim["nproc"],) * 2)):
         resource.setrlimit(which, value)
-    prctl(PR_SET_NO_NEW_PRIVS, 1)       # no setuid binary gives privileges back
+    if not fds["no_new_privs"]:
+        prctl(PR_SET_NO_NEW_PRIVS, 1)   # no setuid binary gives privileges back
     if ids is not None:
         os.setgroups([])
         os.setresgid(ids, ids, ids)
         os.setresuid(ids, ids, ids)
     else:
         drop_capabilities()
-    os.environ["HOME"] = workdir
-    os.environ["TMPDIR"] = workdir
 
 
 # ----------------------------------------------------------------- the worker (trusted)
@@ -450,6 +494,9 @@ class Worker:
         self.notes = []
         self.n = 0
         self.parent_fd = None   # pidfd of the step: readable once the step has exited
+        self.counters = None    # a page shared with the job children (made on first use)
+        self.devnull = None     # /dev/null, the stdin of every job
+        self.no_new_privs = False   # set on the worker itself: every job inherits it
 
     # -- isolation set-up -------------------------------------------------------------
     def enter_namespaces(self, proto_fds):
@@ -677,15 +724,22 @@ class Worker:
         if self.ids is not None:
             os.chown(workdir, self.ids, self.ids)
 
+        if self.counters is None:
+            self.counters = mmap.mmap(-1, mmap.PAGESIZE)
+            self.devnull = os.open(os.devnull, os.O_RDONLY)
+        # the job's environment: the worker's clean one, HOME and TMPDIR in its directory
+        os.environ["HOME"] = os.environ["TMPDIR"] = workdir
+        COUNTER.pack_into(self.counters, 0, 0)   # every process of the last job is dead
         token = os.urandom(12).hex()
         res_r, res_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         self._status = None
-        pid = os.fork()
+        pid, hooks_ran = job_fork()
         if pid == 0:
             child_main(self.cfg, job, token, workdir,
-                       {"out": out_w, "err": err_w, "res": res_w}, self.ids)
+                       {"out": out_w, "err": err_w, "res": res_w, "null": self.devnull,
+                        "no_new_privs": self.no_new_privs}, self.ids, hooks_ran, self.counters)
         for fd in (res_w, out_w, err_w):
             os.close(fd)
         state = {"ready": False, "calls": [], "pairs": [], "errors": {}, "done": False,
@@ -704,6 +758,12 @@ class Worker:
                     pass
             else:
                 self.cleanup()
+        if job["kind"] == "gen":
+            # written by the child before its later frames (or before it hung or died);
+            # the code could write anything there, so keep it in range
+            dups = min(COUNTER.unpack_from(self.counters, 0)[0], job["max_calls"])
+            if dups:
+                state["errors"]["duplicate"] = state["errors"].get("duplicate", 0) + dups
         return state
 
     def cleanup(self):
@@ -841,8 +901,6 @@ class Worker:
             state["pairs"].append({"input": msg["in"], "output": msg["out"]})
         elif kind == "err":
             state["errors"][msg["s"]] = state["errors"].get(msg["s"], 0) + 1
-        elif kind == "dup":
-            state["errors"]["duplicate"] = state["errors"].get("duplicate", 0) + 1
         elif kind == "gdone":
             state["done"] = True
         else:
@@ -989,6 +1047,11 @@ def main():
         worker.notes.append(f"isolation set-up failed: {exc}")
     try:
         prctl(PR_SET_DUMPABLE, 0)
+    except OSError:
+        pass
+    try:    # the worker never executes a program: no privileges to lose by this
+        prctl(PR_SET_NO_NEW_PRIVS, 1)
+        worker.no_new_privs = True
     except OSError:
         pass
     worker.preload()

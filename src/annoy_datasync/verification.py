@@ -430,11 +430,17 @@ class Verifier:
     so a file of output predictions never starts an executor. `flush`, when given, is called
     before waiting on a future and whenever a record is of another sample than the one
     before (for a `CallBatcher`: its buffered calls start running).
+
+    `window` bounds the records waiting on an execution; `buffered` (default 8 x `window`)
+    bounds all records held, verdicts included. Records are written in order, so a slow
+    execution at the head holds back the records after it: they wait in the buffer while
+    the executions after it keep running, instead of stopping the stream.
     """
 
     def __init__(self, parsed: ParsedIndex, submit: Callable[[str, dict], Future], *,
                  timeout_s: float, window: int = 256, cache_entries: int = 10_000,
-                 use_recorded: bool = True, flush: Callable[[], None] | None = None):
+                 use_recorded: bool = True, flush: Callable[[], None] | None = None,
+                 buffered: int | None = None):
         self.parsed = parsed
         self._flush = flush or (lambda: None)
         self._last_item: Any = None
@@ -443,6 +449,7 @@ class Verifier:
         self.cache = ExecCache(submit, cache_entries)
         self.timeout_s = timeout_s
         self.window = max(1, window)
+        self.buffered = max(self.window, buffered or 8 * self.window)
         self.counts: Counter[str] = Counter()
 
     def check(self, record: dict, here: str) -> _Entry:
@@ -502,6 +509,7 @@ class Verifier:
         """`items`: (``file:line``, gens record, verdict to reuse or None). Yields every record
         with ``res`` set, in the order given."""
         pending: deque[_Entry] = deque()
+        running = 0     # entries of `pending` that wait on an execution
         for here, record, reuse in items:
             if reuse is not None:
                 entry = _Entry(record, res=reuse)
@@ -509,10 +517,13 @@ class Verifier:
             else:
                 entry = self.check(record, here)
             pending.append(entry)
-            # flush what is ready; block on the oldest only when the window is full
+            running += entry.future is not None
+            # write what is ready; block on the oldest only when a bound is reached
             while pending and (pending[0].future is None or pending[0].future.done()
-                               or len(pending) >= self.window):
-                yield self._finish(pending.popleft())
+                               or running >= self.window or len(pending) >= self.buffered):
+                entry = pending.popleft()
+                running -= entry.future is not None
+                yield self._finish(entry)
         while pending:
             yield self._finish(pending.popleft())
 
