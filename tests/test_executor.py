@@ -517,13 +517,16 @@ def test_as_an_ordinary_user(open_tmp):
         "loop": "def main_solution():\n    while True: pass\n",
         "flood": "import os, time\ndef main_solution():\n    for _ in range(100):\n"
                  "        if os.fork() == 0:\n            time.sleep(60)\n",
+        "dotenv": f"def main_solution():\n    return open({str(tmp_path / '.env')!r}).read()\n",
         "env": "import os\ndef main_solution():\n    seen = [repr(dict(os.environ))]\n"
                "    for p in os.listdir('/proc'):\n        try:\n"
                "            seen.append(open(f'/proc/{p}/environ').read())\n"
                "        except OSError:\n            pass\n    return seen\n",
     }
     (tmp_path / "codes.json").write_text(json.dumps(codes))
-    script = tmp_path / "as_user.py"
+    (tmp_path / ".env").write_text(f"OPENAI_API_KEY={SECRET}\n")   # readable by everyone
+    (tmp_path / "bin").mkdir(mode=0o755)     # the script's directory is bound back, not cwd
+    script = tmp_path / "bin" / "as_user.py"
     script.write_text(textwrap.dedent(f"""
         import json, sys
         sys.path.insert(0, {str(src)!r})
@@ -552,6 +555,7 @@ def test_as_an_ordinary_user(open_tmp):
     assert out["flood"][0::2] == [status.RESOURCE_LIMIT, "processes"]
     assert out["env"][0] == status.SUCCESS
     assert SECRET not in json.dumps(out["env"])
+    assert out["dotenv"][0::2] == [status.EXCEPTION, "FileNotFoundError"]   # cwd is hidden
 
 
 def test_hash_seed_is_fixed_per_executor(tmp_path):
@@ -847,3 +851,35 @@ def test_unseeded_jobs_do_not_share_random_state(ex):
     seeded = [ex.run_calls(code, [{}], seed=11).result(60)[0].value for _ in range(2)]
     assert seeded[0] == seeded[1]
     assert settle(ex) == []
+
+
+def test_the_users_files_are_hidden_from_jobs(open_tmp, monkeypatch):
+    """A world-readable file of the project the step runs in (a .env with a key, say) is out
+    of the job's reach: the directory is covered, with only the run directory bound back."""
+    project = open_tmp / "project"
+    project.mkdir(mode=0o755)
+    secret = project / ".env"
+    secret.write_text(f"OPENAI_API_KEY={SECRET}\n")
+    os.chmod(secret, 0o644)
+    (project / "data").mkdir(mode=0o755)
+    monkeypatch.chdir(project)
+    code = f"""
+    import os
+    def main_solution():
+        seen = {{}}
+        for path in [{str(secret)!r}, 'data']:
+            try:
+                seen[path] = open(path).read() if path.endswith('.env') else os.listdir(path)
+            except OSError as exc:
+                seen[path] = type(exc).__name__
+        with open('scratch.txt', 'w') as f:       # its own directory still works
+            f.write('ok')
+        return seen
+    """
+    with Executor(run_path=str(project / "temp" / "run"), workers=1, limits=LIMITS) as ex:
+        assert str(project) in ex.private_paths
+        r = ex.run_calls(textwrap.dedent(code), [{}]).result(60)[0]
+        assert settle(ex) == []
+    assert r.status == status.SUCCESS, r.message
+    assert r.value == {str(secret): "FileNotFoundError", "data": "FileNotFoundError"}
+    assert secret.read_text().startswith("OPENAI_API_KEY=")     # and the file is untouched

@@ -129,6 +129,7 @@ class _Worker:
             "status": {name: getattr(status, name) for name in _STATUS_NAMES},
             "job_uid": ex.uid_base + self.index if os.geteuid() == 0 else None,
             "read_paths": ex.read_paths,
+            "private_paths": ex.private_paths,
             "namespaces": USE_NAMESPACES,
         }
         self.proc = subprocess.Popen(
@@ -219,6 +220,7 @@ class Executor:
         # Directories a dropped uid must be able to read: the interpreter's prefixes and
         # import path, asked from the interpreter itself (it may be another environment).
         self.read_paths = self._interpreter_paths()
+        self.private_paths = private_dirs()
         n = workers or os.cpu_count() or 1
         self._queue: queue.Queue = queue.Queue()
         self._closed = False
@@ -456,6 +458,27 @@ class Executor:
 
 
 _live: weakref.WeakSet[Executor] = weakref.WeakSet()
+
+
+# Directories that hold the system itself: never hidden from jobs (code needs them).
+SYSTEM_DIRS = frozenset({"/", "/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/etc",
+                         "/opt", "/var", "/srv", "/tmp", "/dev", "/proc", "/sys", "/run",
+                         "/mnt", "/media", "/boot", "/nix", "/snap"})
+
+
+def private_dirs() -> list[str]:
+    """Directories whose files are the user's, not the system's: homes and the directory
+    the step runs in (the project, with its data and perhaps a .env of keys). The workers
+    cover them with an empty tmpfs, binding back only the interpreter's own directories and
+    the run directory, so a job cannot read them even where their files are world-readable
+    (and print them into the dataset)."""
+    found = {"/home", "/root", os.path.expanduser("~")}
+    try:
+        found.add(os.getcwd())
+    except OSError:
+        pass
+    real = {os.path.realpath(p) for p in found if p}
+    return sorted(p for p in real if p not in SYSTEM_DIRS and os.path.isdir(p))
 
 
 @functools.lru_cache(maxsize=64)

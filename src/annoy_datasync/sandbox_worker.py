@@ -12,10 +12,11 @@ Start-up, once per worker:
      server (then exits with its status) or for the step's pidfd (then SIGKILLs the server);
      the server dies with the outer process (PR_SET_PDEATHSIG: it is single-threaded) and
      also watches the step's pidfd itself, between jobs and during them;
-  3. mount a fresh /proc (only this namespace's processes), hide the 0700 directories that
-     would keep a dropped uid from the interpreter (tmpfs with the needed subtrees bound
-     back; as an ordinary user, hide the home directory the same way), put a private
-     size-limited tmpfs on the run directory, make every other mount read-only;
+  3. mount a fresh /proc (only this namespace's processes), hide the user's directories
+     (/home, /root, the home directory, the directory the step runs in) and the 0700
+     directories that would keep a dropped uid from the interpreter: a tmpfs each, with the
+     interpreter's directories and the run directory bound back; put a private size-limited
+     tmpfs on the run directory, make every other mount read-only;
   4. import the preload modules, say hello.
 Per job: fork a child that starts a session, closes stdin, gets a fresh 0700 directory,
 rlimits, drops privileges (a dedicated uid when root; no capabilities otherwise), execs the
@@ -575,15 +576,20 @@ class Worker:
         needed = [os.path.realpath(p) for p in self.cfg["read_paths"] if os.path.exists(p)]
         needed.append(run)
         try:
-            if self.ids is not None:    # a dropped uid must reach the interpreter and run dir
-                self.hide(self.blocking_dirs(needed), needed)
-            else:                       # the same uid as the user: hide the user's home
+            # the user's directories (homes, the project the step runs in), and as a dropped
+            # uid the 0700 directories on the way to the interpreter (e.g. /root): an empty
+            # tmpfs each, the interpreter's directories and the run directory bound back
+            tops = {t for t in self.cfg.get("private_paths") or ()    # not one we need
+                    if not any(t == n or t.startswith(n + "/") for n in needed)}
+            if self.ids is not None:
+                tops |= self.blocking_dirs(needed)
+            else:
                 import pwd
                 try:
-                    home = os.path.realpath(pwd.getpwuid(os.getuid()).pw_dir)
+                    tops.add(os.path.realpath(pwd.getpwuid(os.getuid()).pw_dir))
                 except KeyError:
-                    home = "/"
-                self.hide({home}, needed)
+                    pass
+            self.hide(tops, needed)
         except OSError as exc:
             self.notes.append(f"could not hide or expose directories ({exc})")
         # The run directory, as this worker sees it, is a private tmpfs: job directories
