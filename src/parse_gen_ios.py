@@ -27,7 +27,7 @@ from typing import Any
 from annoy_datasync import cli
 from annoy_datasync import status as st
 from annoy_datasync.executor import Executor, Limits
-from annoy_datasync.generation import SampleTask, Settings, done_ids
+from annoy_datasync.generation import Rechecker, SampleTask, Settings, done_ids
 from annoy_datasync.jsonl import Appender, read_jsonl, where
 
 log = logging.getLogger("annoy_datasync.parse_gen_ios")
@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                   workers=args.workers, limits=limits)
     check_pool = _Pool(hash_seed=CHECK_HASH_SEED, **common)
     gen_pool = _Pool(start_with=check_pool, hash_seed=GEN_HASH_SEED, **common)
+    recheck = Rechecker(check_pool)   # merges the re-check jobs of a few samples
 
     counts = cli.Counter()
     seen: set[int] = set()
@@ -165,10 +166,12 @@ def main(argv: list[str] | None = None) -> int:
             def step(block: bool) -> None:
                 waiting = [t.future for t in pending if t.future is not None]
                 if block and waiting:
+                    if all(recheck.holds(f) for f in waiting):
+                        recheck.flush()   # nothing else runs: send what is held now
                     wait(waiting, return_when=FIRST_COMPLETED)
                 for task in pending:
                     if task.future is not None and task.future.done():
-                        task.advance(check_pool)
+                        task.advance(recheck)
                 flush()
 
             for lineno, record in records:

@@ -269,3 +269,79 @@ def test_an_executor_failure_is_retried_by_a_rerun(tmp_path, monkeypatch, capsys
     summary = capsys.readouterr().err.strip().splitlines()[-1]
     assert "kept=2" in summary and "skipped_done=1" in summary and st.RETRY_LATER not in summary
     assert sorted(r["meta"]["msgidx"] for r in read(out)) == [0, 1]
+
+
+RECHECK_CODES = [
+    # seeded random: the merged job must give each call its own sample's seed
+    "import random\n\ndef main_solution(n):\n    return [random.randint(0, 10**6) for _ in range(n)]\n",
+    # changes a module other samples use, and keeps state between calls of its namespace
+    "import math\ncalls = []\n\ndef main_solution(n):\n    math.tau = 1.0\n"
+    "    calls.append(n)\n    return n + len(calls)\n",
+    # set order depends on the hash seed, the same in a merged job as alone
+    "def main_solution(n):\n    return list({str(i) * 3 for i in range(n)})\n",
+    "import math\n\ndef main_solution(n):\n    return round(math.tau * n, 6)\n",
+    "def main_solution(n):\n    raise ValueError(f'no {n}')\n",
+]
+
+
+def test_merged_rechecks_give_what_separate_jobs_give(tmp_path):
+    """Re-check jobs of several samples merged into one sandboxed job: every call still runs
+    from a fresh namespace with its own sample's seed, so each result equals that of the
+    sample's own job. (What merged samples share is the process: a module one of them
+    changes, here math.tau, stays changed for the next; so the reader comes first.)"""
+    from annoy_datasync.generation import FRESH_FUNC, Rechecker, fresh_call_code
+
+    codes = [RECHECK_CODES[3]] + RECHECK_CODES[:3] + RECHECK_CODES[4:]
+    inputs = [[{"__annoy_kwargs__": {"n": n}} for n in (3, 5)] for _ in codes]
+    inputs[1].append({"__annoy_kwargs__": {"n": 4}, "__annoy_reseed__": 77})
+    with Executor(run_path=str(tmp_path / "run"), workers=1, hash_seed=7) as ex:
+        alone = [ex.run_calls(fresh_call_code(c), x, func=FRESH_FUNC, seed=100 + k).result(60)
+                 for k, (c, x) in enumerate(zip(codes, inputs))]
+        jobs = []
+        real = ex.run_calls
+
+        def counted(*a, **kw):
+            jobs.append(kw.get("func"))
+            return real(*a, **kw)
+
+        ex.run_calls = counted
+        rc = Rechecker(lambda: ex, max_samples=3)
+        futs = [rc.run(c, x, 100 + k) for k, (c, x) in enumerate(zip(codes, inputs))]
+        assert len(jobs) == 1 and [rc.holds(f) for f in futs] == [False] * 3 + [True] * 2
+        rc.flush()
+        merged = [f.result(60) for f in futs]
+    assert len(jobs) == 2                        # 3 samples in one job, then the last 2
+    for a, m in zip(alone, merged):
+        assert [(r.status, r.value, r.error_type) for r in a] == \
+               [(r.status, r.value, r.error_type) for r in m]
+    assert alone[1][0].value["random"] and alone[4][0].status == st.EXCEPTION
+    import math
+    assert alone[0][0].value["out"] == round(math.tau * 3, 6)
+
+
+def test_a_merged_recheck_that_fails_in_the_executor_is_rerun_sample_by_sample():
+    from concurrent.futures import Future
+
+    from annoy_datasync.executor import JobResult
+    from annoy_datasync.generation import SAMPLE_FUNC, Rechecker
+
+    calls = []
+
+    class Pool:
+        def run_calls(self, code, inputs, func, seed):
+            calls.append((func, len(inputs)))
+            fut = Future()
+            if func == SAMPLE_FUNC:          # the merged job: its worker died
+                fut.set_result([JobResult(st.NOT_RUNNABLE, error_type=st.EXECUTOR_ERROR)
+                                for _ in inputs])
+            else:
+                fut.set_result([JobResult(st.SUCCESS, {"out": seed}) for _ in inputs])
+            return fut
+
+    pool = Pool()
+    rc = Rechecker(lambda: pool, max_samples=2)
+    a = rc.run("code a", [{"__annoy_kwargs__": {}}] * 2, 1)
+    b = rc.run("code b", [{"__annoy_kwargs__": {}}], 2)
+    assert [r.value for r in a.result(5)] == [{"out": 1}] * 2
+    assert [r.value for r in b.result(5)] == [{"out": 2}]
+    assert calls == [(SAMPLE_FUNC, 3), ("__annoy_fresh_call__", 2), ("__annoy_fresh_call__", 1)]

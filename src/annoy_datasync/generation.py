@@ -152,6 +152,106 @@ def fresh_call_code(code: str) -> str:
     return f"__annoy_compiled__ = compile({code!r}, '<main_solution>', 'exec')\n{_FRESH_CALL}"
 
 
+# Added to the re-check module of several samples merged into one job: which sample's
+# compiled code a call runs, and the seed its own job would have given random and
+# numpy.random before the call (the merged job itself is unseeded).
+_SAMPLE_CALL = '''
+
+def __annoy_sample_call__(__annoy_which__, __annoy_seed__, __annoy_kwargs__,
+                          __annoy_reseed__=None):
+    global __annoy_compiled__
+    __annoy_compiled__ = __annoy_compiled_all__[__annoy_which__]
+    import random
+    import sys
+    random.seed(__annoy_seed__)
+    nprand = sys.modules.get("numpy.random")
+    if nprand is not None:
+        nprand.seed(__annoy_seed__ % (2 ** 32))
+    return __annoy_fresh_call__(__annoy_kwargs__, __annoy_reseed__)
+'''
+SAMPLE_FUNC = "__annoy_sample_call__"
+
+
+def merged_call_code(codes: list[str]) -> str:
+    """The re-check module of several samples: each code compiled once (not executed); a
+    call runs one of them from a fresh namespace, seeded as its own job would be."""
+    compiled = "".join(f"    compile({c!r}, '<main_solution>', 'exec'),\n" for c in codes)
+    return (f"__annoy_compiled_all__ = [\n{compiled}]\n__annoy_compiled__ = None\n"
+            f"{_FRESH_CALL}{_SAMPLE_CALL}")
+
+
+class Rechecker:
+    """Submits re-check jobs to the check pool, merging those of up to `max_samples`
+    samples into one sandboxed job (each job costs a fork and a teardown of the sandbox,
+    about as much CPU as a light sample's calls). Jobs are held until `max_samples` are
+    there, or until the driver would otherwise wait on held jobs alone (`flush`).
+
+    A merged job differs from separate ones only in what the samples' calls share: the
+    process (modules a code changes, files, memory). Each call still starts from a fresh
+    namespace and its own sample's seed, so results, and output files, are the same. If a
+    merged job fails in the executor, its samples are re-run one job each.
+    """
+
+    def __init__(self, pool: Any, max_samples: int = 4):
+        self.pool = pool                 # a callable returning the Executor
+        self.max_samples = max(1, max_samples)
+        self.held: list[tuple[str, list[dict], int, Future]] = []
+
+    def run(self, code: str, inputs: list[dict], seed: int) -> Future:
+        fut: Future = Future()
+        self.held.append((code, inputs, seed, fut))
+        if len(self.held) >= self.max_samples:
+            self.flush()
+        return fut
+
+    def holds(self, fut: Future) -> bool:
+        return any(h[3] is fut for h in self.held)
+
+    def flush(self) -> None:
+        held, self.held = self.held, []
+        if len(held) == 1:
+            self._alone(*held[0])
+        elif held:
+            self._merged(held)
+
+    def _alone(self, code: str, inputs: list[dict], seed: int, fut: Future) -> None:
+        job = self.pool().run_calls(fresh_call_code(code), inputs, func=FRESH_FUNC, seed=seed)
+        job.add_done_callback(lambda j: _settle(fut, j))
+
+    def _merged(self, held: list) -> None:
+        calls = [{"__annoy_which__": k, "__annoy_seed__": seed, **x}
+                 for k, (_, inputs, seed, _) in enumerate(held) for x in inputs]
+        job = self.pool().run_calls(merged_call_code([h[0] for h in held]), calls,
+                                    func=SAMPLE_FUNC, seed=None)
+
+        def split(j: Future) -> None:
+            try:
+                results = j.result()
+            except BaseException:  # noqa: BLE001 - each sample gets its own chance alone
+                results = None
+            if results is None or len(results) != len(calls) or any(
+                    r.error_type == st.EXECUTOR_ERROR for r in results):
+                for h in held:
+                    try:
+                        self._alone(*h)
+                    except BaseException as exc:  # noqa: BLE001 - e.g. the pool closed
+                        h[3].set_exception(exc)
+                return
+            at = 0
+            for _, inputs, _, fut in held:
+                fut.set_result(results[at:at + len(inputs)])
+                at += len(inputs)
+
+        job.add_done_callback(split)
+
+
+def _settle(fut: Future, job: Future) -> None:
+    try:
+        fut.set_result(job.result())
+    except BaseException as exc:  # noqa: BLE001
+        fut.set_exception(exc)
+
+
 @dataclass
 class Sections:
     """What a unified response yields, or the reason it is dropped."""
@@ -273,10 +373,9 @@ class SampleTask:
             return
         self._stage = "recheck"
         self._check_pool = check_pool
-        self.future = check_pool().run_calls(
-            fresh_call_code(self.sections.main_code),
-            [{"__annoy_kwargs__": c["input"]} for c in self.candidates],
-            func=FRESH_FUNC, seed=derive_seed(self.settings.seed, self.msgidx, "recheck"))
+        self.future = check_pool.run(
+            self.sections.main_code, [{"__annoy_kwargs__": c["input"]} for c in self.candidates],
+            derive_seed(self.settings.seed, self.msgidx, "recheck"))
 
     def _after_recheck(self, jobs: list) -> None:
         """Keep the candidates whose re-run gave the same JSON; if a kept one drew from the
@@ -312,9 +411,9 @@ class SampleTask:
             base = derive_seed(self.settings.seed, self.msgidx, "reseed")
             inputs = [{"__annoy_kwargs__": c["input"], "__annoy_reseed__": base + r}
                       for r in range(RESEEDS) for c in survivors]
-            self.future = self._check_pool().run_calls(
-                fresh_call_code(self.sections.main_code), inputs, func=FRESH_FUNC,
-                seed=derive_seed(self.settings.seed, self.msgidx, "recheck"))
+            self.future = self._check_pool.run(
+                self.sections.main_code, inputs,
+                derive_seed(self.settings.seed, self.msgidx, "recheck"))
             return
         kept = survivors[: self.settings.max_ios]
         self.candidates = kept
