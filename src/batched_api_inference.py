@@ -76,7 +76,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="only the first N lines of the input (try a few before paying for all)")
     p.add_argument("--transport", choices=("auto", "aiohttp", "httpx"), default="auto",
                    help="HTTP transport under the openai client: aiohttp (the openai[aiohttp] "
-                        "extra; several times less CPU per request at hundreds in flight) or "
+                        "extra; about half the CPU per request at hundreds in flight) or "
                         "the SDK's default httpx; auto takes aiohttp when installed")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)

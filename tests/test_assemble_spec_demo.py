@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import assemble_spec_demo as step
-from annoy_datasync import cli
+from testutil import read, run_step
 
 FIX = Path(__file__).parent / "fixtures"
 TURN1 = FIX / "steps_verified_turn1.jsonl"
@@ -17,12 +17,7 @@ RELEASED = {"prompt", "turn_1", "feedback_1", "turn_2", "feedback_2"}
 
 
 def run(argv, capsys):
-    rc = cli.run(step.main, [str(a) for a in argv])
-    return rc, capsys.readouterr().err
-
-
-def read(path):
-    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+    return run_step(step.main, argv, capsys)
 
 
 def test_released_format_joined_by_original_id(tmp_path, capsys):

@@ -9,20 +9,15 @@ from pathlib import Path
 import pytest
 
 import build_spec_msg as step
-from annoy_datasync import cli
 from annoy_datasync.prompts import load_prompts
+from testutil import read, run_step
 
 FIX = Path(__file__).parent / "fixtures"
 PARSED = FIX / "steps_parsed_orig.jsonl"
 
 
 def run(argv, capsys):
-    rc = cli.run(step.main, [str(a) for a in argv])
-    return rc, capsys.readouterr().err
-
-
-def read(path):
-    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+    return run_step(step.main, argv, capsys)
 
 
 def test_original_format_round_trip_six_prompts_per_sample(tmp_path, capsys):

@@ -8,20 +8,15 @@ from pathlib import Path
 import pytest
 
 import build_spec_rev_msg as step
-from annoy_datasync import cli
 from annoy_datasync.prompts import load_prompts
+from testutil import read, run_step
 
 FIX = Path(__file__).parent / "fixtures"
 TURN1 = FIX / "steps_verified_turn1.jsonl"
 
 
 def run(argv, capsys):
-    rc = cli.run(step.main, [str(a) for a in argv])
-    return rc, capsys.readouterr().err
-
-
-def read(path):
-    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+    return run_step(step.main, argv, capsys)
 
 
 def test_only_failures_with_an_answer_become_conversations(tmp_path, capsys):

@@ -1,6 +1,5 @@
 """build_transform_msg.py: raw code records -> transform prompts."""
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -8,20 +7,15 @@ from pathlib import Path
 import pytest
 
 import build_transform_msg as step
-from annoy_datasync import cli
 from annoy_datasync.prompts import load_prompts
+from testutil import read, run_step
 
 FIX = Path(__file__).parent / "fixtures"
 SRC = Path(__file__).parent.parent / "src"
 
 
 def run(argv, capsys):
-    rc = cli.run(step.main, [str(a) for a in argv])
-    return rc, capsys.readouterr().err
-
-
-def read(path):
-    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+    return run_step(step.main, argv, capsys)
 
 
 def test_raw_records_get_messages_and_keep_their_fields(tmp_path, capsys):

@@ -161,7 +161,7 @@ SECTION_CASES = [
         id="truncated-in-generator"),
     pytest.param(
         # A fence left open in the middle swallows what follows: those sections are missing.
-        unified().replace(f"floor(x) + 1\n```", "floor(x) + 1", 1),
+        unified().replace("floor(x) + 1\n```", "floor(x) + 1", 1),
         {"missing": [NAMES[1], NAMES[2]], "ps": PS}, id="open-fence-mid-text"),
     pytest.param("The code computes something.\n\n```python\n" + MAIN + "\n```",
                  dict(main=None, io=None, gen=None, ps=None, missing=list(NAMES)), id="no-headings"),

@@ -8,6 +8,7 @@ from annoy_datasync import status as st
 from annoy_datasync.compare import canonical
 from annoy_datasync.executor import Executor
 from annoy_datasync.generation import Bounds, derive_seed
+from testutil import read
 
 
 def unified(main, gen, desc="Input:\n  `n` (int): a number\nOutput:\n  `return` (int)",
@@ -86,10 +87,6 @@ ALL = [*SAMPLES, "no_output"]
 def run(tmp_path, inp, out, *extra):
     return parse_gen_ios.main(["--input_file", str(inp), "--output_file", str(out),
                                "--run_path", str(tmp_path / "run"), "--timeout", "3", *extra])
-
-
-def read(path):
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 @pytest.fixture(scope="module")
@@ -289,53 +286,61 @@ def test_merged_rechecks_give_what_separate_jobs_give(tmp_path):
     from a fresh namespace with its own sample's seed, so each result equals that of the
     sample's own job. (What merged samples share is the process: a module one of them
     changes, here math.tau, stays changed for the next; so the reader comes first.)"""
-    from annoy_datasync.generation import FRESH_FUNC, Rechecker, fresh_call_code
+    import math
+    import random
+
+    from annoy_datasync.generation import Rechecker
 
     codes = [RECHECK_CODES[3]] + RECHECK_CODES[:3] + RECHECK_CODES[4:]
     inputs = [[{"__annoy_kwargs__": {"n": n}} for n in (3, 5)] for _ in codes]
     inputs[1].append({"__annoy_kwargs__": {"n": 4}, "__annoy_reseed__": 77})
     with Executor(run_path=str(tmp_path / "run"), workers=1, hash_seed=7) as ex:
-        alone = [ex.run_calls(fresh_call_code(c), x, func=FRESH_FUNC, seed=100 + k).result(60)
-                 for k, (c, x) in enumerate(zip(codes, inputs))]
         jobs = []
         real = ex.run_calls
 
-        def counted(*a, **kw):
-            jobs.append(kw.get("func"))
-            return real(*a, **kw)
+        def counted(code, calls, **kw):
+            jobs.append(len({c["__annoy_which__"] for c in calls}))
+            return real(code, calls, **kw)
 
         ex.run_calls = counted
+        alone = [Rechecker(lambda: ex, max_samples=1).run(c, x, 100 + k).result(60)
+                 for k, (c, x) in enumerate(zip(codes, inputs))]
         rc = Rechecker(lambda: ex, max_samples=3)
         futs = [rc.run(c, x, 100 + k) for k, (c, x) in enumerate(zip(codes, inputs))]
-        assert len(jobs) == 1 and [rc.holds(f) for f in futs] == [False] * 3 + [True] * 2
+        assert [rc.holds(f) for f in futs] == [False] * 3 + [True] * 2
         rc.flush()
         merged = [f.result(60) for f in futs]
-    assert len(jobs) == 2                        # 3 samples in one job, then the last 2
+    assert jobs == [1] * len(codes) + [3, 2]     # alone, then 3 samples in one job, then 2
     for a, m in zip(alone, merged):
         assert [(r.status, r.value, r.error_type) for r in a] == \
                [(r.status, r.value, r.error_type) for r in m]
-    assert alone[1][0].value["random"] and alone[4][0].status == st.EXCEPTION
-    import math
-    assert alone[0][0].value["out"] == round(math.tau * 3, 6)
+    # each call of the random sample drew from its own sample's seed (or its reseed)
+    draws = [(random.Random(s), n) for s, n in ((101, 3), (101, 5), (77, 4))]
+    want = [[rng.randint(0, 10**6) for _ in range(n)] for rng, n in draws]
+    assert [r.value["out"] for r in merged[1]] == want and merged[1][0].value["random"]
+    assert merged[4][0].status == st.EXCEPTION
+    assert merged[0][0].value["out"] == round(math.tau * 3, 6)
 
 
 def test_a_merged_recheck_that_fails_in_the_executor_is_rerun_sample_by_sample():
     from concurrent.futures import Future
 
     from annoy_datasync.executor import JobResult
-    from annoy_datasync.generation import SAMPLE_FUNC, Rechecker
+    from annoy_datasync.generation import Rechecker
 
-    calls = []
+    jobs = []
 
     class Pool:
-        def run_calls(self, code, inputs, func, seed):
-            calls.append((func, len(inputs)))
+        def run_calls(self, code, calls, func, seed):
+            which = sorted({c["__annoy_which__"] for c in calls})
+            jobs.append((len(which), len(calls)))
             fut = Future()
-            if func == SAMPLE_FUNC:          # the merged job: its worker died
+            if len(which) > 1:               # the merged job: its worker died
                 fut.set_result([JobResult(st.NOT_RUNNABLE, error_type=st.EXECUTOR_ERROR)
-                                for _ in inputs])
+                                for _ in calls])
             else:
-                fut.set_result([JobResult(st.SUCCESS, {"out": seed}) for _ in inputs])
+                fut.set_result([JobResult(st.SUCCESS, {"out": c["__annoy_seed__"]})
+                                for c in calls])
             return fut
 
     pool = Pool()
@@ -344,4 +349,4 @@ def test_a_merged_recheck_that_fails_in_the_executor_is_rerun_sample_by_sample()
     b = rc.run("code b", [{"__annoy_kwargs__": {}}], 2)
     assert [r.value for r in a.result(5)] == [{"out": 1}] * 2
     assert [r.value for r in b.result(5)] == [{"out": 2}]
-    assert calls == [(SAMPLE_FUNC, 3), ("__annoy_fresh_call__", 2), ("__annoy_fresh_call__", 1)]
+    assert jobs == [(2, 3), (1, 2), (1, 1)]

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from annoy_datasync import status as st
+from testutil import read
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "pipeline_check.sh"
@@ -52,10 +53,6 @@ def run_script(tmp_path, parsed, gens, verified, **env):
     return subprocess.run(["bash", str(SCRIPT), str(parsed), str(gens), str(verified),
                            sys.executable, str(tmp_path / "run")],
                           env=full_env, capture_output=True, text=True, timeout=120)
-
-
-def read(path):
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_verifies_then_rechecks_only_timeouts(tmp_path):

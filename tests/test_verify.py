@@ -6,6 +6,7 @@ import pytest
 import verify
 from annoy_datasync import status as st
 from annoy_datasync.verification import show
+from testutil import read
 
 DOUBLE = "def main_solution(x):\n    return x * 2\n"
 AREA = "def main_solution(r):\n    return 3.14159 * r * r\n"
@@ -89,10 +90,6 @@ def run_verify(tmp_path, parsed, gens, out, *extra):
     return verify.main(["--parsed_file", str(parsed), "--gens_file", str(gens),
                         "--output_file", str(out), "--run_path", str(tmp_path / "run"),
                         "--workers", "2", "--timeout", "3", *extra])
-
-
-def read(path):
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 @pytest.mark.parametrize("seed", [0, 1])

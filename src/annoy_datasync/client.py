@@ -299,13 +299,11 @@ def http_backend() -> str:
     return "aiohttp"
 
 
-def make_client(settings: Settings, connections: int | None = None,
-                backend: str | None = None) -> openai.AsyncOpenAI:
-    """A client whose connection pool holds `connections` (default: all requests in flight),
-    sending through aiohttp (`backend` "aiohttp") or the SDK's default httpx ("httpx")."""
-    n = connections or settings.concurrency
-    limits = type(openai.DEFAULT_CONNECTION_LIMITS)(max_connections=n, max_keepalive_connections=n)
-    backend = backend or http_backend()
+def make_client(settings: Settings, connections: int, backend: str) -> openai.AsyncOpenAI:
+    """A client whose connection pool holds `connections`, sending through aiohttp
+    (`backend` "aiohttp") or the SDK's default httpx ("httpx")."""
+    limits = type(openai.DEFAULT_CONNECTION_LIMITS)(max_connections=connections,
+                                                    max_keepalive_connections=connections)
     factory = openai.DefaultAioHttpClient if backend == "aiohttp" else openai.DefaultAsyncHttpxClient
     http = factory(limits=limits, timeout=settings.timeout)
     return openai.AsyncOpenAI(api_key=settings.endpoint.key, base_url=settings.endpoint.base_url,

@@ -109,7 +109,6 @@ def __annoy_fresh_call__(__annoy_kwargs__, __annoy_reseed__=None):
     out = namespace["main_solution"](**__annoy_kwargs__)
     return {"out": out, "random": __annoy_random_state__() != before}
 '''
-FRESH_FUNC = "__annoy_fresh_call__"
 
 
 @dataclass(frozen=True)
@@ -146,15 +145,9 @@ def derive_seed(seed: int, msgidx: int, purpose: str) -> int:
     return int.from_bytes(digest[:4], "big")
 
 
-def fresh_call_code(code: str) -> str:
-    """A module that compiles `code` once (not executing it) and defines a function that
-    runs main_solution from a fresh namespace where `code` was executed (see module doc)."""
-    return f"__annoy_compiled__ = compile({code!r}, '<main_solution>', 'exec')\n{_FRESH_CALL}"
-
-
-# Added to the re-check module of several samples merged into one job: which sample's
-# compiled code a call runs, and the seed its own job would have given random and
-# numpy.random before the call (the merged job itself is unseeded).
+# Completes the re-check module (a job holds the re-checks of one sample or of several):
+# which sample's compiled code a call runs, and that sample's seed for random and
+# numpy.random before the call (the job itself is unseeded).
 _SAMPLE_CALL = '''
 
 def __annoy_sample_call__(__annoy_which__, __annoy_seed__, __annoy_kwargs__,
@@ -172,9 +165,9 @@ def __annoy_sample_call__(__annoy_which__, __annoy_seed__, __annoy_kwargs__,
 SAMPLE_FUNC = "__annoy_sample_call__"
 
 
-def merged_call_code(codes: list[str]) -> str:
-    """The re-check module of several samples: each code compiled once (not executed); a
-    call runs one of them from a fresh namespace, seeded as its own job would be."""
+def recheck_code(codes: list[str]) -> str:
+    """The re-check module of one or several samples: each code compiled once (not
+    executed); a call runs one of them from a fresh namespace, seeded with its sample's seed."""
     compiled = "".join(f"    compile({c!r}, '<main_solution>', 'exec'),\n" for c in codes)
     return (f"__annoy_compiled_all__ = [\n{compiled}]\n__annoy_compiled__ = None\n"
             f"{_FRESH_CALL}{_SAMPLE_CALL}")
@@ -209,31 +202,28 @@ class Rechecker:
 
     def flush(self) -> None:
         held, self.held = self.held, []
-        if len(held) == 1:
-            self._alone(*held[0])
-        elif held:
-            self._merged(held)
+        if held:
+            self._submit(held)
 
-    def _alone(self, code: str, inputs: list[dict], seed: int, fut: Future) -> None:
-        job = self.pool().run_calls(fresh_call_code(code), inputs, func=FRESH_FUNC, seed=seed)
-        job.add_done_callback(lambda j: _settle(fut, j))
-
-    def _merged(self, held: list) -> None:
+    def _submit(self, held: list) -> None:
         calls = [{"__annoy_which__": k, "__annoy_seed__": seed, **x}
                  for k, (_, inputs, seed, _) in enumerate(held) for x in inputs]
-        job = self.pool().run_calls(merged_call_code([h[0] for h in held]), calls,
+        job = self.pool().run_calls(recheck_code([h[0] for h in held]), calls,
                                     func=SAMPLE_FUNC, seed=None)
 
         def split(j: Future) -> None:
             try:
                 results = j.result()
-            except BaseException:  # noqa: BLE001 - each sample gets its own chance alone
+            except BaseException as exc:  # noqa: BLE001
+                if len(held) == 1:
+                    held[0][3].set_exception(exc)
+                    return
                 results = None
-            if results is None or len(results) != len(calls) or any(
-                    r.error_type == st.EXECUTOR_ERROR for r in results):
-                for h in held:
+            if len(held) > 1 and (results is None or len(results) != len(calls) or any(
+                    r.error_type == st.EXECUTOR_ERROR for r in results)):
+                for h in held:        # each sample gets its own job and chance
                     try:
-                        self._alone(*h)
+                        self._submit([h])
                     except BaseException as exc:  # noqa: BLE001 - e.g. the pool closed
                         h[3].set_exception(exc)
                 return
@@ -243,13 +233,6 @@ class Rechecker:
                 at += len(inputs)
 
         job.add_done_callback(split)
-
-
-def _settle(fut: Future, job: Future) -> None:
-    try:
-        fut.set_result(job.result())
-    except BaseException as exc:  # noqa: BLE001
-        fut.set_exception(exc)
 
 
 @dataclass
