@@ -6,7 +6,9 @@
 # PYTHON (default: python3) runs the reference code; RUN_PATH (default ./temp/run) holds the
 # executions' scratch directories. Environment: WORKERS (default: number of CPUs), TIMEOUT
 # (seconds per execution, default 5), RETRIES (timeout re-checks, default 3; each halves the
-# workers and doubles the timeout), PIPELINE_PYTHON (interpreter of the steps, default python3).
+# workers and doubles the timeout), PIPELINE_PYTHON (interpreter of the steps, default python,
+# else python3; run_pipeline.sh sets it to its own), ANSWER_RULE (verify.py --answer_rule:
+# method, the default, or lenient).
 #
 # VERIFIED is only ever replaced whole (temp file + rename): a kill at any point leaves the
 # old file or the new one. A rerun resumes: verdicts already in VERIFIED for identical lines
@@ -22,7 +24,7 @@ GENS=$2
 VERIFIED=$3
 CODE_PYTHON=${4:-python3}
 RUN_PATH=${5:-./temp/run}
-PY=${PIPELINE_PYTHON:-python3}
+PY=${PIPELINE_PYTHON:-$(command -v python || command -v python3 || echo python3)}
 WORKERS=${WORKERS:-$(nproc)}
 TIMEOUT=${TIMEOUT:-5}
 RETRIES=${RETRIES:-3}
@@ -38,6 +40,9 @@ for f in "$PARSED" "$GENS"; do
 done
 
 common=(--parsed_file "$PARSED" --python_path "$CODE_PYTHON" --run_path "$RUN_PATH")
+if [ -n "${ANSWER_RULE:-}" ]; then
+    common+=(--answer_rule "$ANSWER_RULE")
+fi
 
 resume=()
 if [ -s "$VERIFIED" ]; then

@@ -83,6 +83,8 @@ done
 PY="${PYTHON:-$(command -v python || command -v python3 || true)}"
 [[ -n "$PY" ]] || die "no python found; set PYTHON=/path/to/python3.11"
 PYTHON_PATH="${PYTHON_PATH:-$("$PY" -c 'import sys; print(sys.executable)')}"
+# pipeline_check.sh runs verify.py: under the same interpreter as every other step
+export PIPELINE_PYTHON="$PY"
 RUN_PATH="${RUN_PATH:-$OUT/run}"
 [[ -f "$RAW" ]] || die "$RAW: no such raw code file (pass --raw_code_file)"
 [[ -z "$LIMIT" || "$LIMIT" =~ ^[1-9][0-9]*$ ]] || die "--limit $LIMIT: should be a positive integer"

@@ -2,10 +2,17 @@
 
 In: --parsed_file (parse_gen_ios output) and --gens_file (inference output on spec messages:
 lines with "itemid", "ioid", "io_pred" and the model's "output"). Out: --output_file, every
-gens line in the same order plus "res": {"status", "message"}; "success" is the only pass.
+gens line that is a JSON object, in the same order, plus "res": {"status", "message"};
+"success" is the only pass. A non-blank line that is not a JSON object cannot carry a verdict:
+it goes to --rejects_file (its line number, why, and its text), so lines in = lines out +
+lines rejected; the summary line names the rejects file when there are any.
+The answer is read by --answer_rule: "method" (default) takes the last JSON object of the
+answer (in the last ```json block if any), which must hold "output"/"input", else no answer;
+"lenient" takes the last object holding the key and reads Python literals too (README).
 Output predictions are compared as JSON with the recorded output (floats within a relative
-1e-3); input predictions run the reference code on the predicted input in the sandboxed
-executor and compare what it returns (a predicted input that is one of the sample's recorded
+1e-3); input predictions call the sample's function (its "funcname", main_solution when
+absent) on the predicted input in the sandboxed executor, f(**input) for an object and
+f(input) otherwise, and compare what it returns (a predicted input that is one of the sample's recorded
 inputs gets the recorded output without running, unless --always_run); the executions of
 one sample's code may run together in one sandboxed job (--batch), each call in a fresh
 module namespace and random state, a call that hangs or crashes failing alone. The output file is written whole through a temp file
@@ -22,10 +29,10 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from annoy_datasync import cli
+from annoy_datasync import answers, cli
 from annoy_datasync import status as st
 from annoy_datasync.executor import Executor, Limits
-from annoy_datasync.jsonl import InputError, atomic_write, read_jsonl, where
+from annoy_datasync.jsonl import InputError, atomic_write, read_jsonl, where, write_jsonl
 from annoy_datasync.verification import CallBatcher, ParsedIndex, Verifier, identity, reusable
 
 log = logging.getLogger("annoy_datasync.verify")
@@ -37,6 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parsed_file", required=True, help="parsed samples (parse_gen_ios output)")
     p.add_argument("--gens_file", required=True, help="predictions to verify (JSONL)")
     p.add_argument("--output_file", required=True, help="verified predictions (JSONL)")
+    p.add_argument("--rejects_file", default=None,
+                   help="lines of the gens file that are not JSON objects, with their line "
+                        "numbers (default: the output file's name + .rejects.jsonl); written "
+                        "only when there are some, removed otherwise")
+    p.add_argument("--answer_rule", choices=answers.RULES, default=answers.METHOD,
+                   help="how the answer is read from the model's text: method (default; the "
+                        "last JSON object, which must hold the key) or lenient (the last object "
+                        "holding the key, Python literals accepted)")
     p.add_argument("--python_path", default=None,
                    help="interpreter that runs the reference code (default: this one)")
     p.add_argument("--run_path", default="./temp/run",
@@ -109,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--timeout must be positive")
     args.python_path = cli.python_path_arg(parser, args.python_path)
     recheck = {s.strip() for s in args.recheck.split(",") if s.strip()}
-    unknown = recheck - set(st.VERDICTS)
+    unknown = recheck - set(st.VERDICTS) - set(st.ORIGINAL_VERDICTS)
     if unknown:
         parser.error(f"--recheck: unknown status {', '.join(sorted(unknown))} "
                      f"(known: {', '.join(st.VERDICTS)})")
@@ -133,18 +148,19 @@ def main(argv: list[str] | None = None) -> int:
 
     executor: Executor | None = None
 
-    def run_calls(code: str, inputs: list[dict]):
+    def run_calls(code: str, inputs: list, func: str):
         nonlocal executor
         if executor is None:  # started on the first input prediction only
             executor = Executor(python_path=args.python_path, run_path=args.run_path,
                                 workers=args.workers, limits=limits)
         # several predictions of one sample in one job, each call as if it ran alone
-        return executor.run_calls(code, inputs, fresh=True)
+        return executor.run_calls(code, inputs, func=func, fresh=True)
 
     batcher = CallBatcher(run_calls, max_calls=args.batch, parallel=args.workers)
     verifier = Verifier(parsed, batcher.submit, timeout_s=args.timeout,
                         window=args.window or 64 * args.workers,
-                        use_recorded=not args.always_run, flush=batcher.flush)
+                        use_recorded=not args.always_run, flush=batcher.flush,
+                        answer_rule=args.answer_rule)
     try:
         with atomic_write(args.output_file) as out:
             for rec in verifier.run(_items(gens, previous, recheck, own_res)):
@@ -154,13 +170,35 @@ def main(argv: list[str] | None = None) -> int:
             executor.close()
         parsed.close()
 
+    rejects = args.rejects_file or f"{args.output_file}.rejects.jsonl"
+    write_rejects(args.gens_file, gens.bad, rejects)
     counts = cli.Counter(verifier.counts)
-    counts[st.SKIP_BAD_LINE] += len(gens.bad)
+    counts[st.REJECTED] += len(gens.bad)
     counts[st.EXECUTIONS] = verifier.cache.runs
     counts[st.CACHE_HITS] = verifier.cache.hits
     counts[st.RECORDED_HITS] = verifier.recorded_hits
-    print(cli.summary(counts, "verify:"), file=sys.stderr)
+    line = cli.summary(counts, f"verify: answer_rule={args.answer_rule}")
+    if gens.bad:
+        line += f" (rejected lines in {rejects})"
+    print(line, file=sys.stderr)
     return 0
+
+
+def write_rejects(gens_path: str, bad: list[tuple[int, str]], rejects_path: str) -> None:
+    """Write the gens lines that are not JSON objects to `rejects_path` ({"line", "reason",
+    "text"} each), or remove an old rejects file when there are none."""
+    if not bad:
+        if os.path.exists(rejects_path):
+            os.remove(rejects_path)
+        return
+    why = dict(bad)
+    rows = []
+    with open(gens_path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if lineno in why:
+                rows.append({"file": gens_path, "line": lineno, "reason": why[lineno],
+                             "text": raw.decode("utf-8", "replace").rstrip("\r\n")})
+    write_jsonl(rejects_path, rows)
 
 
 if __name__ == "__main__":

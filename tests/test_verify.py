@@ -48,7 +48,7 @@ CASES = [
     (0, 1, "i", answer({"input": {"x": 4}}), st.WRONG_ANSWER),
     (0, 1, "i", answer({"input": {"x": 4}}, 1), st.WRONG_ANSWER),  # same as above: cached
     (0, 1, "i", answer({"input": {"y": 5}}), st.EXCEPTION),        # wrong argument name
-    (0, 1, "i", answer({"input": [5]}), st.BAD_ANSWER),
+    (0, 1, "i", answer({"input": [5]}), st.WRONG_ANSWER),          # main_solution([5]) == [5, 5]
     (0, 0, "o", "I think it is two.", st.NO_ANSWER),
     (0, 0, "i", "no idea", st.NO_ANSWER),
     (1, 0, "o", answer({"output": 3.1416}), st.SUCCESS),           # within relative 1e-3
@@ -123,8 +123,8 @@ def test_messages_are_the_feedback(tmp_path):
     assert run_verify(tmp_path, parsed, gens, out) == 0
     msgs = {r["tag"]: r["res"]["message"] for r in read(out)}
     assert msgs[0] == 'Given the input {"x": 5}, your predicted output 11 is wrong.'
-    assert msgs[1] == 'Your predicted input {"x": 4} gives the output 8, not 10.'
-    assert msgs[2] == "Your predicted input raised ValueError: n must be >= 0."
+    assert msgs[1] == 'Your predicted input {"x": 4} makes main_solution return 8, not 10.'
+    assert msgs[2] == "Calling main_solution on your predicted input raised ValueError: n must be >= 0."
     assert msgs[3] == 'Your answer has no JSON object of the form {"output": ...}.'
     assert msgs[4] == "Your answer is correct."
 
@@ -135,7 +135,7 @@ def test_show_cuts_huge_values():
     assert show({"a": 1}) == '{"a": 1}'
 
 
-def test_bad_gens_lines_get_not_runnable_and_nothing_is_lost(tmp_path, caplog):
+def test_bad_gens_lines_get_not_runnable_and_nothing_is_lost(tmp_path, caplog, capsys):
     parsed, _, _ = make_files(tmp_path, CASES[:1])
     gens = tmp_path / "gens.jsonl"
     good = {"itemid": 0, "ioid": 0, "io_pred": "o", "output": answer({"output": 2})}
@@ -147,15 +147,28 @@ def test_bad_gens_lines_get_not_runnable_and_nothing_is_lost(tmp_path, caplog):
         json.dumps({**good, "io_pred": "x"}),
         '{"itemid": 0, "ioid": 0, "io_pred"',                                     # broken JSON
         json.dumps({**good, "output": None}),                                     # no answer text
+        "[1, 2]",                                                                 # not an object
     ])
-    out = tmp_path / "v.jsonl"
-    assert run_verify(tmp_path, parsed, gens, out) == 0
+    out, rejects = tmp_path / "v.jsonl", tmp_path / "rejects.jsonl"
+    assert run_verify(tmp_path, parsed, gens, out, "--rejects_file", str(rejects)) == 0
     got = [r["res"]["status"] for r in read(out)]
     assert got == [st.SUCCESS, st.NOT_RUNNABLE, st.NOT_RUNNABLE, st.NOT_RUNNABLE,
                    st.NOT_RUNNABLE, st.NO_ANSWER]
     assert "gens.jsonl:2" in caplog.text and "gens.jsonl:3" in caplog.text
-    assert "gens.jsonl:6" in caplog.text   # the broken line is reported, not silently lost
     assert "out of range" in read(out)[2]["res"]["message"]
+    # the lines that cannot carry a verdict are in the rejects file: in = out + rejected
+    lost = read(rejects)
+    assert [r["line"] for r in lost] == [6, 8]
+    assert lost[0]["text"] == '{"itemid": 0, "ioid": 0, "io_pred"' and lost[1]["text"] == "[1, 2]"
+    lines_in = len(gens.read_text().splitlines())
+    assert lines_in == 8 == len(read(out)) + len(lost)
+    summary = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "rejected=2" in summary and str(rejects) in summary
+
+    # a run without bad lines removes the stale rejects file
+    write_lines(gens, [json.dumps(good)])
+    assert run_verify(tmp_path, parsed, gens, out, "--rejects_file", str(rejects)) == 0
+    assert not rejects.exists() and len(read(out)) == 1
 
 
 def test_recheck_only_touches_listed_statuses(tmp_path):
@@ -168,14 +181,20 @@ def test_recheck_only_touches_listed_statuses(tmp_path):
                     "res": {"status": "success", "message": "kept"}}),
         json.dumps({**base, "res": {"status": "timeout", "message": "timed out"}}),
         json.dumps(base),  # no res yet: checked
-        json.dumps({**base, "res": {"status": "failed", "message": "other tool"}}),  # not ours
+        # the original implementation's verdicts are kept as they are (only "timeout" of
+        # theirs is re-checked); those of any other tool are checked again
+        json.dumps({**base, "res": {"status": "failed", "message": "original"}}),
+        json.dumps({**base, "res": {"status": "no answer"}}),
+        json.dumps({**base, "res": {"status": "wrong", "message": "other tool"}}),
     ])
     assert run_verify(tmp_path, parsed, verified, verified, "--recheck", "timeout") == 0
     got = read(verified)
     assert got[0]["res"] == {"status": "success", "message": "kept"}
     assert got[1]["res"]["status"] == st.SUCCESS and got[1]["res"]["message"] != "timed out"
     assert got[2]["res"]["status"] == st.SUCCESS
-    assert got[3]["res"]["status"] == st.SUCCESS
+    assert got[3]["res"] == {"status": "failed", "message": "original"}
+    assert got[4]["res"] == {"status": "no answer", "message": ""}
+    assert got[5]["res"]["status"] == st.SUCCESS
     assert all(set(r) == set(base) | {"res"} for r in got)
 
 
@@ -246,7 +265,7 @@ def test_recorded_input_is_judged_by_its_record(tmp_path, monkeypatch):
     got = {r["tag"]: r["res"] for r in read(out)}
     assert got[0]["status"] == st.SUCCESS
     assert got[1] == {"status": st.WRONG_ANSWER,
-                      "message": 'Your predicted input {"x": 1} gives the output 2, not 10.'}
+                      "message": 'Your predicted input {"x": 1} makes main_solution return 2, not 10.'}
     assert run_verify(tmp_path, parsed, gens, out, "--always_run") == 0
     got = {r["tag"]: r["res"] for r in read(out)}
     assert got[0]["status"] == st.EXCEPTION and "SystemExit" in got[0]["message"]
@@ -294,7 +313,7 @@ def test_an_execution_the_executor_failed_is_run_again_not_cached():
                [JobResult(st.SUCCESS, value=2)]]
     calls = []
 
-    def submit(code, kwargs):
+    def submit(code, kwargs, func):
         calls.append(kwargs)
         fut = Future()
         fut.set_result(results[len(calls) - 1])
@@ -394,7 +413,7 @@ def test_call_batcher_gives_each_call_its_own_result():
 
     jobs = []
 
-    def run_calls(code, inputs):
+    def run_calls(code, inputs, func):
         fut = Future()
         jobs.append((code, list(inputs), fut))
         return fut
@@ -423,16 +442,22 @@ def test_call_batcher_gives_each_call_its_own_result():
             f.result(timeout=10)
 
 
-@pytest.mark.parametrize("text, says", [
-    ('I think {"output": 3', "incomplete JSON object"),
-    ('It is {"output": 3} or {"output": 4}.', "more than one different final answer"),
-    ('So {"output": 1/3}', "cannot be read"),
-    ("I could not decide.", "has no JSON object"),
+@pytest.mark.parametrize("rule, text, says", [
+    ("lenient", 'I think {"output": 3', "incomplete JSON object"),
+    ("lenient", 'It is {"output": 3} or {"output": 4}.', "more than one different final answer"),
+    ("lenient", 'So {"output": 1/3}', "cannot be read"),
+    ("lenient", "I could not decide.", "has no JSON object"),
+    ("method", 'So {"output": 1/3}', "cannot be read"),
+    ("method", "{'output': 3}", "cannot be read"),
+    ("method", 'It is {"output": 3}, so {"confidence": 1}', 'has no "output" key'),
+    ("method", "```json\n[3]\n```", "is not an object"),
+    ("method", "I could not decide.", "has no JSON object"),
 ])
-def test_no_answer_feedback_says_why(text, says):
+def test_no_answer_feedback_says_why(rule, text, says):
     # the message is the second turn's prompt: it must name what to fix
     from annoy_datasync import verification
-    r = verification.check_output_prediction(text, verification.Target("o", {"x": 1}, 3, "", sample=None))
+    r = verification.check_output_prediction(
+        text, verification.Target("o", {"x": 1}, 3, "", sample=None), rule)
     assert r["status"] == "no_answer"
     assert says in r["message"] and '{"output": ...}' in r["message"]
 
@@ -455,7 +480,7 @@ def test_a_slow_execution_does_not_hold_back_the_next_ones(tmp_path):
         read_so_far, submitted, waited_at = [], [], []
         head = Future()     # the slow first execution: finishes when the verifier waits
 
-        def submit(code, kwargs):
+        def submit(code, kwargs, func):
             submitted.append(kwargs["x"])
             if len(submitted) == 1:
                 return head
@@ -492,3 +517,51 @@ def test_a_slow_execution_does_not_hold_back_the_next_ones(tmp_path):
     # but no more than `buffered` records are held: the 4th one waits for the head
     submitted, waited_at = check(window=2, buffered=4)
     assert waited_at == [4]
+
+
+def test_entry_point_is_the_records_funcname(tmp_path, capsys):
+    """Files of other sources name their function (here f): it is called with **input for
+    an object and with input as the one argument otherwise, and the messages name it."""
+    parsed, gens, out = tmp_path / "parsed.jsonl", tmp_path / "gens.jsonl", tmp_path / "v.jsonl"
+    write_lines(parsed, [json.dumps(r) for r in [
+        {"refcode": "def f(a, b):\n    return a - b\n", "funcname": "f",
+         "ios": [{"input": {"a": 5, "b": 2}, "output": 3}]},
+        {"refcode": "def f(s):\n    return s[::-1]\n", "funcname": "f",
+         "ios": [{"input": "abc", "output": "cba"}]},
+        {"refcode": "def main_solution(x):\n    return x\n", "funcname": "g",
+         "ios": [{"input": {"x": 1}, "output": 1}]},
+    ]])
+    rows = [(0, "i", {"input": {"a": 7, "b": 4}}), (0, "i", {"input": {"a": 1, "b": 1}}),
+            (0, "o", {"output": 3}), (1, "i", {"input": "abc"}), (1, "i", {"input": "abd"}),
+            (1, "i", {"input": ["c", "b", "a"]}), (1, "o", {"output": "cba"}),
+            (2, "i", {"input": {"x": 2}})]
+    write_lines(gens, [json.dumps({"itemid": i, "ioid": 0, "io_pred": k, "output": answer(o)})
+                       for i, k, o in rows])
+    assert run_verify(tmp_path, parsed, gens, out, "--always_run") == 0
+    got = [r["res"] for r in read(out)]
+    assert [r["status"] for r in got] == [
+        st.SUCCESS, st.WRONG_ANSWER, st.SUCCESS, st.SUCCESS, st.WRONG_ANSWER, st.WRONG_ANSWER,
+        st.SUCCESS, st.NOT_RUNNABLE]
+    assert got[1]["message"] == 'Your predicted input {"a": 1, "b": 1} makes f return 0, not 3.'
+    assert got[4]["message"] == 'Your predicted input "abd" makes f return "dba", not "cba".'
+    assert got[5]["message"].endswith('makes f return ["a", "b", "c"], not "cba".')
+    assert "defines no function g" in got[7]["message"]
+    # without --always_run, a predicted input equal to a recorded one (not an object here)
+    # is judged by its record
+    write_lines(gens, [json.dumps({"itemid": 1, "ioid": 0, "io_pred": "i",
+                                   "output": answer({"input": "abc"})})])
+    assert run_verify(tmp_path, parsed, gens, out) == 0
+    assert read(out)[0]["res"]["status"] == st.SUCCESS
+    assert "recorded_hits=1" in capsys.readouterr().err
+
+
+def test_a_raising_call_names_the_function(tmp_path):
+    parsed, gens, out = tmp_path / "parsed.jsonl", tmp_path / "gens.jsonl", tmp_path / "v.jsonl"
+    write_lines(parsed, [json.dumps({"refcode": "def f(n):\n    return 10 // n\n",
+                                     "funcname": "f", "ios": [{"input": 2, "output": 5}]})])
+    write_lines(gens, [json.dumps({"itemid": 0, "ioid": 0, "io_pred": "i",
+                                   "output": answer({"input": 0})})])
+    assert run_verify(tmp_path, parsed, gens, out) == 0
+    res = read(out)[0]["res"]
+    assert res["status"] == st.EXCEPTION
+    assert res["message"].startswith("Calling f on your predicted input raised ZeroDivisionError")

@@ -295,10 +295,12 @@ class Executor:
                 if not any(p.startswith(q.rstrip("/") + "/") for q in tops[:i])]
 
     # -- public API ------------------------------------------------------------------------
-    def run_calls(self, code: str, inputs: list[dict], *, func: str = "main_solution",
+    def run_calls(self, code: str, inputs: list, *, func: str = "main_solution",
                   seed: int | None = None, limits: Limits | None = None,
                   fresh: bool = False) -> Future[list[JobResult]]:
-        """Exec `code` once in a fresh child, then ``func(**copy_of(kwargs))`` for each input.
+        """Exec `code` once in a fresh child, then call `func` on a copy of each input: with
+        its items as keyword arguments when it is a JSON object, else with it as the one
+        argument (the method's convention).
 
         One JobResult per input, in order. The input is a JSON round-trip copy. `seed`, when
         given, seeds ``random`` and ``numpy.random`` before each call. A call that kills the
@@ -311,10 +313,6 @@ class Executor:
         with the status a single-call job would give). What is still shared: the state of
         imported modules the code changes, files in the job's directory, the child's memory.
         """
-        for x in inputs:
-            if not isinstance(x, dict):
-                raise TypeError(f"run_calls: each input must be a dict of keyword arguments, "
-                                f"not {type(x).__name__}")
         job = {"kind": "calls", "code": code, "inputs": list(inputs), "func": func,
                "seed": seed, "fresh": bool(fresh)}
         return self._submit(job, limits)

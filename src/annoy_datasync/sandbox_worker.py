@@ -320,10 +320,10 @@ class Job:
         if nprand is not None:
             nprand.seed(seed % (2 ** 32))
 
-    def call(self, fn, kwargs):
-        """Run fn(**kwargs) -> (status, error_type, message, json_text)."""
+    def call(self, fn, arg):
+        """Run fn(**arg) for an object, else fn(arg) -> (status, error_type, message, json_text)."""
         try:
-            out = fn(**kwargs)
+            out = fn(**arg) if isinstance(arg, dict) else fn(arg)
         except BaseException as exc:  # noqa: BLE001 - includes SystemExit, KeyboardInterrupt
             return self.failure(exc) + (None,)
         try:

@@ -8,7 +8,8 @@ Drop and failure reasons are the keys of each step's summary line.
 SUCCESS = "success"                # prediction checked and correct / job ran to a JSON value
 WRONG_ANSWER = "wrong_answer"      # prediction parsed and checked, but wrong
 NO_ANSWER = "no_answer"            # no usable JSON answer could be extracted from the model's text
-BAD_ANSWER = "bad_answer"          # JSON found but of the wrong shape (e.g. "input" is not an object)
+BAD_ANSWER = "bad_answer"          # older files only: verify no longer writes it (a non-object
+                                   # "input" is now passed as the one argument)
 EXCEPTION = "exception"            # the code raised (type and message in the message)
 TIMEOUT = "timeout"                # wall-clock or CPU time limit
 RESOURCE_LIMIT = "resource_limit"  # memory, processes, file size, open files, output size
@@ -20,6 +21,18 @@ VERDICTS = (SUCCESS, WRONG_ANSWER, NO_ANSWER, BAD_ANSWER, EXCEPTION, TIMEOUT,
             RESOURCE_LIMIT, CRASHED, NON_JSON, NOT_RUNNABLE)
 # Verdicts worth re-checking with fewer workers (scripts/pipeline_check.sh).
 RETRYABLE = (TIMEOUT,)
+
+# Verdicts in files written by the original implementation. Every step reads them with the
+# meaning they have there: only "success" passes (the same string as ours), "timeout" (the
+# same string too) is re-checked, the others are final failures that get a second turn;
+# "no answer" is the method's no-answer verdict (the second turn asks for the format).
+ORIG_FAILED = "failed"
+ORIG_NO_ANSWER = "no answer"
+ORIG_ERROR = "error"
+ORIG_ASSERTION = "AssertionError"
+ORIGINAL_VERDICTS = (SUCCESS, ORIG_FAILED, ORIG_NO_ANSWER, TIMEOUT, EXCEPTION, ORIG_ERROR,
+                     ORIG_ASSERTION)
+NO_ANSWER_VERDICTS = (NO_ANSWER, ORIG_NO_ANSWER)
 
 # --- drop reasons of parse_gen_ios.py -------------------------------------------------
 KEPT = "kept"
@@ -52,6 +65,8 @@ FAIL_OTHER = "other_error"
 # --- prompt-building and assembly steps (build_transform_msg, build_spec_msg,
 #     build_spec_rev_msg, assemble_spec_demo): summary keys --------------------------
 SKIP_BAD_LINE = "skipped_bad_line"              # torn / invalid JSON line (read_jsonl skipped it)
+REJECTED = "rejected"                           # verify.py: gens line that is not a JSON object,
+                                                # written to the rejects file
 SKIP_EMPTY_CONTENT = "skipped_empty_content"    # raw record whose "content" is blank
 SKIP_NO_IOS = "skipped_no_ios"                  # parsed sample with an empty "ios" list
 SKIP_PASSED = "skipped_passed"                  # verified record that already passed: no revision

@@ -3,6 +3,10 @@
 - `ParsedIndex`: random access to a parsed file by ``itemid`` (its 0-based line) through an
   index of line offsets: memory grows by 8 bytes per parsed line, never with its content; a
   small LRU keeps recently used samples (gens files come grouped by sample).
+- The entry point of a sample is the function its ``funcname`` names (``main_solution`` when
+  the field is absent), called as the method calls it: ``f(**input)`` when the input is a JSON
+  object, ``f(input)`` otherwise.
+- Answers are read by `answers.extract_answer` under the rule given (the method's by default).
 - `Verifier.run(items)`: turns a stream of gens records into the same records with
   ``"res": {"status", "message"}`` added, in input order. Output predictions are compared with
   the recorded output (`compare.json_equal`); input predictions run the reference code on the
@@ -28,7 +32,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from . import extract
+from . import answers
 from . import status as st
 from .compare import canonical, exec_key, json_equal
 from .jsonl import InputError, where
@@ -64,39 +68,42 @@ def res(status: str, message: str) -> dict:
 
 
 MSG_SUCCESS = "Your answer is correct."
+DEFAULT_FUNC = "main_solution"  # entry point of a parsed record without "funcname"
 
 
 def msg_output_wrong(inp: Any, pred: Any) -> str:
     return f"Given the input {show(inp)}, your predicted output {show(pred)} is wrong."
 
 
-def msg_input_wrong(pred: Any, got: Any, expected: Any) -> str:
-    return f"Your predicted input {show(pred)} gives the output {show(got)}, not {show(expected)}."
+def msg_input_wrong(pred: Any, got: Any, expected: Any, func: str = DEFAULT_FUNC) -> str:
+    return (f"Your predicted input {show(pred)} makes {func} return {show(got)}, "
+            f"not {show(expected)}.")
 
 
 def msg_no_answer(key: str, reason: str = "") -> str:
     """Feedback for an answer with no usable JSON, saying why (it is the turn-2 prompt)."""
-    example = '{"input": {...}}' if key == "input" else '{"output": ...}'
-    if reason.startswith(extract.INCOMPLETE):
+    example = '{"input": ...}' if key == "input" else '{"output": ...}'
+    if reason.startswith(answers.NO_KEY):
+        return (f'The last JSON object of your answer has no "{key}" key; end with one JSON '
+                f"object of the form {example}.")
+    if reason.startswith(answers.NOT_OBJECT):
+        return (f"The final JSON of your answer is not an object; end with one JSON object "
+                f"of the form {example}.")
+    if reason.startswith(answers.INCOMPLETE):
         return (f"Your answer ends with an incomplete JSON object; finish with one complete "
                 f"object of the form {example}.")
-    if reason.startswith(extract.AMBIGUOUS):
+    if reason.startswith(answers.AMBIGUOUS):
         return (f"Your answer gives more than one different final answer; end with exactly one "
                 f"JSON object of the form {example}.")
-    if reason.startswith(extract.INVALID):
+    if reason.startswith(answers.INVALID):
         return (f"The final JSON object of your answer cannot be read; end with one valid JSON "
                 f"object of the form {example}.")
     return f"Your answer has no JSON object of the form {example}."
 
 
-def msg_bad_input(pred: Any) -> str:
-    return ('Your predicted "input" must be an object mapping argument names to values, '
-            f"not {show(pred)}.")
-
-
-def msg_from_job(job: Any, timeout_s: float) -> str:
+def msg_from_job(job: Any, timeout_s: float, func: str = DEFAULT_FUNC) -> str:
     """Feedback for an execution of the reference code on a predicted input that did not
-    return a JSON value (`job` is an executor JobResult)."""
+    return a JSON value (`job` is an executor JobResult); `func` is the function called."""
     kind = job.error_type or ""
     detail = _sentence(job.message) if job.message else ""
     if job.status == st.EXCEPTION:
@@ -105,9 +112,9 @@ def msg_from_job(job: Any, timeout_s: float) -> str:
             text = detail or "an exception"
         else:
             text = f"{kind}: {detail}" if detail else kind
-        return f"Your predicted input raised {text}."
+        return f"Calling {func} on your predicted input raised {text}."
     if job.status == st.TIMEOUT:
-        return f"Running the code on your predicted input timed out after {timeout_s:g} s."
+        return f"Running {func} on your predicted input timed out after {timeout_s:g} s."
     if job.status == st.NOT_RUNNABLE:
         return f"The reference code could not be run: {_lower_first(detail) or job.status}."
     if detail:  # the executor's sentence about "the code": say it was on this input
@@ -133,6 +140,7 @@ _AMBIGUOUS = object()
 class Sample:
     refcode: str
     ios: list
+    func: str = DEFAULT_FUNC    # the entry point ("funcname")
 
     @functools.cached_property
     def recorded(self) -> dict[str, Any]:
@@ -140,7 +148,7 @@ class Sample:
         (a pair that does not reproduce, in files of other tools) maps to nothing usable."""
         table: dict[str, Any] = {}
         for pair in self.ios:
-            if isinstance(pair, dict) and isinstance(pair.get("input"), dict) and "output" in pair:
+            if isinstance(pair, dict) and "input" in pair and "output" in pair:
                 key = canonical(pair["input"])
                 if key not in table:
                     table[key] = pair["output"]
@@ -218,7 +226,10 @@ class ParsedIndex:
         for field, typ in (("refcode", str), ("ios", list)):
             if not isinstance(rec.get(field), typ):
                 return f'{here} has no "{field}" {typ.__name__}'
-        return Sample(rec["refcode"], rec["ios"])
+        func = rec.get("funcname", DEFAULT_FUNC)
+        if not isinstance(func, str) or not func.isidentifier():
+            return f'{here} has a "funcname" that is not a function name: {show(func, 40)}'
+        return Sample(rec["refcode"], rec["ios"], func)
 
     def close(self) -> None:
         self._fh.close()
@@ -235,6 +246,7 @@ class Target:
     refcode: str = ""
     problem: str = ""         # non-empty: the record cannot be checked (not_runnable)
     sample: Sample | None = None
+    func: str = DEFAULT_FUNC  # the function executions call
 
 
 def locate(record: dict, parsed: ParsedIndex, here: str) -> Target:
@@ -254,11 +266,12 @@ def locate(record: dict, parsed: ParsedIndex, here: str) -> Target:
     pair = sample.ios[ioid]
     if not isinstance(pair, dict) or "input" not in pair or "output" not in pair:
         return Target(problem=f'{here}: pair {ioid} of sample {itemid} has no "input"/"output"')
-    return Target(kind, pair["input"], pair["output"], sample.refcode, sample=sample)
+    return Target(kind, pair["input"], pair["output"], sample.refcode, sample=sample,
+                  func=sample.func)
 
 
-def check_output_prediction(text: str, target: Target) -> dict:
-    answer = extract.extract_json_answer(text, "output")
+def check_output_prediction(text: str, target: Target, rule: str = answers.METHOD) -> dict:
+    answer = answers.extract_answer(text, "output", rule)
     if answer.value is None:
         return res(st.NO_ANSWER, msg_no_answer("output", answer.reason))
     pred = answer.value["output"]
@@ -267,44 +280,46 @@ def check_output_prediction(text: str, target: Target) -> dict:
     return res(st.WRONG_ANSWER, msg_output_wrong(target.inp, pred))
 
 
-def predicted_input(text: str) -> tuple[Any, dict | None]:
-    """The predicted kwargs of an input-prediction answer, or (None, res) when unusable."""
-    answer = extract.extract_json_answer(text, "input")
+def predicted_input(text: str, rule: str = answers.METHOD) -> tuple[Any, dict | None]:
+    """The predicted input of an input-prediction answer, or (None, res) when unusable.
+
+    Any JSON value is an input: an object is passed as keyword arguments, anything else as
+    the one argument (the method's convention), so no input is refused for its shape.
+    """
+    answer = answers.extract_answer(text, "input", rule)
     if answer.value is None:
         return None, res(st.NO_ANSWER, msg_no_answer("input", answer.reason))
-    pred = answer.value["input"]
-    if not isinstance(pred, dict):
-        return None, res(st.BAD_ANSWER, msg_bad_input(pred))
-    return pred, None
+    return answer.value["input"], None
 
 
-def judge_run(pred: dict, job: Any, expected: Any, timeout_s: float) -> dict:
+def judge_run(pred: Any, job: Any, expected: Any, timeout_s: float,
+              func: str = DEFAULT_FUNC) -> dict:
     """Verdict on the reference code run on a predicted input (`job`: a JobResult)."""
     if job.status != st.SUCCESS:
-        return res(job.status, msg_from_job(job, timeout_s))
+        return res(job.status, msg_from_job(job, timeout_s, func))
     if json_equal(expected, job.value):
         return res(st.SUCCESS, MSG_SUCCESS)
-    return res(st.WRONG_ANSWER, msg_input_wrong(pred, job.value, expected))
+    return res(st.WRONG_ANSWER, msg_input_wrong(pred, job.value, expected, func))
 
 
 # --- the stream ------------------------------------------------------------------------
 
 class ExecCache:
-    """Futures of executions keyed by (sha256 of code, canonical input).
+    """Futures of executions keyed by (sha256 of code, function called, canonical input).
 
     Identical predictions share one execution, even while it is still running. Bounded:
     the oldest finished entries go first.
     """
 
-    def __init__(self, submit: Callable[[str, dict], Future], max_entries: int = 10_000):
+    def __init__(self, submit: Callable[[str, Any, str], Future], max_entries: int = 10_000):
         self._submit = submit
-        self._futures: OrderedDict[tuple[str, str], Future] = OrderedDict()
+        self._futures: OrderedDict[tuple[str, str, str], Future] = OrderedDict()
         self.max_entries = max_entries
         self.hits = 0
         self.runs = 0
 
-    def get(self, code: str, kwargs: dict) -> Future:
-        key = exec_key(code, kwargs)
+    def get(self, code: str, inp: Any, func: str = DEFAULT_FUNC) -> Future:
+        key = exec_key(code, inp) + (func,)
         fut = self._futures.get(key)
         if fut is not None and _executor_failed(fut):
             fut = None      # the executor's fault, not the code's: run it again
@@ -312,7 +327,7 @@ class ExecCache:
             self.hits += 1
             self._futures.move_to_end(key)
             return fut
-        fut = _slim(self._submit(code, kwargs))
+        fut = _slim(self._submit(code, inp, func))
         self.runs += 1
         self._futures[key] = fut
         while len(self._futures) > self.max_entries:
@@ -346,37 +361,37 @@ def _slim(fut: Future) -> Future:
 
 
 class CallBatcher:
-    """Groups executions of the same code into one executor job.
+    """Groups executions of the same code (and entry point) into one executor job.
 
-    `submit(code, kwargs)` returns at once a Future of a one-JobResult list, like
-    ``executor.run_calls(code, [kwargs])``. While fewer than `parallel` jobs are running or
+    `submit(code, inp, func)` returns at once a Future of a one-JobResult list, like
+    ``executor.run_calls(code, [inp], func=func)``. While fewer than `parallel` jobs are running or
     queued (a worker would be idle) a call is sent at once, alone: batching two slow calls
     would run them one after the other instead of side by side. Otherwise the calls wait in
-    a buffer that is sent as ONE ``run_calls(code, inputs)`` job when a call of other code
-    arrives, when it holds `max_calls`, or on `flush` (a caller about to wait must flush
+    a buffer that is sent as ONE ``run_calls(code, inputs, func)`` job when a call of other
+    code or another function arrives, when it holds `max_calls`, or on `flush` (a caller about to wait must flush
     first). `run_calls` must
     run each call as if alone (the executor's ``fresh=True``) and return one JobResult per
     input in order: result k goes to the future of the k-th buffered call of THAT job, each
     call keeping its own future, so a verdict can only land on the call it belongs to.
     """
 
-    def __init__(self, run_calls: Callable[[str, list[dict]], Future], max_calls: int = 16,
+    def __init__(self, run_calls: Callable[[str, list, str], Future], max_calls: int = 16,
                  parallel: int = 0):
         self._run_calls = run_calls
         self.max_calls = max(1, max_calls)
         self.parallel = parallel
-        self._code: str | None = None
-        self._buffer: list[tuple[dict, Future]] = []
+        self._code: tuple[str, str] | None = None      # (code, func) of the buffer
+        self._buffer: list[tuple[Any, Future]] = []
         self._lock = threading.Lock()
         self._in_flight = 0     # jobs sent and not finished (finished in executor threads)
         self.jobs = 0
 
-    def submit(self, code: str, kwargs: dict) -> Future:
-        if self._buffer and code != self._code:
+    def submit(self, code: str, inp: Any, func: str = DEFAULT_FUNC) -> Future:
+        if self._buffer and (code, func) != self._code:
             self.flush()
         fut: Future = Future()
-        self._code = code
-        self._buffer.append((kwargs, fut))
+        self._code = (code, func)
+        self._buffer.append((inp, fut))
         if len(self._buffer) >= self.max_calls or self._in_flight < self.parallel:
             self.flush()
         return fut
@@ -387,7 +402,7 @@ class CallBatcher:
         calls, self._buffer = self._buffer, []
         self.jobs += 1
         try:
-            job = self._run_calls(self._code, [kwargs for kwargs, _ in calls])
+            job = self._run_calls(self._code[0], [inp for inp, _ in calls], self._code[1])
         except BaseException as exc:  # noqa: BLE001 - handed to every call of the job
             for _, fut in calls:
                 fut.set_exception(exc)
@@ -420,13 +435,14 @@ class _Entry:
     future: Future | None = None
     pred: Any = None
     expected: Any = None
+    func: str = DEFAULT_FUNC
 
 
 class Verifier:
     """Verify a stream of gens records in order with a bounded window of executions.
 
-    `submit(code, kwargs)` must return a Future of a list holding one JobResult (e.g.
-    ``lambda c, kw: executor.run_calls(c, [kw])``); it is called only for input predictions,
+    `submit(code, inp, func)` must return a Future of a list holding one JobResult (e.g.
+    ``lambda c, x, f: executor.run_calls(c, [x], func=f)``); it is called only for input predictions,
     so a file of output predictions never starts an executor. `flush`, when given, is called
     before waiting on a future and whenever a record is of another sample than the one
     before (for a `CallBatcher`: its buffered calls start running).
@@ -437,10 +453,13 @@ class Verifier:
     the executions after it keep running, instead of stopping the stream.
     """
 
-    def __init__(self, parsed: ParsedIndex, submit: Callable[[str, dict], Future], *,
+    def __init__(self, parsed: ParsedIndex, submit: Callable[[str, Any, str], Future], *,
                  timeout_s: float, window: int = 256, cache_entries: int = 10_000,
                  use_recorded: bool = True, flush: Callable[[], None] | None = None,
-                 buffered: int | None = None):
+                 buffered: int | None = None, answer_rule: str = answers.METHOD):
+        if answer_rule not in answers.RULES:
+            raise ValueError(f"unknown answer rule {answer_rule!r}")
+        self.answer_rule = answer_rule
         self.parsed = parsed
         self._flush = flush or (lambda: None)
         self._last_item: Any = None
@@ -474,9 +493,9 @@ class Verifier:
             entry.res = res(st.NO_ANSWER, msg_no_answer("output" if target.kind == "o" else "input"))
             return entry
         if target.kind == "o":
-            entry.res = check_output_prediction(text, target)
+            entry.res = check_output_prediction(text, target, self.answer_rule)
             return entry
-        pred, bad = predicted_input(text)
+        pred, bad = predicted_input(text, self.answer_rule)
         if bad is not None:
             entry.res = bad
             return entry
@@ -486,10 +505,11 @@ class Verifier:
             if got is not _AMBIGUOUS:
                 self.recorded_hits += 1
                 entry.res = (res(st.SUCCESS, MSG_SUCCESS) if json_equal(target.expected, got)
-                             else res(st.WRONG_ANSWER, msg_input_wrong(pred, got, target.expected)))
+                             else res(st.WRONG_ANSWER,
+                                      msg_input_wrong(pred, got, target.expected, target.func)))
                 return entry
-        entry.pred, entry.expected = pred, target.expected
-        entry.future = self.cache.get(target.refcode, pred)
+        entry.pred, entry.expected, entry.func = pred, target.expected, target.func
+        entry.future = self.cache.get(target.refcode, pred, target.func)
         return entry
 
     def _finish(self, entry: _Entry) -> dict:
@@ -499,7 +519,7 @@ class Verifier:
             jobs = entry.future.result()
             if len(jobs) != 1:
                 raise RuntimeError(f"executor returned {len(jobs)} results for one input")
-            entry.res = judge_run(entry.pred, jobs[0], entry.expected, self.timeout_s)
+            entry.res = judge_run(entry.pred, jobs[0], entry.expected, self.timeout_s, entry.func)
         out = dict(entry.record)
         out["res"] = entry.res
         self.counts[entry.res["status"]] += 1
@@ -534,9 +554,16 @@ def identity(record: dict) -> tuple:
 
 
 def reusable(previous: Any, recheck: set[str]) -> dict | None:
-    """A previous verdict worth keeping: one of ours (a status of `status.VERDICTS`, so
-    verdicts written by other tools are checked again), well formed, not one to re-check."""
-    if (isinstance(previous, dict) and previous.get("status") in st.VERDICTS
-            and isinstance(previous.get("message"), str) and previous["status"] not in recheck):
-        return {"status": previous["status"], "message": previous["message"]}
+    """A previous verdict worth keeping: one of ours (a status of `status.VERDICTS`) or of
+    the original implementation (`status.ORIGINAL_VERDICTS`, kept as written: its "timeout"
+    is re-checked like ours), well formed, not one to re-check. Verdicts of other tools are
+    checked again."""
+    if not isinstance(previous, dict):
+        return None
+    verdict, message = previous.get("status"), previous.get("message")
+    if verdict in st.ORIGINAL_VERDICTS and message is None:
+        message = ""        # the original's verdicts need not carry a message
+    if (verdict in st.VERDICTS or verdict in st.ORIGINAL_VERDICTS) and isinstance(message, str) \
+            and verdict not in recheck:
+        return {**previous, "message": message}
     return None
