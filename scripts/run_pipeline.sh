@@ -277,7 +277,8 @@ def passed(path):
 mode, raw, unified, parsed, spec, verified, rev_verified, final, gens, rev_gens = sys.argv[1:]
 rows = [("raw files", count(raw)), ("unified", count(unified)), ("parsed", count(parsed)),
         ("prompts", count(spec)), ("turn-1 successes", passed(verified)),
-        ("turn-2 successes", passed(rev_verified)), ("final records", count(final))]
+        ("turn-2 answers", count(rev_verified)), ("turn-2 successes", passed(rev_verified)),
+        ("final records", count(final))]
 print("funnel:")
 for name, n in rows:
     print(f"  {name:<17} {n}")

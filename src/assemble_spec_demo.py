@@ -9,10 +9,14 @@ Output (--output_file): JSONL in the released format, in first-turn order:
   {"prompt": the first-turn user prompt, "turn_1": first answer, "feedback_1": the
    verifier's message on it, "turn_2": second answer or null, "feedback_2": its verifier
    message or null, "itemid", "ioid", "io_pred"}.
-  Passed in turn 1: turn_2 and feedback_2 are null. Failed in turn 1 and passed in
-  turn 2: all four are set. Failed in both (or failed with no second turn): dropped,
-  unless --keep_failed, which keeps them with "failed": true. A failed first turn without
-  a model answer ("output" missing, null or not a string) is dropped and counted.
+  As the method assembles it: every turn-1 success and every second-turn record, passed
+  or failed. Passed in turn 1: turn_2 and feedback_2 are null. Failed in turn 1: all four
+  are set, feedback_2 saying whether the revision passed; a record that failed both turns
+  also carries "failed": true (export.py --drop_failed leaves those out). --drop_failed
+  drops them here instead. A failed first turn with no second-turn record (no model
+  answer to revise, a not_runnable verdict) is dropped and counted.
+  Only "success" passes, so verified files of the original implementation (statuses
+  success, failed, no answer, timeout, exception, error, AssertionError) work as they are.
 Written through a temp file: a failed run leaves no partial output.
 """
 
@@ -42,8 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="verified second-turn answers (default: %(default)s)")
     p.add_argument("--output_file", default="data/spec_demo_final.jsonl",
                    help="output: final dataset JSONL (default: %(default)s)")
-    p.add_argument("--keep_failed", action="store_true",
-                   help='also keep samples that failed both turns, marked "failed": true')
+    p.add_argument("--drop_failed", action="store_true",
+                   help='leave out the samples that failed both turns (by default they are '
+                        'kept, marked "failed": true, as the method keeps them)')
     return p
 
 
@@ -164,13 +169,15 @@ def main(argv: list[str] | None = None) -> int:
                     final["turn_2"], final["feedback_2"] = rec2["output"], rec2["res"].get("message", "")
                 if second is not None and second[0]:
                     counts[status.KEPT_TURN2] += 1
+                elif second is None:
+                    counts[status.DROP_NO_TURN2] += 1
+                    continue
+                elif args.drop_failed:
+                    counts[status.DROP_BOTH_FAILED] += 1
+                    continue
                 else:
-                    reason = status.DROP_BOTH_FAILED if second is not None else status.DROP_NO_TURN2
-                    if not args.keep_failed:
-                        counts[reason] += 1
-                        continue
                     final["failed"] = True
-                    counts[f"{status.KEPT_FAILED}_{reason.removeprefix('dropped_')}"] += 1
+                    counts[status.KEPT_FAILED] += 1
             out.write(final)
         counts[status.SKIP_BAD_LINE] += len(reader.bad)
         unmatched = sorted(set(turn2) - used)

@@ -18,6 +18,12 @@ original_id stays the first turn's. Passed records are skipped, and so are faile
 without a model answer to revise and "not_runnable" verdicts, which are the pipeline's
 fault, not the model's (all counted). Written through a temp file: a failed run
 leaves no partial output. --prompts FILE replaces the "revision" template.
+
+Verified files of the original implementation work too: its statuses (success, failed,
+no answer, timeout, exception, error, AssertionError) mean what they mean there: only
+"success" passes. A no-answer verdict without a message (the original writes none) gets
+the feedback verify would give, from the answer read by --answer_rule (method, the
+default, or lenient): it asks for the answer's format.
 """
 
 from __future__ import annotations
@@ -27,9 +33,10 @@ import sys
 from collections import Counter
 from collections.abc import Iterator
 
-from annoy_datasync import cli, status
+from annoy_datasync import answers, cli, status
 from annoy_datasync.jsonl import InputError, require, require_type, where
 from annoy_datasync.prompts import load_prompts
+from annoy_datasync.verification import msg_no_answer
 
 # written by batched_api_inference.py and verify.py for one turn; not carried to the next
 PER_TURN_FIELDS = ("output", "index", "model", "reasoning", "finish_reason", "usage", "res")
@@ -42,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="verified predictions JSONL (default: %(default)s)")
     p.add_argument("--output_file", default="data/spec_1k_msg_rev.jsonl",
                    help="output: revision conversations JSONL (default: %(default)s)")
+    p.add_argument("--answer_rule", choices=answers.RULES, default=answers.METHOD,
+                   help="how an answer is read when a no-answer verdict has no message to "
+                        "reuse (default: %(default)s; see verify.py)")
     cli.add_prompts_arg(p)
     return p
 
@@ -100,6 +110,15 @@ def revise(rec: dict, res: dict, msgs: list, answer: str, feedback: str) -> dict
     return new
 
 
+def default_feedback(rec: dict, res: dict, answer: str, rule: str) -> str:
+    """Feedback for a verdict that came without a message: for no answer, what verify says
+    (why no answer could be read, and the format to use); else the verdict named."""
+    if res["status"] in status.NO_ANSWER_VERDICTS:
+        key = "input" if rec.get("io_pred") == "i" else "output"
+        return msg_no_answer(key, answers.extract_answer(answer, key, rule).reason)
+    return f"Your answer was not accepted ({res['status']})."
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cli.setup_logging()
@@ -123,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
             counts[status.SKIP_NO_ANSWER_TEXT] += 1
             return
         # an empty verifier message still gets a revision turn, naming the verdict
-        feedback = res.get("message") or f"Your answer was not accepted ({res['status']})."
-        counts[f"included_{res['status']}"] += 1
+        feedback = res.get("message") or default_feedback(rec, res, answer, args.answer_rule)
+        counts[f"included_{res['status'].replace(' ', '_')}"] += 1
         yield revise(rec, res, msgs, answer, prompts.revision(feedback))
 
     cli.convert_file(path, args.output_file, convert, "build_spec_rev_msg")

@@ -10,7 +10,8 @@ Out (--output_file): one conversation per line. A record that passed in turn 1 b
   "revision" template of the prompts (what the model saw in turn 2; --raw_feedback keeps
   the verifier's message alone). --drop_tip cuts the reference-code tip ("refcode_tip"
   template, or the text from --tip_marker on) off the prompts. Records marked
-  "failed": true (assemble_spec_demo.py --keep_failed) are left out unless --keep_failed.
+  "failed": true (failed both turns: assemble_spec_demo.py keeps them, as the method does,
+  unless --drop_failed) are left out here unless --keep_failed: their last answer is wrong.
 Also (--dataset_info): adds an entry for the output to LLaMA-Factory's dataset_info.json
   (created if missing, other entries kept), so `dataset: <name>` works as is.
 """

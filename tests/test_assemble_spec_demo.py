@@ -22,7 +22,8 @@ def run(argv, capsys):
 
 def test_released_format_joined_by_original_id(tmp_path, capsys):
     out = tmp_path / "final.jsonl"
-    rc, err = run(["--result_file_turn1", TURN1, "--result_file_turn2", TURN2, "--output_file", out], capsys)
+    rc, err = run(["--result_file_turn1", TURN1, "--result_file_turn2", TURN2, "--output_file", out,
+                   "--drop_failed"], capsys)
     assert rc == 0
     t1 = read(TURN1)
     got = read(out)
@@ -46,21 +47,45 @@ def test_released_format_joined_by_original_id(tmp_path, capsys):
                                             "dropped_both_failed=1 dropped_no_turn2=1")
 
 
-def test_keep_failed_keeps_and_flags_them(tmp_path, capsys):
+def test_by_default_every_second_turn_is_kept_as_the_method_does(tmp_path, capsys):
     out = tmp_path / "final.jsonl"
-    rc, err = run(["--result_file_turn1", TURN1, "--result_file_turn2", TURN2, "--output_file", out,
-                   "--keep_failed"], capsys)
+    rc, err = run(["--result_file_turn1", TURN1, "--result_file_turn2", TURN2, "--output_file", out],
+                  capsys)
     assert rc == 0
     got = read(out)
-    assert len(got) == 6
+    assert len(got) == 5    # all but the failure that has no second turn
     failed = [r for r in got if r.get("failed")]
-    assert len(failed) == 2 and all(r["failed"] is True for r in failed)
-    both, no_second = failed
-    assert both["turn_2"] == "second answer for 2"
-    assert both["feedback_2"] == "Your predicted input [1] gives the output 2, not 3."
-    assert no_second["turn_2"] is None and no_second["feedback_1"].startswith("Running the code")
+    assert len(failed) == 1 and failed[0]["failed"] is True
+    assert failed[0]["turn_2"] == "second answer for 2"
+    assert failed[0]["feedback_2"] == "Your predicted input [1] makes main_solution return 2, not 3."
     assert not any("failed" in r for r in got if r not in failed)
-    assert "kept_failed_both_failed=1" in err and "kept_failed_no_turn2=1" in err
+    assert err.strip().splitlines()[-1] == ("assemble_spec_demo: kept_turn1_pass=2 kept_turn2_pass=2 "
+                                            "dropped_no_turn2=1 kept_turn2_failed=1")
+
+
+def test_original_vocabulary_only_success_passes(tmp_path, capsys):
+    # verified files of the original implementation: its statuses as they are
+    t1, t2 = tmp_path / "t1.jsonl", tmp_path / "t2.jsonl"
+    t1.write_text("\n".join([
+        t1rec(index=0, res={"status": "success"}),
+        t1rec(index=1, res={"status": "failed", "message": "wrong"}),
+        t1rec(index=2, res={"status": "no answer"}),
+        t1rec(index=3, res={"status": "AssertionError"}),
+        t1rec(index=4, res={"status": "error"}),
+    ]) + "\n")
+    t2.write_text("\n".join([
+        t2rec(original_id=1, res={"status": "success"}),
+        t2rec(original_id=2, res={"status": "no answer"}),
+        t2rec(original_id=3, res={"status": "timeout"}),
+    ]) + "\n")
+    out = tmp_path / "final.jsonl"
+    rc, err = run(["--result_file_turn1", t1, "--result_file_turn2", t2, "--output_file", out], capsys)
+    assert rc == 0, err
+    got = read(out)
+    assert [r.get("failed", False) for r in got] == [False, False, True, True]
+    assert [r["feedback_2"] for r in got] == [None, "", "", ""]
+    assert err.strip().splitlines()[-1] == ("assemble_spec_demo: kept_turn2_failed=2 "
+                                            "dropped_no_turn2=1 kept_turn1_pass=1 kept_turn2_pass=1")
 
 
 def test_unmatched_and_duplicate_second_turns_are_counted(tmp_path, capsys):
@@ -73,7 +98,7 @@ def test_unmatched_and_duplicate_second_turns_are_counted(tmp_path, capsys):
     t2.write_text("\n".join(lines + [lines[1], json.dumps(extra), json.dumps(passed)]) + "\n")
     out = tmp_path / "final.jsonl"
     rc, err = run(["--result_file_turn1", TURN1, "--result_file_turn2", t2, "--output_file", out], capsys)
-    assert rc == 0 and len(read(out)) == 4
+    assert rc == 0 and len(read(out)) == 5
     summary = err.strip().splitlines()[-1]
     assert "turn2_unmatched=2" in summary and "turn2_skipped_duplicate_id=1" in summary
 
@@ -140,8 +165,8 @@ def test_failed_first_turn_without_an_answer_is_dropped_not_fatal(tmp_path, caps
     t2 = tmp_path / "t2.jsonl"
     t2.write_text(t2rec(original_id=0) + "\n")
     out = tmp_path / "final.jsonl"
-    rc, err = run(["--result_file_turn1", t1, "--result_file_turn2", t2, "--output_file", out,
-                   "--keep_failed"], capsys)
+    rc, err = run(["--result_file_turn1", t1, "--result_file_turn2", t2, "--output_file", out],
+                  capsys)
     assert rc == 0, err
     assert [r["turn_1"] for r in read(out)] == ["a"]
     assert "skipped_no_model_output=3" in err

@@ -50,7 +50,7 @@ def test_a_second_round_accumulates_history_and_keeps_the_first_id(tmp_path, cap
     (r,) = read(out)                              # only original_id 2 failed again
     assert r["original_id"] == 2 and r["retry_count"] == 2
     assert [e["message"] for e in r["history_errors"]] == [
-        "x", "Your predicted input [1] gives the output 2, not 3."]
+        "x", "Your predicted input [1] makes main_solution return 2, not 3."]
     assert [m["role"] for m in r["messages"]] == ["user", "assistant", "user", "assistant", "user"]
     assert r["messages"][3]["content"] == "second answer for 2"
 

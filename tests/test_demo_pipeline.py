@@ -52,6 +52,7 @@ def _funnel_on_disk(out):
         "parsed": len(_records(out / "rawcode_parsed.jsonl")),
         "prompts": len(_records(out / "spec_msg.jsonl")),
         "turn-1 successes": passed("spec_gens_verified.jsonl"),
+        "turn-2 answers": len(_records(out / "spec_gens_rev_verified.jsonl")),
         "turn-2 successes": passed("spec_gens_rev_verified.jsonl"),
         "final records": len(_records(out / "spec_demo_final.jsonl")),
     }
@@ -78,9 +79,11 @@ def test_demo_subset_final_file_has_the_released_format(demo_run):
         assert rec["turn_1"] == turn1["output"] and rec["prompt"] == turn1["messages"][0]["content"]
         if turn1["res"]["status"] == status.SUCCESS:
             assert rec["turn_2"] is None and rec["feedback_2"] is None
-        else:   # kept only because the revision passed
+        else:   # kept with its revision, passed or failed (as the method keeps them)
             assert isinstance(rec["turn_2"], str) and isinstance(rec["feedback_2"], str)
+            assert rec.get("failed", False) is (rec["feedback_2"] != "Your answer is correct.")
     assert any(r["turn_2"] is None for r in final) and any(r["turn_2"] is not None for r in final)
+    assert any(r.get("failed") for r in final)
 
 
 def test_demo_subset_prints_the_funnel_of_the_files_on_disk(demo_run):
@@ -92,7 +95,8 @@ def test_demo_subset_prints_the_funnel_of_the_files_on_disk(demo_run):
     assert printed["unified"] < printed["raw files"]
     assert 0 < printed["parsed"] < printed["unified"]
     assert 0 < printed["turn-1 successes"] < printed["prompts"]
-    assert printed["final records"] == printed["turn-1 successes"] + printed["turn-2 successes"]
+    # the method's final data: every turn-1 success and every second-turn answer
+    assert printed["final records"] == printed["turn-1 successes"] + printed["turn-2 answers"]
 
 
 def test_demo_subset_exercises_every_branch_and_every_request_was_recorded(demo_run):

@@ -7,8 +7,8 @@ Reads data/demo/authored/ (manifest.yaml, raw/<name>.py, transform/<name>.md) an
 The prediction prompts hold the I/O pairs that parse_gen_ios.py computes, so the tool runs
 the pipeline's own steps (through the replay server, in a scratch directory) to learn the
 exact prompts, and writes each answer the way a model might: reasoning, then the final
-JSON, in several shapes (```json fence, prose, \\boxed{}, Python literals), some right and
-some wrong, one truncated, one with no JSON at all. Which answers are right is decided
+JSON, in several shapes (```json fence, prose, \\boxed{}, Python literals, which the
+method's answer rule counts as no answer), some right and some wrong, one truncated, one with no JSON at all. Which answers are right is decided
 from the true I/O pair by a choice seeded with the sample's name and the prompt's place, so
 the same prompts always get the same answers. None of these answers came from a model.
 
@@ -71,7 +71,7 @@ SPECIAL = {
     ("collatz", "o"): "truncated",           # finish_reason "length": the client records a failure
     ("roman_numerals", "o"): "no_json",      # reasoning only: verify says no_answer
     ("matrix_ops", "i"): "raises",           # incompatible shapes: the reference code raises
-    ("n_queens", "i"): "bad_shape",          # {"input": 6}: not an object of keyword arguments
+    ("n_queens", "i"): "bad_shape",          # {"input": 6}: not an object: main_solution(6) is called
 }
 STYLES = ("fence", "prose", "boxed", "python", "fence", "prose")
 
@@ -342,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     write_jsonl(os.path.join(work, "answers_turn1.jsonl"), turn1)
     infer(load_answers([os.path.join(work, "answers_turn1.jsonl")]), f["spec"], f["gens"])
     run(["bash", "scripts/pipeline_check.sh", f["parsed"], f["gens"], f["verified"],
-         args.python_path, f["run"]])
+         args.python_path, f["run"]], env=dict(os.environ, PIPELINE_PYTHON=sys.executable))
     step("build_spec_rev_msg.py", "--input_file", f["verified"], "--output_file", f["rev"])
     turn2 = author_turn2(f["rev"], f["parsed"], names)
 

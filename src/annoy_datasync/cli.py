@@ -25,8 +25,14 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 def summary(counts: Mapping[str, int], prefix: str = "") -> str:
-    """One line of counts by reason, most common first: ``kept=10 dropped_x=3``."""
-    items = sorted(((k, v) for k, v in counts.items() if v), key=lambda kv: (-kv[1], kv[0]))
+    """One line of counts by reason, most common first: ``kept=10 dropped_x=3`` (spaces in a
+    reason, as in the original implementation's "no answer", become ``_``)."""
+    merged: dict[str, int] = {}
+    for k, v in counts.items():
+        if v:
+            key = k.replace(" ", "_")
+            merged[key] = merged.get(key, 0) + v
+    items = sorted(merged.items(), key=lambda kv: (-kv[1], kv[0]))
     body = " ".join(f"{k}={v}" for k, v in items) or "nothing"
     return f"{prefix}{body}" if not prefix else f"{prefix} {body}"
 

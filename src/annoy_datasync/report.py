@@ -310,7 +310,7 @@ def final_stats(path: str | None) -> dict:
     if info["present"]:
         reader = read_jsonl(path)
         for _, rec in reader:
-            if rec.get("failed") is True:  # kept by assemble_spec_demo.py --keep_failed
+            if rec.get("failed") is True:  # failed both turns (assemble_spec_demo.py keeps them)
                 failed += 1
             elif rec.get("turn_2") is None:
                 single += 1
@@ -569,7 +569,7 @@ def _md_final(r: dict) -> list[str]:
     fin = r["final"]
     if not fin["file"]["present"]:
         return ["## Final records", "", "No final file present."]
-    failed = (f", {fin['failed']:,} failed in both (kept with --keep_failed)"
+    failed = (f", {fin['failed']:,} failed in both (kept, as the method keeps them)"
               if fin["failed"] else "")
     by_pred = _reasons({IO_PRED_NAMES.get(k, k): v for k, v in fin["by_io_pred"].items()})
     return ["## Final records", "",

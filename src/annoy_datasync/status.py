@@ -74,8 +74,9 @@ SKIP_NO_ANSWER_TEXT = "skipped_no_model_output"  # verified record without a mod
 SKIP_NOT_RUNNABLE = "skipped_not_runnable"         # verdict not_runnable: the pipeline's fault, not the model's
 KEPT_TURN1 = "kept_turn1_pass"                  # final record: passed in turn 1
 KEPT_TURN2 = "kept_turn2_pass"                  # final record: failed turn 1, passed turn 2
-KEPT_FAILED = "kept_failed"                     # final record kept with --keep_failed
-DROP_BOTH_FAILED = "dropped_both_failed"        # failed turn 1 and turn 2
+KEPT_FAILED = "kept_turn2_failed"               # final record: failed turn 1 and turn 2 (kept,
+                                                # as the method does, "failed": true)
+DROP_BOTH_FAILED = "dropped_both_failed"        # failed turn 1 and turn 2, with --drop_failed
 DROP_NO_TURN2 = "dropped_no_turn2"              # failed turn 1 and has no turn-2 record
 DUPLICATE_ID = "skipped_duplicate_id"           # a second record with an id already seen
 TURN2_UNMATCHED = "turn2_unmatched"             # turn-2 record whose original_id is no turn-1 failure

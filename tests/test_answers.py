@@ -1,0 +1,90 @@
+"""The two answer rules side by side: the method's (default) and the lenient one."""
+
+import pytest
+
+from annoy_datasync.answers import (
+    INVALID, LENIENT, METHOD, NO_JSON, NO_KEY, NO_TEXT, NOT_OBJECT, extract_answer,
+)
+
+FENCE = "```"
+
+# (answer text, key, value under the method's rule or its reason prefix,
+#  value under the lenient rule or its reason prefix)
+TABLE = [
+    # a Python literal is not the JSON answer the prompt asks for
+    ("So the answer is {'output': 38}", "output", INVALID, {"output": 38}),
+    # the key only in an earlier object: the method reads the last object only
+    ('{"output": 3}\n\nMy confidence: {"level": "high"}', "output", NO_KEY, {"output": 3}),
+    # the last object is not an object (a json block holding a list)
+    (f'{FENCE}json\n[{{"output": 3}}]\n{FENCE}', "output", NOT_OBJECT, {"output": 3}),
+    # no object at all
+    ("The output is 3.", "output", NO_JSON, NO_JSON),
+    ("", "output", NO_TEXT, NO_TEXT),
+    # fenced: the last ```json block wins, even over a later unfenced object
+    (f'{FENCE}json\n{{"output": 1}}\n{FENCE}\nor maybe {{"output": 2}}', "output",
+     {"output": 1}, {"output": 2}),
+    (f'{FENCE}json\n{{"output": 1}}\n{FENCE}\n{FENCE}json\n{{"output": 2}}\n{FENCE}', "output",
+     {"output": 2}, {"output": 2}),
+    # unfenced, with text after the object
+    ('Thus {"output": [1, 2]} is what it returns.', "output", {"output": [1, 2]}, {"output": [1, 2]}),
+    # True/None as Python writes them (the method tolerates them)
+    ('{"output": True, "note": None}', "output", {"output": True, "note": None},
+     {"output": True, "note": None}),
+    ('{"input": {"flag": False}}', "input", {"input": {"flag": False}}, {"input": {"flag": False}}),
+    # a string value holding a raw newline: kept (the original deleted it)
+    ('{"output": "line one\nline two"}', "output", {"output": "line one\nline two"}, INVALID),
+    # a string value holding parentheses: kept as written, also when tuples are rewritten
+    ('{"output": "f(x) = (a)", "n": 1}', "output", {"output": "f(x) = (a)", "n": 1},
+     {"output": "f(x) = (a)", "n": 1}),
+    ('{"output": ["f(x)", (1, 2)], "ok": True}', "output", {"output": ["f(x)", [1, 2]], "ok": True},
+     {"output": ["f(x)", [1, 2]], "ok": True}),
+    # the words True/None inside strings stay words
+    ('{"output": "None of them is True", "x": None}', "output",
+     {"output": "None of them is True", "x": None}, {"output": "None of them is True", "x": None}),
+    # braces inside strings are no object boundaries
+    ('{"output": "{not} an {object"}', "output", {"output": "{not} an {object"},
+     {"output": "{not} an {object"}),
+    # \boxed{} and escaped braces
+    ('\\boxed{{"output": 7}}', "output", {"output": 7}, {"output": 7}),
+    ('\\boxed{\\{"output": 7\\}}', "output", {"output": 7}, {"output": 7}),
+    ('The answer: \\{"output": 7\\}', "output", {"output": 7}, NO_JSON),
+    # CRLF line ends
+    (f'Answer:\r\n{FENCE}json\r\n{{\r\n  "output": 5\r\n}}\r\n{FENCE}\r\nDone.', "output",
+     {"output": 5}, {"output": 5}),
+    # a json block that does not parse: no answer under the method (no draft elsewhere)
+    (f'{{"output": 1}}\n{FENCE}json\n{{"output": 2,,}}\n{FENCE}', "output", INVALID, INVALID),
+    # a json block with prose-like comments around the object: its last object
+    (f'{FENCE}json\n// final\n{{"output": 4}}\n{FENCE}', "output", {"output": 4}, {"output": 4}),
+    # the last object is LaTeX, not JSON: no answer under the method
+    ('{"output": 2} since $x^{2}$', "output", INVALID, {"output": 2}),
+    # NaN is not JSON under either rule
+    ('{"output": NaN}', "output", INVALID, INVALID),
+]
+
+
+@pytest.mark.parametrize("text, key, method, lenient", TABLE)
+def test_answer_rules(text, key, method, lenient):
+    for rule, want in ((METHOD, method), (LENIENT, lenient)):
+        got = extract_answer(text, key, rule)
+        if isinstance(want, dict):
+            assert got.value == want and got.reason == "", (rule, got)
+        else:
+            assert got.value is None and got.reason.startswith(want), (rule, got)
+
+
+def test_method_is_the_default_and_unknown_rules_are_refused():
+    assert extract_answer("{'output': 1}", "output").value is None
+    with pytest.raises(ValueError):
+        extract_answer('{"output": 1}', "output", "strict")
+
+
+def test_types_survive_the_method_rule():
+    got = extract_answer('{"output": [1.0, 2, "3", null, {"a": false}]}', "output").value
+    assert got == {"output": [1.0, 2, "3", None, {"a": False}]}
+    assert type(got["output"][0]) is float and type(got["output"][1]) is int
+
+
+def test_unclosed_braces_before_the_answer_do_not_hide_it():
+    # a cut-off draft (braces never closed) before the final object
+    text = "{" * 200_000 + '{"output": 1}'
+    assert extract_answer(text, "output").value == {"output": 1}
