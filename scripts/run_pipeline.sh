@@ -39,6 +39,9 @@ Options:
   --temperature T       [0.7]
   --max_tokens N        [4096]
   --limit N             only the first N raw files
+  --answer_rule RULE    how answers are read: method (the last JSON object, holding the key)
+                        or lenient (see README) [method]
+  --drop_failed         leave out of the final file the predictions that failed both turns
   -h, --help            this help
 The steps run under $PYTHON (default: python, else python3).
 EOF
@@ -57,6 +60,8 @@ NUM_THREAD=""
 TEMPERATURE="0.7"
 MAX_TOKENS="4096"
 LIMIT=""
+ANSWER_RULE="method"
+DROP_FAILED=()
 
 need() { [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value (see --help)"; }
 here() { [[ "$1" == /* ]] && echo "$1" || echo "$CALLER/$1"; }  # a caller's path, absolute
@@ -75,6 +80,8 @@ while [[ $# -gt 0 ]]; do
         --temperature) need "$@"; TEMPERATURE="$2"; shift 2 ;;
         --max_tokens) need "$@"; MAX_TOKENS="$2"; shift 2 ;;
         --limit) need "$@"; LIMIT="$2"; shift 2 ;;
+        --answer_rule) need "$@"; ANSWER_RULE="$2"; shift 2 ;;
+        --drop_failed) DROP_FAILED=(--drop_failed); shift ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; die "unknown argument: $1" ;;
     esac
@@ -85,6 +92,9 @@ PY="${PYTHON:-$(command -v python || command -v python3 || true)}"
 PYTHON_PATH="${PYTHON_PATH:-$("$PY" -c 'import sys; print(sys.executable)')}"
 # pipeline_check.sh runs verify.py: under the same interpreter as every other step
 export PIPELINE_PYTHON="$PY"
+[[ "$ANSWER_RULE" == method || "$ANSWER_RULE" == lenient ]] \
+    || die "--answer_rule: method or lenient, not $ANSWER_RULE"
+export ANSWER_RULE
 RUN_PATH="${RUN_PATH:-$OUT/run}"
 [[ -f "$RAW" ]] || die "$RAW: no such raw code file (pass --raw_code_file)"
 [[ -z "$LIMIT" || "$LIMIT" =~ ^[1-9][0-9]*$ ]] || die "--limit $LIMIT: should be a positive integer"
@@ -238,11 +248,12 @@ run_step parse "$PY" src/parse_gen_ios.py --input_file "$UNIFIED" --output_file 
 run_step spec_msg "$PY" src/build_spec_msg.py --input_file "$PARSED" --output_file "$SPEC_MSG"
 run_step spec_inference infer "$SPEC_MSG" "$GENS"
 run_step check_turn1 bash scripts/pipeline_check.sh "$PARSED" "$GENS" "$VERIFIED" "$PYTHON_PATH" "$RUN_PATH"
-run_step rev_msg "$PY" src/build_spec_rev_msg.py --input_file "$VERIFIED" --output_file "$REV_MSG"
+run_step rev_msg "$PY" src/build_spec_rev_msg.py --input_file "$VERIFIED" --output_file "$REV_MSG" \
+    --answer_rule "$ANSWER_RULE"
 run_step rev_inference infer "$REV_MSG" "$REV_GENS"
 run_step check_turn2 bash scripts/pipeline_check.sh "$PARSED" "$REV_GENS" "$REV_VERIFIED" "$PYTHON_PATH" "$RUN_PATH"
 run_step assemble "$PY" src/assemble_spec_demo.py --result_file_turn1 "$VERIFIED" \
-    --result_file_turn2 "$REV_VERIFIED" --output_file "$FINAL"
+    --result_file_turn2 "$REV_VERIFIED" --output_file "$FINAL" ${DROP_FAILED[@]+"${DROP_FAILED[@]}"}
 cleanup
 run_step report report
 

@@ -1,5 +1,8 @@
 """The two answer rules side by side: the method's (default) and the lenient one."""
 
+import json
+import random
+
 import pytest
 
 from annoy_datasync.answers import (
@@ -88,3 +91,39 @@ def test_unclosed_braces_before_the_answer_do_not_hide_it():
     # a cut-off draft (braces never closed) before the final object
     text = "{" * 200_000 + '{"output": 1}'
     assert extract_answer(text, "output").value == {"output": 1}
+
+
+def _random_value(r, depth=0):
+    k = r.randint(0, 7 if depth < 3 else 4)
+    if k == 0:
+        return r.choice([0, -3, 2.5, 1e-7, 10 ** 20])
+    if k == 1:
+        return r.choice([True, False, None])
+    if k in (2, 3, 4):   # strings full of what confuses scanners and the Python retry
+        parts = ["{", "}", "(", ")", '"', "'", "\\", ":", ",", "\n", "None", "True", "é", " "]
+        return "".join(r.choice(parts) for _ in range(r.randint(0, 8)))
+    if k in (5, 6):
+        return [_random_value(r, depth + 1) for _ in range(r.randint(0, 4))]
+    return {f"k{i}{{": _random_value(r, depth + 1) for i in range(r.randint(0, 3))}
+
+
+def test_method_rule_round_trips_random_values_in_common_wrappings():
+    r = random.Random(11)
+    for _ in range(300):
+        obj = {"output": _random_value(r)}
+        body = json.dumps(obj, indent=r.choice([None, 2]), ensure_ascii=r.random() < 0.5)
+        for text in (f"It's {{fine}}, I think.\n{FENCE}json\n{body}\n{FENCE}\nDone.",
+                     f"The answer is {body}.",
+                     f"\\boxed{{{body}}}",
+                     f"Answer:\n{body}\n".replace("\n", "\r\n")):
+            got = extract_answer(text, "output")
+            assert json.dumps(got.value) == json.dumps(obj), (text, got)
+
+
+def test_method_rule_never_raises_on_garbage():
+    r = random.Random(5)
+    alphabet = "{}[]()\"'\\:,\n\r `json output input True None boxed"
+    for _ in range(2000):
+        text = "".join(r.choice(alphabet) for _ in range(r.randint(0, 60)))
+        got = extract_answer(text, "output")
+        assert (got.value is None) != (got.reason == "")
