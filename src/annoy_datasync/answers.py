@@ -86,7 +86,7 @@ class Answer:
     reason: str         # "" when found; else why not (no JSON, ambiguous, missing key ...)
 
 
-# ----------------------------------------------------------------------------- JSON answers
+# ------------------------------------------- shared by both rules, then the lenient rule
 
 _SIG_BEFORE_STRING = frozenset("{[(,:")
 _IN_OBJECT = re.compile(r"[{}\"']")
@@ -549,6 +549,7 @@ RULES = (METHOD, LENIENT)
 
 NOT_OBJECT = "not a JSON object"        # reason prefix: the answer parsed, but is not {...}
 NO_KEY = "no key"                       # reason prefix: the last object lacks the key
+_NOTHING = object()
 
 # Outside double-quoted strings: Python's constants and tuple parentheses.
 _PY_OUTSIDE_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"|\b(?:True|False|None)\b|[()]', re.S)
@@ -585,7 +586,7 @@ def _method_loads(text: str) -> Any:
         except (ValueError, RecursionError):
             continue
         return _json_value(value)
-    raise _invalid("not JSON")
+    raise _invalid("the last object is not JSON")
 
 
 def _method_object(text: str, scanned: bool = False) -> Any:
@@ -628,7 +629,8 @@ def method_answer(text: str, key: str | None = None) -> Answer:
     the whole text. A block that is one JSON value as a whole is that value; otherwise (and
     in the whole text) the answer is the last top-level ``{...}`` of the region. It must be
     a JSON object holding `key`; anything else is no answer, with the reason. Windows line
-    ends are read as newlines.
+    ends are read as newlines. A ```json block left open (an answer cut off inside it) is
+    not a block: the whole text is searched.
     """
     if not isinstance(text, str) or not text.strip():
         return Answer(None, NO_TEXT)
@@ -653,8 +655,6 @@ def method_answer(text: str, key: str | None = None) -> Answer:
         return Answer(None, f'{NO_KEY} "{key}" in the last JSON object')
     return Answer(value, "")
 
-
-_NOTHING = object()
 
 
 def extract_answer(text: str, key: str | None, rule: str = METHOD) -> Answer:
