@@ -32,9 +32,10 @@ def _records(path):
         return [json.loads(line) for line in fh if line.strip()]
 
 
-def _run(out_dir, *extra, timeout=300):
+def _run(out_dir, *extra, timeout=300, path=None):
+    env = ENV if path is None else {**ENV, "PATH": path}
     return subprocess.run(["bash", SCRIPT, "--limit", LIMIT, "--out_dir", str(out_dir), *extra],
-                          cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=ENV)
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def _funnel_printed(stdout: str) -> dict[str, int]:
@@ -60,9 +61,16 @@ def _funnel_on_disk(out):
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
+    # every step must run under $PYTHON: a python / python3 first on PATH that is another
+    # interpreter (here one that always fails) must not be picked up by any step
+    fake = tmp_path_factory.mktemp("fake_bin")
+    for name in ("python", "python3"):
+        (fake / name).write_text("#!/bin/sh\necho 'not the pipeline interpreter' >&2\nexit 97\n")
+        (fake / name).chmod(0o755)
     out = tmp_path_factory.mktemp("demo") / "run"
-    proc = _run(out)
+    proc = _run(out, path=f"{fake}{os.pathsep}{os.environ.get('PATH', '')}")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "not the pipeline interpreter" not in proc.stderr
     return out, proc
 
 
