@@ -51,6 +51,7 @@ TABLE = [
     ('\\boxed{{"output": 7}}', "output", {"output": 7}, {"output": 7}),
     ('\\boxed{\\{"output": 7\\}}', "output", {"output": 7}, {"output": 7}),
     ('The answer: \\{"output": 7\\}', "output", {"output": 7}, NO_JSON),
+    ('\\boxed{\\text{answer: } {"output": 7}}', "output", {"output": 7}, {"output": 7}),
     # CRLF line ends
     (f'Answer:\r\n{FENCE}json\r\n{{\r\n  "output": 5\r\n}}\r\n{FENCE}\r\nDone.', "output",
      {"output": 5}, {"output": 5}),

@@ -594,8 +594,9 @@ def _method_object(text: str, scanned: bool = False) -> Any:
 
     The object is found by the same brace scanner as the lenient rule (braces inside JSON
     strings do not count, ``\\{`` is LaTeX); only the last one is read, never an earlier one.
-    Fallbacks of the method, applied to that last object only: ``\\boxed{{...}}`` (double
-    braces: the inner object) and LaTeX-escaped braces ``\\{ ... \\}``.
+    Fallbacks of the method, applied to that last object only: ``\\boxed{...}`` or double
+    braces ``{{...}}`` around it (its last inner object) and LaTeX-escaped braces
+    ``\\{ ... \\}``.
     """
     roots, _ = _scan_objects(text)
     if not roots:
@@ -608,9 +609,11 @@ def _method_object(text: str, scanned: bool = False) -> Any:
         return _method_loads(body)
     except _Refused as exc:
         first_error = exc
-    if span.children and _first_sig(text, span.start + 1, span.end) == "{":
+    # \boxed{...} or {{...}} around the answer: its last inner object
+    while span.children and (_is_box(text, span) or _first_sig(text, span.start + 1, span.end) == "{"):
+        span = span.children[-1]
         try:
-            return _method_loads(text[span.children[-1].start:span.children[-1].end])
+            return _method_loads(text[span.start:span.end])
         except _Refused:
             pass
     if "\\{" in body or "\\}" in body:
