@@ -12,8 +12,8 @@ Output (--output_file): JSONL in the released format, in first-turn order:
   As the method assembles it: every turn-1 success and every second-turn record, passed
   or failed. Passed in turn 1: turn_2 and feedback_2 are null. Failed in turn 1: all four
   are set, feedback_2 saying whether the revision passed; a record that failed both turns
-  also carries "failed": true (export.py --drop_failed leaves those out). --drop_failed
-  drops them here instead. A failed first turn with no second-turn record (no model
+  also carries "failed": true (export.py leaves those out unless --keep_failed).
+  --drop_failed drops them here instead. A failed first turn with no second-turn record (no model
   answer to revise, a not_runnable verdict) is dropped and counted.
   Only "success" passes, so verified files of the original implementation (statuses
   success, failed, no answer, timeout, exception, error, AssertionError) work as they are.

@@ -12,12 +12,15 @@ answer (in the last ```json block if any), which must hold "output"/"input", els
 Output predictions are compared as JSON with the recorded output (floats within a relative
 1e-3); input predictions call the sample's function (its "funcname", main_solution when
 absent) on the predicted input in the sandboxed executor, f(**input) for an object and
-f(input) otherwise, and compare what it returns (a predicted input that is one of the sample's recorded
-inputs gets the recorded output without running, unless --always_run); the executions of
-one sample's code may run together in one sandboxed job (--batch), each call in a fresh
-module namespace and random state, a call that hangs or crashes failing alone. The output file is written whole through a temp file
-and renamed at the end, so it may be the gens file itself: with --recheck timeout, lines whose
-"res" is a timeout are checked again and the others are copied as they are.
+f(input) otherwise, and compare what it returns (a predicted input that is one of the
+sample's recorded inputs gets the recorded output without running, unless --always_run);
+the executions of one sample's code may run together in one sandboxed job (--batch), each
+call in a fresh module namespace and random state, a call that hangs or crashes failing
+alone. The output file is written whole through a temp file and renamed at the end, so it
+may be the gens file itself: with --recheck timeout, lines whose "res" is a timeout are
+checked again and the others are copied as they are. Verdicts written by the original
+implementation (success, failed, no answer, timeout, exception, error, AssertionError) are
+kept by --recheck and --resume_from as ours are; those of other tools are checked again.
 """
 
 from __future__ import annotations
