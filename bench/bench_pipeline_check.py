@@ -119,34 +119,45 @@ def main() -> None:
     ap.add_argument("--loops", type=int, default=12, help="distinct looping executions")
     ap.add_argument("--copies", type=int, default=2, help="predictions per hostile kind")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--only", choices=("loops", "hostile"), default=None,
+                    help="measure one of the two files only")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     if args.quick:
         args.timeout, args.repeats = "1", 1
 
     with tempfile.TemporaryDirectory(prefix="bench_pipeline_check.") as tmp:
-        parsed, gens, n = loops_file(tmp, args.loops)
-        first_out, check_out = os.path.join(tmp, "first.jsonl"), os.path.join(tmp, "check.jsonl")
-        first, full = [], []
-        for _ in range(args.repeats):
-            first.append(run_verify(tmp, parsed, gens, first_out, args.workers, args.timeout))
-            full.append(run_check(tmp, parsed, gens, check_out, args.workers, args.timeout))
-        f, e = statistics.median(first), statistics.median(full)
-        same = statuses(first_out) == statuses(check_out)
-        print(f"loops file: {n} predictions, {args.loops} looping executions x 2, "
-              f"workers={args.workers}, TIMEOUT={args.timeout}, repeats={args.repeats} (medians)")
-        print(f"  first verify pass  {f:7.1f} s")
-        print(f"  pipeline_check.sh  {e:7.1f} s  = {e / f:.2f}x the first pass "
-              f"(verdicts {'the same' if same else 'DIFFERENT'}: "
-              f"{dict(Counter(statuses(check_out)))})")
+        if args.only != "hostile":
+            measure_loops(tmp, args)
+        if args.only != "loops":
+            measure_hostile(tmp, args)
 
-        parsed, gens, kinds = hostile_file(tmp, args.copies)
-        out = os.path.join(tmp, "hostile.jsonl")
-        sec = run_check(tmp, parsed, gens, out, args.workers, args.timeout)
-        got = sorted(Counter(zip(kinds, statuses(out))).items())
-        print(f"hostile file: {len(kinds)} predictions ({', '.join(HOSTILE)}, "
-              f"{args.copies} each), one pipeline_check.sh run: {sec:.1f} s")
-        print("  verdicts: " + ", ".join(f"{k}:{s} x{c}" for (k, s), c in got))
+
+def measure_loops(tmp: str, args: argparse.Namespace) -> None:
+    parsed, gens, n = loops_file(tmp, args.loops)
+    first_out, check_out = os.path.join(tmp, "first.jsonl"), os.path.join(tmp, "check.jsonl")
+    first, full = [], []
+    for _ in range(args.repeats):
+        first.append(run_verify(tmp, parsed, gens, first_out, args.workers, args.timeout))
+        full.append(run_check(tmp, parsed, gens, check_out, args.workers, args.timeout))
+    f, e = statistics.median(first), statistics.median(full)
+    same = statuses(first_out) == statuses(check_out)
+    print(f"loops file: {n} predictions, {args.loops} looping executions x 2, "
+          f"workers={args.workers}, TIMEOUT={args.timeout}, repeats={args.repeats} (medians)")
+    print(f"  first verify pass  {f:7.1f} s")
+    print(f"  pipeline_check.sh  {e:7.1f} s  = {e / f:.2f}x the first pass "
+          f"(verdicts {'the same' if same else 'DIFFERENT'}: "
+          f"{dict(Counter(statuses(check_out)))})")
+
+
+def measure_hostile(tmp: str, args: argparse.Namespace) -> None:
+    parsed, gens, kinds = hostile_file(tmp, args.copies)
+    out = os.path.join(tmp, "hostile.jsonl")
+    sec = run_check(tmp, parsed, gens, out, args.workers, args.timeout)
+    got = sorted(Counter(zip(kinds, statuses(out))).items())
+    print(f"hostile file: {len(kinds)} predictions ({', '.join(HOSTILE)}, "
+          f"{args.copies} each), one pipeline_check.sh run: {sec:.1f} s")
+    print("  verdicts: " + ", ".join(f"{k}:{s} x{c}" for (k, s), c in got))
 
 
 if __name__ == "__main__":

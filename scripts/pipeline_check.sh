@@ -6,7 +6,7 @@
 # PYTHON (default: python3) runs the reference code; RUN_PATH (default ./temp/run) holds the
 # executions' scratch directories. Environment: WORKERS (default: number of CPUs), TIMEOUT
 # (CPU budget in seconds per execution, default 5; code that stops computing for as long is
-# stopped too, as wall_timeout), RETRIES (re-check rounds, default 2; each halves the
+# stopped too, as wall_timeout), RETRIES (re-check rounds, default 1; each halves the
 # workers), PIPELINE_PYTHON (interpreter of the steps, default python3).
 #
 # A timeout (the code used its whole CPU budget) is final: the same on any machine at any
@@ -31,7 +31,7 @@ RUN_PATH=${5:-./temp/run}
 PY=${PIPELINE_PYTHON:-python3}
 WORKERS=${WORKERS:-$(nproc)}
 TIMEOUT=${TIMEOUT:-5}
-RETRIES=${RETRIES:-2}
+RETRIES=${RETRIES:-1}
 VERIFY="$(cd "$(dirname "$0")/.." && pwd)/src/verify.py"
 
 for name in WORKERS RETRIES; do

@@ -821,13 +821,13 @@ class Worker:
     def watch(self, pid, job, token, state, fds, out):
         """Relay the job's output and frames until it is done, dies or overruns a limit.
 
-        Every limit is per call (a frame starts the next call's budget), as the job's CPU
-        time (all its processes and threads: see job_usage) and as a wall-clock backstop for
-        code that does not compute (sleeps, blocks, is stopped) that does not count the time
-        the job waited for a CPU where the kernel reports it. A generator job also has a
-        total: the sample's budget plus one call. The job is measured only when a limit
-        could have been reached (no sooner than its CPU budget left / the number of CPUs),
-        so a short job is never measured at all."""
+        Time limits are per call (a frame starts the next call's): the job's CPU time (all
+        its processes and threads: see job_usage) and its idle time, a backstop for code
+        that does not compute (sleeps, blocks, is stopped) which leaves out the time the
+        job waited for a CPU (see budgets_left). A generator job also has totals: the
+        sample's budget plus one call. The job is measured only when a limit could have
+        been reached (CPU time grows at most NCPU times as fast as wall time) and when a
+        call ends, so a short job is measured at most once."""
         S, lim = self.S, job["limits"]
         t0 = time.monotonic()
         state["t_last"] = t0
@@ -882,7 +882,7 @@ class Worker:
                     elif len(buf) < unread and not state["done"]:
                         # a call ended (or loading did): the next one gets its own budget
                         now = time.monotonic()
-                        mark = (now,) + self.job_usage()
+                        mark = (now,) + self.job_usage(main=pid)
                         state["t_last"] = now
                         next_check = now + self.check_after(lim, total, mark, mark)
                 if killed or state["done"]:
@@ -914,8 +914,13 @@ class Worker:
                 self.kill_all(pid)
             state["end"] = self.child_status(job)
 
-    def job_usage(self):
+    def job_usage(self, main=None):
         """(CPU seconds, seconds spent waiting for a CPU) of the running job so far.
+
+        With `main` (the job's own process), a quick reading at the end of a call: that
+        process only, no scan of /proc. The CPU time of the job's other live processes is
+        then charged to the next call too (never less than it used, so only code that
+        keeps processes computing across calls is short-changed).
 
         CPU: the job's processes that we reaped (RUSAGE_CHILDREN since the job began, which
         includes what they had reaped themselves) plus the live ones, read from
@@ -931,14 +936,14 @@ class Worker:
             return cpu, 0.0
         me = os.getpid()
         procs = {}
-        for entry in os.listdir("/proc"):
+        for entry in os.listdir("/proc") if main is None else (str(main),):
             if entry.isdigit() and int(entry) != me:
                 try:
                     with open(f"/proc/{entry}/stat", "rb") as f:
                         procs[int(entry)] = f.read().rsplit(b")", 1)[1].split()
                 except (OSError, IndexError):
                     continue     # gone meanwhile: it was reaped, RUSAGE_CHILDREN has it
-        if not self.pidns:
+        if not self.pidns and main is None:
             procs = descendants(procs, me)
         ticks, wait_ns = 0, 0
         for pid, fields in procs.items():
