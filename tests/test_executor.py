@@ -981,17 +981,22 @@ def test_budgets_are_per_call(ex):
     assert [r.status for r in res] == [status.SUCCESS] * 3
 
 
-def test_load_slows_a_job_but_does_not_time_it_out(ex):
+@pytest.mark.parametrize("where", ["process", "thread"])
+def test_load_slows_a_job_but_does_not_time_it_out(ex, where):
     """Under load a job waits for a CPU: its CPU budget is what it was, and its idle
-    allowance does not count the wait (where the kernel reports it)."""
+    allowance does not count the wait (where the kernel reports it), also when the
+    computing is done by a thread the main one waits for."""
     if any("schedstat" in n for n in ex._workers[0].hello.get("notes", [])):
         pytest.skip("the kernel does not report the wait for a CPU")
-    code = BURN + "\ndef main_solution(s):\n    burn(s)\n    return s\n"
+    if where == "process":
+        code, inp = BURN + "\ndef main_solution(s):\n    burn(s)\n    return s\n", {"s": 0.6}
+    else:
+        code, inp = THREADS, {"n": 1, "s": 0.6}
     limits = Limits(cpu_time=1.5, wall_time=0.3)
     with cpu_burners(3):
-        r = run1(ex, code, {"s": 0.6}, limits=limits)
+        r = run1(ex, code, inp, limits=limits)
     # it waited for a CPU for longer than its idle allowance, yet is no wall stop
-    assert (r.status, r.value) == (status.SUCCESS, 0.6)
+    assert (r.status, r.value) == (status.SUCCESS, list(inp.values())[0])
 
 
 def test_generator_budget_is_cpu_time(ex):

@@ -24,8 +24,8 @@ code and writes one frame per call on fd 3 (tagged with a per-job token; a gener
 counts the inputs it skipped as repeats in a page of memory shared with the worker, which
 reads it, bounded, after the job). The worker enforces the CPU budget of each call
 (counting every process and thread of the job) and the wall-clock backstop for code that
-does not compute, caps the captured output, SIGKILLs everything in the namespace but itself (kill(-1) from PID 1),
-answers, then reaps and removes the directory.
+does not compute, caps the captured output, SIGKILLs everything in the namespace but
+itself (kill(-1) from PID 1), answers, then reaps and removes the directory.
 Without namespaces (refused by the kernel) it falls back to a subreaper that kills the
 job's processes found by scanning /proc, rlimits and (as root) the dedicated uid.
 When the step dies (even by SIGKILL), the worker kills the running job's processes and exits.
@@ -928,7 +928,7 @@ class Worker:
         children it reaped; a zombie still shows its own). With a PID namespace every
         process but us is the job's (orphans come to us, PID 1, and stay zombies until the
         job ends); without one, our descendants (a subreaper). CPU wait: the run-queue delay
-        of each live process's main thread, from /proc/<pid>/schedstat, 0 where the kernel
+        of each live thread, from /proc/<pid>/task/<tid>/schedstat, 0 where the kernel
         does not have it."""
         ru = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = ru.ru_utime + ru.ru_stime - self.cpu_base
@@ -948,13 +948,24 @@ class Worker:
         ticks, wait_ns = 0, 0
         for pid, fields in procs.items():
             ticks += sum(int(x) for x in fields[11:15])   # utime stime cutime cstime
-            if self.schedstat:
+            if not self.schedstat:
+                continue
+            # per thread: a process's own schedstat is its main thread's only
+            tids = (pid,) if fields[17] == b"1" or main is not None else self.threads(pid)
+            for tid in tids:
                 try:
-                    with open(f"/proc/{pid}/schedstat", "rb") as f:
+                    with open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as f:
                         wait_ns += int(f.read().split()[1])
                 except (OSError, IndexError, ValueError):
                     pass
         return cpu + ticks / CLK_TCK, wait_ns / 1e9
+
+    @staticmethod
+    def threads(pid):
+        try:
+            return os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            return ()
 
     @staticmethod
     def budgets_left(lim, total, mark, usage):
