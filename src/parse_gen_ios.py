@@ -54,9 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_calls", type=int, default=50,
                    help="input_generator() calls per sample at most (default 50)")
     p.add_argument("--budget", type=float, default=20.0,
-                   help="seconds of generation per sample at most (default 20)")
+                   help="CPU seconds of generation per sample at most (default 20); CPU "
+                        "time, so the pairs a sample keeps do not depend on load")
     p.add_argument("--timeout", type=float, default=5.0,
-                   help="seconds of wall and CPU time per call (default 5)")
+                   help="CPU budget in seconds per call, counting every process and thread "
+                        "(default 5); a call that stops computing (sleeps, blocks) for as long "
+                        "is stopped too")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -126,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     records = read_jsonl(args.input_file)
     settings = Settings(seed=args.seed, max_ios=args.max_ios, spares=max(2, args.max_ios // 2),
                         max_calls=args.max_calls, budget_s=args.budget)
-    limits = Limits(wall_time=args.timeout, cpu_time=args.timeout)
+    limits = Limits(cpu_time=args.timeout)   # and as much idle time (the wall backstop)
     common = dict(python_path=args.python_path, run_path=args.run_path,
                   workers=args.workers, limits=limits)
     check_pool = _Pool(hash_seed=CHECK_HASH_SEED, **common)

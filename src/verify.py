@@ -17,10 +17,13 @@ sample's recorded inputs gets the recorded output without running, unless --alwa
 the executions of one sample's code may run together in one sandboxed job (--batch), each
 call in a fresh module namespace and random state, a call that hangs or crashes failing
 alone. The output file is written whole through a temp file and renamed at the end, so it
-may be the gens file itself: with --recheck timeout, lines whose "res" is a timeout are
-checked again and the others are copied as they are. Verdicts written by the original
-implementation (success, failed, no answer, timeout, exception, error, AssertionError) are
-kept by --recheck and --resume_from as ours are; those of other tools are checked again.
+may be the gens file itself: with --recheck load, lines whose "res" load could have caused
+(a wall_timeout, or a timeout without "limit": "cpu" written under a wall-clock limit by
+another implementation) are checked again and the others are copied as they are. A timeout
+verdict of ours (the code used its --timeout of CPU time) carries "limit": "cpu" and is
+final. Verdicts written by the original implementation (success, failed, no answer,
+timeout, exception, error, AssertionError) are kept by --recheck and --resume_from as ours
+are; those of other tools are checked again.
 """
 
 from __future__ import annotations
@@ -62,11 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="executor worker processes (default: the number of CPUs)")
     p.add_argument("--timeout", type=float, default=5.0,
-                   help="seconds of wall and CPU time per execution (default 5)")
+                   help="CPU budget in seconds per execution, counting every process and "
+                        "thread of it (default 5): code computing longer is a timeout, final "
+                        "on any machine. Code that stops computing (sleeps, blocks) for as "
+                        "long is stopped as wall_timeout")
     p.add_argument("--recheck", default="",
-                   help="comma-separated statuses (e.g. 'timeout'): the gens file is already "
-                        "verified; check again only lines whose res.status is one of these "
-                        "(or that have no res) and copy the rest")
+                   help="comma-separated statuses (e.g. 'wall_timeout') or 'load': the gens "
+                        "file is already verified; check again only lines whose res.status is "
+                        "one of these, or with 'load' one that load on the machine could have "
+                        "caused (wall stops, timeouts of other tools), or that have no res, "
+                        "and copy the rest")
     p.add_argument("--resume_from", default=None,
                    help="an earlier verified file of the same gens file: its verdicts are reused "
                         "for lines that are identical at the same position (not_runnable and "
@@ -127,10 +135,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--timeout must be positive")
     args.python_path = cli.python_path_arg(parser, args.python_path)
     recheck = {s.strip() for s in args.recheck.split(",") if s.strip()}
-    unknown = recheck - set(st.VERDICTS) - set(st.ORIGINAL_VERDICTS)
+    unknown = recheck - set(st.VERDICTS) - set(st.ORIGINAL_VERDICTS) - {st.RECHECK_LOAD}
     if unknown:
         parser.error(f"--recheck: unknown status {', '.join(sorted(unknown))} "
-                     f"(known: {', '.join(st.VERDICTS)})")
+                     f"(known: {', '.join(st.VERDICTS)}; or {st.RECHECK_LOAD})")
 
     gens = read_jsonl(args.gens_file)
     if (recheck and not args.resume_from and os.path.exists(args.output_file)
@@ -147,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     parsed = ParsedIndex(args.parsed_file)
     previous = read_jsonl(args.resume_from) if args.resume_from and os.path.exists(args.resume_from) else None
     own_res = bool(recheck) and previous is None
-    limits = Limits(wall_time=args.timeout, cpu_time=args.timeout)
+    limits = Limits(cpu_time=args.timeout)   # and as much idle time (the wall backstop)
 
     executor: Executor | None = None
 

@@ -3,6 +3,7 @@ the job started is still running, and that its working directory is gone."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ import pytest
 
 from annoy_datasync import status
 from annoy_datasync.executor import Executor, JobResult, Limits
+from testutil import cpu_burners
 
 LIMITS = Limits(wall_time=1.5, cpu_time=1.5, memory_mb=1024, nproc=16, fsize_mb=1,
                 nofile=32, output_bytes=4096)
@@ -146,7 +148,9 @@ def test_loop_ignoring_sigterm_and_stopped_child(ex):
             pass
     """
     r = run1(ex, code)
-    assert (r.status, r.error_type) == (status.TIMEOUT, "wall")
+    # the parent computes (a CPU timeout), the stopped child does not hold the job up
+    assert (r.status, r.error_type) == (status.TIMEOUT, "cpu")
+    assert settle(ex) == []
 
 
 def test_memory_bomb(ex):
@@ -515,6 +519,10 @@ def test_as_an_ordinary_user(open_tmp):
                "    socket.create_connection(('127.0.0.1', 9), timeout=1)\n",
         "killall": "import os\ndef main_solution():\n    os.kill(-1, 9)\n    return 'alive'\n",
         "loop": "def main_solution():\n    while True: pass\n",
+        "sleep": "import time\ndef main_solution():\n    time.sleep(60)\n",
+        "burners": "import os, time\ndef main_solution():\n    for _ in range(3):\n"
+                   "        if os.fork() == 0:\n            while True: pass\n"
+                   "    time.sleep(60)\n",
         "flood": "import os, time\ndef main_solution():\n    for _ in range(100):\n"
                  "        if os.fork() == 0:\n            time.sleep(60)\n",
         "dotenv": f"def main_solution():\n    return open({str(tmp_path / '.env')!r}).read()\n",
@@ -534,7 +542,7 @@ def test_as_an_ordinary_user(open_tmp):
         codes = json.load(open({str(tmp_path / "codes.json")!r}))
         out = {{}}
         with Executor(run_path={str(tmp_path / "run")!r}, workers=1,
-                      limits=Limits(wall_time=1.5, nproc=16), preload=("math",)) as ex:
+                      limits=Limits(cpu_time=1, nproc=16), preload=("math",)) as ex:
             for name, code in codes.items():
                 r = ex.run_calls(code, [{{}}]).result(60)[0]
                 out[name] = [r.status, r.value, r.error_type]
@@ -551,7 +559,9 @@ def test_as_an_ordinary_user(open_tmp):
     assert out["net"][0] == status.EXCEPTION
     # kill(-1) finds nobody to kill outside its own namespace: the step lived on to print
     assert out["killall"][0::2] == [status.EXCEPTION, "ProcessLookupError"]
-    assert out["loop"][0] == status.TIMEOUT
+    assert out["loop"][0::2] == [status.TIMEOUT, "cpu"]
+    assert out["sleep"][0::2] == [status.WALL_TIMEOUT, "wall"]
+    assert out["burners"][0::2] == [status.TIMEOUT, "cpu"]    # the children's CPU counts
     assert out["flood"][0::2] == [status.RESOURCE_LIMIT, "processes"]
     assert out["env"][0] == status.SUCCESS
     assert SECRET not in json.dumps(out["env"])
@@ -883,3 +893,121 @@ def test_the_users_files_are_hidden_from_jobs(open_tmp, monkeypatch):
     assert r.status == status.SUCCESS, r.message
     assert r.value == {str(secret): "FileNotFoundError", "data": "FileNotFoundError"}
     assert secret.read_text().startswith("OPENAI_API_KEY=")     # and the file is untouched
+
+
+# --- time: a CPU budget for everything the job runs, a backstop for code that idles ----
+
+BURN = """
+import os, threading, time
+def burn(s):
+    end = time.thread_time() + s     # CPU time of this thread (of a process's main one too)
+    while time.thread_time() < end:
+        pass
+"""
+FORKS = BURN + """
+def main_solution(n, s):
+    kids = []
+    for _ in range(n):
+        pid = os.fork()
+        if pid == 0:
+            burn(s)
+            os._exit(0)
+        kids.append(pid)
+    for pid in kids:
+        os.waitpid(pid, 0)
+    time.sleep(0.1)
+    return n
+"""
+THREADS = BURN + """
+def main_solution(n, s):
+    ts = [threading.Thread(target=burn, args=(s,)) for _ in range(n)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return n
+"""
+# idle allowance far above the budget: only CPU accounting can end these jobs early
+CPU_ONLY = Limits(cpu_time=0.5, wall_time=20, nproc=16)
+
+
+def test_a_loop_is_a_cpu_timeout_and_a_sleeper_a_wall_stop(ex):
+    r = run1(ex, "def main_solution():\n    while True:\n        pass\n",
+             limits=Limits(cpu_time=0.3, wall_time=20))
+    assert (r.status, r.error_type) == (status.TIMEOUT, "cpu")
+    assert "0.3 s of CPU time" in r.message
+    for code in ("import time\ndef main_solution():\n    time.sleep(60)\n",
+                 "import os, signal\ndef main_solution():\n"
+                 "    os.kill(os.getpid(), signal.SIGSTOP)\n",
+                 "import os\ndef main_solution():\n    os.read(os.pipe()[0], 1)\n"):
+        r = run1(ex, code, limits=Limits(cpu_time=20, wall_time=0.3))
+        assert (r.status, r.error_type) == (status.WALL_TIMEOUT, "wall"), code
+        assert "stopped computing for more than 0.3 s" in r.message
+
+
+@pytest.mark.parametrize("namespaces", [True, False])
+def test_forked_children_cpu_counts(ex, tmp_path, monkeypatch, namespaces):
+    """Four children that burn 0.3 s each, under a 0.5 s budget: over it, while the
+    job's own process only waits; one child alone fits."""
+    if namespaces:
+        pool = ex
+    else:
+        import annoy_datasync.executor as executor_mod
+        monkeypatch.setattr(executor_mod, "USE_NAMESPACES", False)
+        pool = Executor(run_path=str(tmp_path / "run"), workers=1, limits=LIMITS,
+                        preload=("math",))
+        assert pool._workers[0].hello["pidns"] is False
+    try:
+        r = run1(pool, FORKS, {"n": 4, "s": 0.3}, limits=CPU_ONLY)
+        assert (r.status, r.error_type) == (status.TIMEOUT, "cpu")
+        r = run1(pool, FORKS, {"n": 1, "s": 0.15}, limits=CPU_ONLY)
+        assert (r.status, r.value) == (status.SUCCESS, 1)
+    finally:
+        if pool is not ex:
+            pool.close()
+
+
+def test_threads_cpu_counts(ex):
+    r = run1(ex, THREADS, {"n": 3, "s": 0.3}, limits=CPU_ONLY)
+    assert (r.status, r.error_type) == (status.TIMEOUT, "cpu")
+    r = run1(ex, THREADS, {"n": 1, "s": 0.15}, limits=CPU_ONLY)
+    assert (r.status, r.value) == (status.SUCCESS, 1)
+
+
+def test_budgets_are_per_call(ex):
+    """Three calls of 0.3 s CPU each in one job, under a 0.5 s budget: each fits."""
+    code = BURN + "\ndef main_solution(s):\n    burn(s)\n    return s\n"
+    res = ex.run_calls(code, [{"s": 0.3}] * 3, fresh=True, limits=CPU_ONLY).result(60)
+    assert [r.status for r in res] == [status.SUCCESS] * 3
+
+
+@pytest.mark.parametrize("where", ["process", "thread"])
+def test_load_slows_a_job_but_does_not_time_it_out(ex, where):
+    """Under load a job waits for a CPU: its CPU budget is what it was, and its idle
+    allowance does not count the wait (where the kernel reports it), also when the
+    computing is done by a thread the main one waits for."""
+    if any("schedstat" in n for n in ex._workers[0].hello.get("notes", [])):
+        pytest.skip("the kernel does not report the wait for a CPU")
+    if where == "process":
+        code, inp = BURN + "\ndef main_solution(s):\n    burn(s)\n    return s\n", {"s": 0.6}
+    else:
+        code, inp = THREADS, {"n": 1, "s": 0.6}
+    limits = Limits(cpu_time=1.5, wall_time=0.3)
+    with cpu_burners(3):
+        r = run1(ex, code, inp, limits=limits)
+    # it waited for a CPU for longer than its idle allowance, yet is no wall stop
+    assert (r.status, r.value) == (status.SUCCESS, list(inp.values())[0])
+
+
+def test_generator_budget_is_cpu_time(ex):
+    """Each input costs 0.1 s of CPU; a 0.25 s budget fits 3 calls, idle or loaded."""
+    code = BURN + "\ndef main_solution(n):\n    burn(0.1)\n    return n\n"
+    gen = "import itertools\nc = itertools.count()\ndef input_generator():\n    return {'n': next(c)}\n"
+    got = []
+    for load in (False, True):
+        with cpu_burners(3) if load else contextlib.nullcontext():
+            g = ex.run_generator(code, gen, seed=0, max_calls=20, max_pairs=20, budget_s=0.25,
+                                 limits=Limits(cpu_time=1, wall_time=1)).result(60)
+        assert g.status == status.SUCCESS and not g.errors
+        got.append(g.pairs)
+    assert got[0] == got[1] and [p["output"] for p in got[0]] == [0, 1, 2]

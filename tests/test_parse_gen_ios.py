@@ -181,6 +181,34 @@ def test_summary_counts_samples_and_pairs(tmp_path, capsys):
         assert key in summary
 
 
+HEAVY = unified(
+    "import time\n\ndef main_solution(n):\n    end = time.thread_time() + 0.1\n"
+    "    while time.thread_time() < end:\n        pass\n    return n * 3\n", GEN_N)
+
+
+def test_output_is_the_same_idle_and_under_load(tmp_path):
+    """Every call of the heavy sample costs 0.1 s of CPU: its 0.45 s budget fits 5 calls
+    (so 5 pairs), however long they take on a busy machine."""
+    from testutil import cpu_burners
+    inp = tmp_path / "u.jsonl"
+    rows = [{"messages": [{"role": "user", "content": "t"}], "output": text, "index": k}
+            for k, text in enumerate([SAMPLES["plain"], HEAVY, SAMPLES["random"]])]
+    inp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    outs = []
+    for load in (False, True):
+        out = tmp_path / f"p{int(load)}.jsonl"
+        argv = [inp, out, "--workers", "2", "--timeout", "1", "--budget", "0.45"]
+        if load:
+            with cpu_burners(2):
+                assert run(tmp_path, *argv) == 0
+        else:
+            assert run(tmp_path, *argv) == 0
+        outs.append((out.read_bytes(), (tmp_path / f"p{int(load)}.jsonl.dropped.jsonl").read_bytes()))
+    assert outs[0] == outs[1]
+    kept = [json.loads(line) for line in outs[0][0].decode().splitlines()]
+    assert [len(r["ios"]) for r in kept] == [10, 5]
+
+
 def test_bad_input(tmp_path, capsys):
     csv = tmp_path / "u.csv"
     csv.write_text("a,b\n1,2\n")

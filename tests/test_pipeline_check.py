@@ -55,30 +55,57 @@ def run_script(tmp_path, parsed, gens, verified, **env):
                           env=full_env, capture_output=True, text=True, timeout=120)
 
 
-def test_verifies_then_rechecks_only_timeouts(tmp_path):
+def test_verifies_then_rechecks_only_wall_stops(tmp_path):
     parsed, gens, verified = tmp_path / "parsed.jsonl", tmp_path / "gens.jsonl", tmp_path / "v.jsonl"
     make_parsed(parsed)
     write(gens, [
         gens_row(0, 0, "o", {"output": 4}, 0),
-        gens_row(1, 0, "i", {"input": {"t": 1.2001}}, 1),  # times out at 1 s, passes at 2 s
+        gens_row(1, 0, "i", {"input": {"t": 0.2}}, 1),    # sleeps less than the allowance: runs
         gens_row(0, 0, "i", {"input": {"x": 3}}, 2),
-        gens_row(2, 0, "i", {"input": {"n": 0}}, 3),      # never ends
+        gens_row(2, 0, "i", {"input": {"n": 0}}, 3),      # computes forever: CPU timeout
+        gens_row(1, 0, "i", {"input": {"t": 30}}, 4),     # sleeps: a wall stop
     ])
-    proc = run_script(tmp_path, parsed, gens, verified, TIMEOUT="1", RETRIES="1")
+    proc = run_script(tmp_path, parsed, gens, verified, TIMEOUT="0.5", RETRIES="2")
     assert proc.returncode == 0, proc.stderr
     got = read(verified)
-    assert [r["index"] for r in got] == [0, 1, 2, 3]
-    assert [r["res"]["status"] for r in got] == [st.SUCCESS, st.SUCCESS, st.WRONG_ANSWER, st.TIMEOUT]
-    assert "timed out after 2 s" in got[3]["res"]["message"]
+    assert [r["index"] for r in got] == [0, 1, 2, 3, 4]
+    assert [r["res"]["status"] for r in got] == [st.SUCCESS, st.WRONG_ANSWER, st.WRONG_ANSWER,
+                                                  st.TIMEOUT, st.WALL_TIMEOUT]
+    assert "makes main_solution return 0.2" in got[1]["res"]["message"]
+    assert got[3]["res"]["limit"] == st.LIMIT_CPU and "0.5 s of CPU time" in got[3]["res"]["message"]
+    assert "limit" not in got[4]["res"]
     summaries = [line for line in proc.stderr.splitlines() if line.startswith("verify:")]
-    assert len(summaries) == 2 and "timeout=2" in summaries[0] and "reused=2" in summaries[1]
+    assert len(summaries) == 3 and "timeout=1" in summaries[0]
+    # each round runs the wall stop alone, the loop never again
+    for line in summaries[1:]:
+        assert "reused=4" in line and "executions=1" in line and "wall_timeout=1" in line
 
-    # everything verified: a rerun reuses all verdicts and re-checks only the timeout
-    proc = run_script(tmp_path, parsed, gens, verified, TIMEOUT="1", RETRIES="1")
+    # everything verified: a rerun reuses all verdicts and re-checks only the wall stop
+    proc = run_script(tmp_path, parsed, gens, verified, TIMEOUT="0.5", RETRIES="1")
     assert proc.returncode == 0, proc.stderr
     summaries = [line for line in proc.stderr.splitlines() if line.startswith("verify:")]
-    assert "reused=4" in summaries[0] and "executions" not in summaries[0]
-    assert [r["res"]["status"] for r in read(verified)][3] == st.TIMEOUT
+    assert "reused=5" in summaries[0] and "executions" not in summaries[0]
+    assert "reused=4" in summaries[1] and "executions=1" in summaries[1]
+    assert [r["res"]["status"] for r in read(verified)][3:] == [st.TIMEOUT, st.WALL_TIMEOUT]
+
+
+def test_rechecks_timeouts_of_other_implementations(tmp_path):
+    """The method's files hold wall-clock timeouts (no res.limit): load could have caused
+    them, so they are checked again; ours carry limit "cpu" and are final."""
+    parsed, gens, verified = tmp_path / "parsed.jsonl", tmp_path / "gens.jsonl", tmp_path / "v.jsonl"
+    make_parsed(parsed)
+    rows = [gens_row(0, 0, "i", {"input": {"x": 2}}, 0), gens_row(0, 0, "i", {"input": {"x": 2}}, 1),
+            gens_row(0, 0, "i", {"input": {"x": 5}}, 2)]
+    write(gens, rows)
+    foreign = {"status": st.TIMEOUT, "message": "timeout"}
+    ours = {"status": st.TIMEOUT, "message": "ours", "limit": st.LIMIT_CPU}
+    write(verified, [{**rows[0], "res": foreign}, {**rows[1], "res": ours},
+                     {**rows[2], "res": {"status": st.WALL_TIMEOUT, "message": "slept"}}])
+    proc = run_script(tmp_path, parsed, gens, verified, RETRIES="1")
+    assert proc.returncode == 0, proc.stderr
+    assert [r["res"] for r in read(verified)] == [
+        {"status": st.SUCCESS, "message": "Your answer is correct."}, ours,
+        {"status": st.WRONG_ANSWER, "message": read(verified)[2]["res"]["message"]}]
 
 
 def test_kill_leaves_the_old_file_and_a_rerun_resumes(tmp_path):
@@ -112,7 +139,7 @@ def test_kill_leaves_the_old_file_and_a_rerun_resumes(tmp_path):
     assert proc.returncode == 0, proc.stderr
     got = read(verified)
     assert [r["index"] for r in got] == [0, 1, 2]
-    assert [r["res"]["status"] for r in got] == [st.SUCCESS, st.SUCCESS, st.TIMEOUT]
+    assert [r["res"]["status"] for r in got] == [st.SUCCESS, st.SUCCESS, st.WALL_TIMEOUT]
     assert "reused=2" in proc.stderr
 
 
@@ -128,10 +155,10 @@ def test_fractional_timeout_and_bad_environment_values(tmp_path):
     parsed, gens, verified = tmp_path / "parsed.jsonl", tmp_path / "gens.jsonl", tmp_path / "v.jsonl"
     make_parsed(parsed)
     write(gens, [gens_row(0, 0, "o", {"output": 4}, 0)])
-    # bash arithmetic knows only integers: TIMEOUT=0.5 used to stop the script at the re-check
+    # bash arithmetic knows only integers: a fractional TIMEOUT must not stop the script
     proc = run_script(tmp_path, parsed, gens, verified, TIMEOUT="0.5", RETRIES="1")
     assert proc.returncode == 0, proc.stderr
-    assert "timeout=0.5s" in proc.stderr and "round 1, workers=1, timeout=1s" in proc.stderr
+    assert "timeout=0.5s" in proc.stderr and "round 1, workers=1)" in proc.stderr
     assert [r["res"]["status"] for r in read(verified)] == [st.SUCCESS]
     for name, value in [("TIMEOUT", "5s"), ("WORKERS", "two"), ("RETRIES", "-1")]:
         proc = run_script(tmp_path, parsed, gens, verified, **{name: value})

@@ -565,3 +565,48 @@ def test_a_raising_call_names_the_function(tmp_path):
     res = read(out)[0]["res"]
     assert res["status"] == st.EXCEPTION
     assert res["message"].startswith("Calling f on your predicted input raised ZeroDivisionError")
+
+
+def test_verdicts_are_the_same_idle_and_under_load(tmp_path):
+    """A loop uses its whole CPU budget (timeout, final); code that needs 0.4 s of CPU
+    under a 1 s budget passes however long a busy machine makes it wait; a sleeper past
+    the idle allowance is a wall stop. Byte for byte the same file either way."""
+    from testutil import cpu_burners
+    heavy = ("import time\n\ndef main_solution(n):\n    end = time.thread_time() + 0.4\n"
+             "    while time.thread_time() < end:\n        pass\n    return n + 1\n")
+    loop = "def main_solution(n):\n    while True:\n        n += 1\n"
+    parsed = tmp_path / "parsed.jsonl"
+    write_lines(parsed, [json.dumps({"refcode": code, "ios": [{"input": {"n": 0}, "output": 1}]})
+                         for code in (heavy, loop)]
+                + [json.dumps({"refcode": SLOW, "ios": [{"input": {"t": 0}, "output": 0}]})])
+    preds = [(0, {"n": 4}), (0, {"n": 5}), (1, {"n": 1}), (0, {"n": 0}), (2, {"t": 30}),
+             (2, {"t": 0.1})]
+    gens = tmp_path / "gens.jsonl"
+    write_lines(gens, [json.dumps({"itemid": i, "ioid": 0, "io_pred": "i",
+                                   "output": answer({"input": x}), "k": k})
+                       for k, (i, x) in enumerate(preds)])
+    outs = []
+    for load in (False, True):
+        out = tmp_path / f"v{int(load)}.jsonl"
+        argv = ["--parsed_file", str(parsed), "--gens_file", str(gens), "--output_file",
+                str(out), "--run_path", str(tmp_path / "run"), "--workers", "2",
+                "--timeout", "1", "--always_run"]
+        if load:
+            with cpu_burners(2):
+                assert verify.main(argv) == 0
+        else:
+            assert verify.main(argv) == 0
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1]
+    got = [r["res"] for r in read(tmp_path / "v0.jsonl")]
+    assert [r["status"] for r in got] == [st.WRONG_ANSWER, st.WRONG_ANSWER, st.TIMEOUT,
+                                          st.SUCCESS, st.WALL_TIMEOUT, st.WRONG_ANSWER]
+    assert got[2]["limit"] == st.LIMIT_CPU and "limit" not in got[4]
+
+
+def test_load_dependent_verdicts():
+    from annoy_datasync.verification import load_dependent
+    assert load_dependent({"status": st.WALL_TIMEOUT, "message": ""})
+    assert load_dependent({"status": st.TIMEOUT, "message": "another tool's wall limit"})
+    assert not load_dependent({"status": st.TIMEOUT, "message": "", "limit": st.LIMIT_CPU})
+    assert not load_dependent({"status": st.SUCCESS, "message": ""})

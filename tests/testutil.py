@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from annoy_datasync import cli
@@ -18,3 +23,20 @@ def run_step(main, argv, capsys) -> tuple[int, str]:
     its exit code and what it printed on stderr."""
     rc = cli.run(main, [str(a) for a in argv])
     return rc, capsys.readouterr().err
+
+
+@contextlib.contextmanager
+def cpu_burners(per_cpu: int = 2):
+    """Every CPU busy with other work while the block runs: `per_cpu` busy-looping
+    processes per CPU, killed at the end."""
+    n = per_cpu * (len(os.sched_getaffinity(0)) or 1)
+    procs = [subprocess.Popen([sys.executable, "-c", "while True:\n    pass\n"],
+                              stdin=subprocess.DEVNULL) for _ in range(n)]
+    try:
+        time.sleep(0.2)     # running before the work starts
+        yield n
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait()

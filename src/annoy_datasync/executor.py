@@ -56,8 +56,21 @@ _warned: set[str] = set()
 
 @dataclass(frozen=True)
 class Limits:
-    wall_time: float = 5.0      # seconds per call (parent SIGKILLs the job's whole tree after)
-    cpu_time: float = 5.0       # seconds of CPU per call (RLIMIT_CPU)
+    """Bounds of one job. Time is per call (loading the code counts as one), in two kinds:
+
+    - `cpu_time`, the budget: CPU seconds of everything the job runs (all its processes and
+      threads). Code that computes longer ends as TIMEOUT (``error_type == "cpu"``): the
+      same verdict on any machine at any load, so it is final.
+    - `wall_time`, the backstop for code that does not compute: seconds the job may spend
+      neither computing nor waiting for a CPU (sleeping, blocked, stopped); default: equal
+      to `cpu_time`. Over it the job ends as WALL_TIMEOUT (``error_type == "wall"``), as it
+      does (a last resort) after 10 x (cpu_time + wall_time) of plain wall-clock time.
+      Where the kernel does not report a task's wait for a CPU (/proc/<pid>/schedstat),
+      that wait counts as idle too: a wall stop may then come from load, and is worth a
+      re-check with fewer workers (`status.RETRYABLE`).
+    """
+    wall_time: float | None = None  # idle seconds per call (None: the same as cpu_time)
+    cpu_time: float = 5.0       # CPU seconds per call, all the job's processes and threads
     memory_mb: int = 2048       # address space (RLIMIT_AS)
     nproc: int = 32             # processes (RLIMIT_NPROC, as an unprivileged uid)
     fsize_mb: int = 16          # largest file the job may write (RLIMIT_FSIZE)
@@ -71,7 +84,8 @@ class Limits:
 @dataclass
 class JobResult:
     status: str                    # annoy_datasync.status: SUCCESS, EXCEPTION, TIMEOUT,
-                                   # RESOURCE_LIMIT, CRASHED, NON_JSON, NOT_RUNNABLE
+                                   # WALL_TIMEOUT, RESOURCE_LIMIT, CRASHED, NON_JSON,
+                                   # NOT_RUNNABLE
     value: Any = None              # on SUCCESS: the JSON value returned (parsed in the parent)
     error_type: str | None = None  # exception class name, limit name or signal name
     message: str = ""              # one sentence for humans and for model feedback
@@ -89,8 +103,8 @@ class GenResult:
     error_type: str | None = None  # status.EXECUTOR_ERROR when the worker died or failed
 
 
-_STATUS_NAMES = ("SUCCESS", "EXCEPTION", "TIMEOUT", "RESOURCE_LIMIT", "CRASHED", "NON_JSON",
-                 "NOT_RUNNABLE")
+_STATUS_NAMES = ("SUCCESS", "EXCEPTION", "TIMEOUT", "WALL_TIMEOUT", "RESOURCE_LIMIT",
+                 "CRASHED", "NON_JSON", "NOT_RUNNABLE")
 
 
 def clean_env(hash_seed: int) -> dict[str, str]:
@@ -321,7 +335,7 @@ class Executor:
                       max_pairs: int, budget_s: float, limits: Limits | None = None) -> Future[GenResult]:
         """Exec `code` + `gen_code`, seed random state with `seed`, then call
         ``input_generator()`` up to `max_calls` times (or until `max_pairs` distinct inputs or
-        `budget_s` seconds) and ``main_solution(**copy_of(input))`` on each.
+        `budget_s` seconds of CPU time) and ``main_solution(**copy_of(input))`` on each.
 
         Inputs that repeat one already seen (canonical JSON) are skipped and counted in
         ``errors["duplicate"]``; failed calls (generator or main_solution) are
@@ -394,8 +408,10 @@ class Executor:
                 continue
             t0 = time.perf_counter()
             lim = job["limits"]
-            budget = (lim["wall_time"] * (len(job.get("inputs", ())) + 1)
-                      + job.get("budget_s", 0) + WATCHDOG_GRACE_S)
+            # the worker's own last resort: 10 x (cpu + idle) per call, or per sample
+            per_call = lim["cpu_time"] + lim["wall_time"]
+            budget = (10 * (per_call * (len(job.get("inputs", ())) + 1)
+                            + job.get("budget_s", 0)) + WATCHDOG_GRACE_S)
             proc = w.proc
             self._deadlines[w.index] = (time.monotonic() + budget, proc)
             try:
@@ -482,7 +498,10 @@ def private_dirs() -> list[str]:
 @functools.lru_cache(maxsize=64)
 def _limits_dict(limits: Limits) -> dict:
     """`limits` as the dict a job carries (the same object for every job: never changed)."""
-    return asdict(limits)
+    d = asdict(limits)
+    if d["wall_time"] is None:
+        d["wall_time"] = d["cpu_time"]
+    return d
 
 
 @atexit.register

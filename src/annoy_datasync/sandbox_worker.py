@@ -22,9 +22,10 @@ Per job: fork a child that starts a session, closes stdin, gets a fresh 0700 dir
 rlimits, drops privileges (a dedicated uid when root; no capabilities otherwise), execs the
 code and writes one frame per call on fd 3 (tagged with a per-job token; a generator job
 counts the inputs it skipped as repeats in a page of memory shared with the worker, which
-reads it, bounded, after the job). The worker enforces the wall deadline, caps the
-captured output, SIGKILLs everything in the namespace but itself (kill(-1) from PID 1),
-answers, then reaps and removes the directory.
+reads it, bounded, after the job). The worker enforces the CPU budget of each call
+(counting every process and thread of the job) and the wall-clock backstop for code that
+does not compute, caps the captured output, SIGKILLs everything in the namespace but
+itself (kill(-1) from PID 1), answers, then reaps and removes the directory.
 Without namespaces (refused by the kernel) it falls back to a subreaper that kills the
 job's processes found by scanning /proc, rlimits and (as root) the dedicated uid.
 When the step dies (even by SIGKILL), the worker kills the running job's processes and exits.
@@ -62,6 +63,12 @@ MAX_INT = 10 ** 100      # larger ints are not plain JSON for our purposes
 MAX_DEPTH = 100          # deeper nesting is not plain JSON either
 HEADER = struct.Struct(">I")
 COUNTER = struct.Struct("<Q")   # the duplicate count of a generator job, in shared memory
+CLK_TCK = os.sysconf("SC_CLK_TCK")          # unit of the CPU times in /proc/<pid>/stat
+NCPU = max(1, len(os.sched_getaffinity(0)))  # a job uses at most this many CPU-seconds per second
+MIN_CHECK_S = 0.005     # shortest wait between two measurements of a running job
+# Last resort: a call ends after this many times (CPU budget + idle allowance) of wall-clock
+# time whatever it did (a job that hardly gets a CPU on an overloaded machine).
+STALL_FACTOR = 10
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
 # The same library called with the GIL held: fork(2) for job children (see job_fork).
@@ -371,9 +378,11 @@ class Job:
         self.seed(job["seed"])
         seen = set()
         dups = 0
-        t_end = time.monotonic() + job["budget_s"]
+        # the sample's budget is CPU time (this process, its threads and the children it
+        # reaped), so how many calls fit does not depend on how busy the machine is
+        cpu_end = cpu_seconds() + job["budget_s"]
         for _ in range(job["max_calls"]):
-            if len(seen) >= job["max_pairs"] or time.monotonic() > t_end:
+            if len(seen) >= job["max_pairs"] or cpu_seconds() > cpu_end:
                 break
             try:
                 raw = gen()
@@ -404,6 +413,12 @@ class Job:
             else:
                 self.value_frame("pair", [("in", text), ("out", value)])
         self.frame("gdone")
+
+
+def cpu_seconds():
+    """CPU time of this process (all its threads) and of the children it has reaped."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def flush_std():
@@ -498,6 +513,21 @@ class Worker:
         self.counters = None    # a page shared with the job children (made on first use)
         self.devnull = None     # /dev/null, the stdin of every job
         self.no_new_privs = False   # set on the worker itself: every job inherits it
+        self.cpu_base = 0.0         # our RUSAGE_CHILDREN CPU time when the running job began
+        self.proc_readable = True   # /proc shows the job's live processes (see probe_proc)
+        self.schedstat = True       # ... and their run-queue wait
+
+    def probe_proc(self):
+        """What /proc tells us (as the namespace set it up) about a job's live processes."""
+        me = os.getpid()
+        self.proc_readable = os.path.exists(f"/proc/{me}/stat")
+        self.schedstat = self.proc_readable and os.path.exists(f"/proc/{me}/schedstat")
+        if not self.proc_readable:
+            self.notes.append("no /proc: a job's CPU time is bounded per process (RLIMIT_CPU) "
+                              "and counted only for its processes that have ended")
+        elif not self.schedstat:
+            self.notes.append("no /proc/<pid>/schedstat: the wall-clock backstop also counts "
+                              "the time a job waits for a CPU")
 
     # -- isolation set-up -------------------------------------------------------------
     def enter_namespaces(self, proto_fds):
@@ -741,6 +771,8 @@ class Worker:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         self._status = None
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)   # the last job's are all reaped
+        self.cpu_base = ru.ru_utime + ru.ru_stime
         pid, hooks_ran = job_fork()
         if pid == 0:
             child_main(self.cfg, job, token, workdir,
@@ -787,12 +819,22 @@ class Worker:
             remove_tree(workdir)
 
     def watch(self, pid, job, token, state, fds, out):
+        """Relay the job's output and frames until it is done, dies or overruns a limit.
+
+        Time limits are per call (a frame starts the next call's): the job's CPU time (all
+        its processes and threads: see job_usage) and its idle time, a backstop for code
+        that does not compute (sleeps, blocks, is stopped) which leaves out the time the
+        job waited for a CPU (see budgets_left). A generator job also has totals: the
+        sample's budget plus one call. The job is measured only when a limit could have
+        been reached (CPU time grows at most NCPU times as fast as wall time) and when a
+        call ends, so a short job is measured at most once."""
         S, lim = self.S, job["limits"]
-        wall = lim["wall_time"]
         t0 = time.monotonic()
         state["t_last"] = t0
-        deadline = t0 + wall
-        hard_end = t0 + job["budget_s"] + wall if job["kind"] == "gen" else None
+        mark = (t0, 0.0, 0.0)   # (monotonic time, CPU, CPU wait) at the current call's start
+        # a generator job's own total (the sample's budget plus one call), from its start
+        total = (job["budget_s"], t0) if job["kind"] == "gen" else None
+        next_check = t0 + self.check_after(lim, total, mark, (t0, 0.0, 0.0))
         hard_out = max(64 * lim["output_bytes"], 1 << 20)
         total_out = 0
         buf = bytearray()
@@ -806,12 +848,13 @@ class Worker:
         try:
             while True:
                 now = time.monotonic()
-                limit_t = deadline if hard_end is None else min(deadline, hard_end)
-                if now >= limit_t:
-                    killed = (S["TIMEOUT"], "wall",
-                              f"The code did not finish within {wall:g} s.")
-                    break
-                for fd, ev in poller.poll(max(1, int((limit_t - now) * 1000) + 1)):
+                if now >= next_check:
+                    usage = (now,) + self.job_usage()
+                    killed = self.over_limit(lim, total, mark, usage)
+                    if killed:
+                        break
+                    next_check = now + self.check_after(lim, total, mark, usage)
+                for fd, ev in poller.poll(max(1, int((next_check - now) * 1000) + 1)):
                     if fd == pidfd:
                         exited = True
                         continue
@@ -832,11 +875,16 @@ class Worker:
                                       f"The code printed more than {hard_out} bytes.")
                         continue
                     buf += data
+                    unread = len(buf)
                     bad = self.frames(buf, token, state, lim)
                     if bad:
                         killed = (S["CRASHED"], "bad frame", bad)
-                    state["t_last"] = time.monotonic()
-                    deadline = state["t_last"] + wall
+                    elif len(buf) < unread and not state["done"]:
+                        # a call ended (or loading did): the next one gets its own budget
+                        now = time.monotonic()
+                        mark = (now,) + self.job_usage(main=pid)
+                        state["t_last"] = now
+                        next_check = now + self.check_after(lim, total, mark, mark)
                 if killed or state["done"]:
                     break
                 if exited:
@@ -865,6 +913,104 @@ class Worker:
             if self._status is None:
                 self.kill_all(pid)
             state["end"] = self.child_status(job)
+
+    def job_usage(self, main=None):
+        """(CPU seconds, seconds spent waiting for a CPU) of the running job so far.
+
+        With `main` (the job's own process), a quick reading at the end of a call: that
+        process only, no scan of /proc. The CPU time of the job's other live processes is
+        then charged to the next call too (never less than it used, so only code that
+        keeps processes computing across calls is short-changed).
+
+        CPU: the job's processes that we reaped (RUSAGE_CHILDREN since the job began, which
+        includes what they had reaped themselves) plus the live ones, read from
+        /proc/<pid>/stat (user + system time of all the process's threads and of the
+        children it reaped; a zombie still shows its own). With a PID namespace every
+        process but us is the job's (orphans come to us, PID 1, and stay zombies until the
+        job ends); without one, our descendants (a subreaper). CPU wait: the run-queue delay
+        of each live thread, from /proc/<pid>/task/<tid>/schedstat, 0 where the kernel
+        does not have it."""
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = ru.ru_utime + ru.ru_stime - self.cpu_base
+        if not self.proc_readable:
+            return cpu, 0.0
+        me = os.getpid()
+        procs = {}
+        for entry in os.listdir("/proc") if main is None else (str(main),):
+            if entry.isdigit() and int(entry) != me:
+                try:
+                    with open(f"/proc/{entry}/stat", "rb") as f:
+                        procs[int(entry)] = f.read().rsplit(b")", 1)[1].split()
+                except (OSError, IndexError):
+                    continue     # gone meanwhile: it was reaped, RUSAGE_CHILDREN has it
+        if not self.pidns and main is None:
+            procs = descendants(procs, me)
+        ticks, wait_ns = 0, 0
+        for pid, fields in procs.items():
+            ticks += sum(int(x) for x in fields[11:15])   # utime stime cutime cstime
+            if not self.schedstat:
+                continue
+            # per thread: a process's own schedstat is its main thread's only
+            tids = (pid,) if fields[17] == b"1" or main is not None else self.threads(pid)
+            for tid in tids:
+                try:
+                    with open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as f:
+                        wait_ns += int(f.read().split()[1])
+                except (OSError, IndexError, ValueError):
+                    pass
+        return cpu + ticks / CLK_TCK, wait_ns / 1e9
+
+    @staticmethod
+    def threads(pid):
+        try:
+            return os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            return ()
+
+    @staticmethod
+    def budgets_left(lim, total, mark, usage):
+        """(CPU seconds, idle seconds, wall seconds) the job has left at `usage` = (time,
+        CPU, CPU wait): for the current call (since `mark`) and, with a generator's `total`
+        = (budget, start), for the job. Idle time is wall time spent neither computing nor
+        waiting for a CPU (sleeping, blocked, stopped); where the kernel does not report
+        the wait, waiting counts as idle. The plain wall clock is only a last resort
+        against a machine so overloaded that the job hardly runs."""
+        now, cpu, wait = usage
+        used = cpu - mark[1]
+        cpu_left = lim["cpu_time"] - used
+        idle_left = lim["wall_time"] - ((now - mark[0]) - used - max(0.0, wait - mark[2]))
+        wall_left = STALL_FACTOR * (lim["cpu_time"] + lim["wall_time"]) - (now - mark[0])
+        if total is not None:
+            budget, t0 = total
+            cpu_left = min(cpu_left, budget + lim["cpu_time"] - cpu)
+            idle_left = min(idle_left, budget + lim["wall_time"] - ((now - t0) - cpu - wait))
+            wall_left = min(wall_left, STALL_FACTOR * (budget + lim["cpu_time"] + lim["wall_time"])
+                            - (now - t0))
+        return cpu_left, idle_left, wall_left
+
+    def over_limit(self, lim, total, mark, usage):
+        """(status, error_type, message) when the job is out of CPU, idle or wall time."""
+        cpu_left, idle_left, wall_left = self.budgets_left(lim, total, mark, usage)
+        if cpu_left <= 0:
+            return (self.S["TIMEOUT"], "cpu",
+                    f"The code used more than {lim['cpu_time']:g} s of CPU time.")
+        if idle_left <= 0:
+            return (self.S["WALL_TIMEOUT"], "wall",
+                    f"The code stopped computing for more than {lim['wall_time']:g} s "
+                    f"(it slept, blocked or was stopped).")
+        if wall_left <= 0:
+            return (self.S["WALL_TIMEOUT"], "wall",
+                    "The code did not finish within "
+                    f"{STALL_FACTOR * (lim['cpu_time'] + lim['wall_time']):g} s of wall-clock "
+                    "time (the machine may be overloaded).")
+        return None
+
+    def check_after(self, lim, total, mark, usage):
+        """Seconds until a limit could be reached: CPU time accrues at most NCPU times as
+        fast as wall time, idle time at most as fast."""
+        cpu_left, idle_left, wall_left = self.budgets_left(lim, total, mark, usage)
+        return max(MIN_CHECK_S, min(cpu_left / NCPU, idle_left, wall_left))
+
 
     def frames(self, buf, token, state, lim):
         """Consume complete frames from `buf` (a bytearray) into `state`; return an error
@@ -1006,6 +1152,21 @@ class Worker:
             self.cleanup()
 
 
+def descendants(procs, root):
+    """The entries of `procs` (pid -> /proc/<pid>/stat fields after the name) that descend
+    from `root`."""
+    kids = {}
+    for pid, fields in procs.items():
+        kids.setdefault(int(fields[1]), []).append(pid)
+    found, stack = {}, list(kids.get(root, ()))
+    while stack:
+        pid = stack.pop()
+        if pid not in found:
+            found[pid] = procs[pid]
+            stack.extend(kids.get(pid, ()))
+    return found
+
+
 def remove_tree(path):
     """Remove a job directory even if the job made parts of it unreadable."""
     def fix(func, p, _exc):
@@ -1060,6 +1221,7 @@ def main():
         worker.no_new_privs = True
     except OSError:
         pass
+    worker.probe_proc()
     worker.preload()
     # The preloaded modules live as long as the worker: keep them out of garbage collection,
     # so that a collection in a job's child does not walk (and copy, page by page, from

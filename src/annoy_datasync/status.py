@@ -11,16 +11,25 @@ NO_ANSWER = "no_answer"            # no usable JSON answer could be extracted fr
 BAD_ANSWER = "bad_answer"          # older files only: verify no longer writes it (a non-object
                                    # "input" is now passed as the one argument)
 EXCEPTION = "exception"            # the code raised (type and message in the message)
-TIMEOUT = "timeout"                # wall-clock or CPU time limit
+TIMEOUT = "timeout"                # used its whole CPU budget: final on any machine (res.limit
+                                   # == LIMIT_CPU; without it: another tool's wall-clock limit)
+WALL_TIMEOUT = "wall_timeout"      # stopped computing (slept, blocked, stopped) past the backstop:
+                                   # may come from load, re-checked by pipeline_check
 RESOURCE_LIMIT = "resource_limit"  # memory, processes, file size, open files, output size
 CRASHED = "crashed"                # killed by a signal we did not send
 NON_JSON = "non_json_output"       # returned a value that is not plain JSON (set, NaN, ndarray, ...)
 NOT_RUNNABLE = "not_runnable"      # the code could not be run at all (syntax error, missing function, no record)
 
 VERDICTS = (SUCCESS, WRONG_ANSWER, NO_ANSWER, BAD_ANSWER, EXCEPTION, TIMEOUT,
-            RESOURCE_LIMIT, CRASHED, NON_JSON, NOT_RUNNABLE)
-# Verdicts worth re-checking with fewer workers (scripts/pipeline_check.sh).
-RETRYABLE = (TIMEOUT,)
+            WALL_TIMEOUT, RESOURCE_LIMIT, CRASHED, NON_JSON, NOT_RUNNABLE)
+# res.limit of a TIMEOUT verdict of ours: the CPU budget was used up (never re-checked).
+LIMIT_CPU = "cpu"
+# Verdicts that load on the machine could have caused, re-checked with fewer workers by
+# scripts/pipeline_check.sh (verify.py --recheck load). A TIMEOUT without res.limit ==
+# LIMIT_CPU also qualifies: another tool wrote it, under a wall-clock limit (see
+# verification.load_dependent, the one place that decides).
+RETRYABLE = (WALL_TIMEOUT,)
+RECHECK_LOAD = "load"       # the --recheck keyword for them
 
 # Verdicts in files written by the original implementation. Every step reads them with the
 # meaning they have there: only "success" passes (the same string as ours), "timeout" (the

@@ -63,8 +63,12 @@ def _sentence(text: str, limit: int = SHOW_CHARS) -> str:
     return text.rstrip(".")
 
 
-def res(status: str, message: str) -> dict:
-    return {"status": status, "message": message}
+def res(status: str, message: str, limit: str | None = None) -> dict:
+    """A verdict; `limit` (res.limit) says which limit a timeout hit (status.LIMIT_CPU)."""
+    out = {"status": status, "message": message}
+    if limit is not None:
+        out["limit"] = limit
+    return out
 
 
 MSG_SUCCESS = "Your answer is correct."
@@ -114,7 +118,11 @@ def msg_from_job(job: Any, timeout_s: float, func: str = DEFAULT_FUNC) -> str:
             text = f"{kind}: {detail}" if detail else kind
         return f"Calling {func} on your predicted input raised {text}."
     if job.status == st.TIMEOUT:
-        return f"Running {func} on your predicted input timed out after {timeout_s:g} s."
+        return (f"Running {func} on your predicted input timed out: it computed for "
+                f"{timeout_s:g} s of CPU time without finishing.")
+    if job.status == st.WALL_TIMEOUT:
+        return (f"Running {func} on your predicted input timed out: it stopped computing "
+                f"(slept or blocked) for more than {timeout_s:g} s.")
     if job.status == st.NOT_RUNNABLE:
         return f"The reference code could not be run: {_lower_first(detail) or job.status}."
     if detail:  # the executor's sentence about "the code": say it was on this input
@@ -296,7 +304,8 @@ def judge_run(pred: Any, job: Any, expected: Any, timeout_s: float,
               func: str = DEFAULT_FUNC) -> dict:
     """Verdict on the reference code run on a predicted input (`job`: a JobResult)."""
     if job.status != st.SUCCESS:
-        return res(job.status, msg_from_job(job, timeout_s, func))
+        cpu = job.status == st.TIMEOUT and job.error_type == st.LIMIT_CPU
+        return res(job.status, msg_from_job(job, timeout_s, func), st.LIMIT_CPU if cpu else None)
     if json_equal(expected, job.value):
         return res(st.SUCCESS, MSG_SUCCESS)
     return res(st.WRONG_ANSWER, msg_input_wrong(pred, job.value, expected, func))
@@ -553,17 +562,29 @@ def identity(record: dict) -> tuple:
     return (record.get("itemid"), record.get("ioid"), record.get("io_pred"), record.get("output"))
 
 
+def load_dependent(verdict: dict) -> bool:
+    """Whether load on the machine could have caused `verdict` (a res): a wall stop
+    (status.RETRYABLE), or a timeout without ``limit == "cpu"``, which another
+    implementation wrote under a wall-clock limit (the method's own files). A timeout of
+    ours used its whole CPU budget: final, never re-checked."""
+    status = verdict.get("status")
+    return status in st.RETRYABLE or (status == st.TIMEOUT
+                                      and verdict.get("limit") != st.LIMIT_CPU)
+
+
 def reusable(previous: Any, recheck: set[str]) -> dict | None:
     """A previous verdict worth keeping: one of ours (a status of `status.VERDICTS`) or of
-    the original implementation (`status.ORIGINAL_VERDICTS`, kept as written: its "timeout"
-    is re-checked like ours), well formed, not one to re-check. Verdicts of other tools are
-    checked again."""
+    the original implementation (`status.ORIGINAL_VERDICTS`, kept as written), well formed,
+    not one to re-check: its status is not in `recheck`, nor (with `status.RECHECK_LOAD` in
+    it) one that load could have caused (`load_dependent`: the original's "timeout", written
+    under a wall-clock limit, is re-checked). Verdicts of other tools are checked again."""
     if not isinstance(previous, dict):
         return None
     verdict, message = previous.get("status"), previous.get("message")
     if verdict in st.ORIGINAL_VERDICTS and message is None:
         message = ""        # the original's verdicts need not carry a message
     if (verdict in st.VERDICTS or verdict in st.ORIGINAL_VERDICTS) and isinstance(message, str) \
-            and verdict not in recheck:
+            and verdict not in recheck \
+            and not (st.RECHECK_LOAD in recheck and load_dependent(previous)):
         return {**previous, "message": message}
     return None
