@@ -129,7 +129,6 @@ class _Worker:
             "status": {name: getattr(status, name) for name in _STATUS_NAMES},
             "job_uid": ex.uid_base + self.index if os.geteuid() == 0 else None,
             "read_paths": ex.read_paths,
-            "private_paths": ex.private_paths,
             "namespaces": USE_NAMESPACES,
         }
         self.proc = subprocess.Popen(
@@ -207,8 +206,11 @@ class Executor:
     def __init__(self, python_path: str | None = None, run_path: str = "./temp/run",
                  workers: int | None = None, limits: Limits | None = None,
                  preload: tuple[str, ...] = DEFAULT_PRELOAD, hash_seed: int = 0,
-                 wait: bool = True) -> None:
+                 wait: bool = True, read_paths: tuple[str, ...] | list[str] = ()) -> None:
         self.python_path = python_path or sys.executable
+        if not os.access(self.python_path, os.X_OK):
+            raise RuntimeError(f"cannot run --python_path {self.python_path}: "
+                               "not an executable file")
         self.run_path = os.path.realpath(run_path)
         os.makedirs(self.run_path, exist_ok=True)
         if os.geteuid() == 0:   # the job uid must reach its directory
@@ -217,10 +219,12 @@ class Executor:
         self.preload = tuple(preload)
         self.hash_seed = hash_seed
         self.uid_base = JOB_UID_BASE + ((os.getpid() * 8 + next(_instances)) % 30000) * 128
-        # Directories a dropped uid must be able to read: the interpreter's prefixes and
-        # import path, asked from the interpreter itself (it may be another environment).
-        self.read_paths = self._interpreter_paths()
-        self.private_paths = private_dirs()
+        # Directories the jobs may read besides the interpreter's own (--read_path); the
+        # worker binds them read-only into the jobs' view (sandbox_view.py).
+        for p in read_paths:
+            if not os.path.isdir(p):
+                raise ValueError(f"read path {p}: not a directory")
+        self.read_paths = sorted({os.path.realpath(p) for p in read_paths})
         n = workers or os.cpu_count() or 1
         self._queue: queue.Queue = queue.Queue()
         self._closed = False
@@ -272,27 +276,14 @@ class Executor:
                              name="executor-watchdog").start()
             self._ready = True
 
-    def _interpreter_paths(self) -> list[str]:
-        probe = ("import sys, json; print(json.dumps(sorted({sys.prefix, sys.base_prefix, "
-                 "sys.exec_prefix} | {p for p in sys.path if p})))")
-        if self.python_path == sys.executable:
-            paths = {sys.prefix, sys.base_prefix, sys.exec_prefix} | {p for p in sys.path if p}
-            out = sorted(paths)
-        else:
-            try:
-                text = subprocess.run([self.python_path, "-s", "-c", probe], check=True,
-                                      capture_output=True, text=True, timeout=60,
-                                      env=clean_env(self.hash_seed), cwd="/").stdout
-                out = json.loads(text)
-            except (OSError, subprocess.SubprocessError, ValueError) as exc:
-                raise RuntimeError(f"cannot run --python_path {self.python_path}: {exc}") from exc
-        real = {os.path.realpath(p) for p in out if os.path.isdir(p)}
-        # the interpreter binary's own directory and what its symlinks point to
-        real.add(os.path.dirname(os.path.realpath(self.python_path)))
-        # keep only tops: a path inside another listed path adds nothing
-        tops = sorted(real, key=len)
-        return [p for i, p in enumerate(tops)
-                if not any(p.startswith(q.rstrip("/") + "/") for q in tops[:i])]
+    @property
+    def view_restricted(self) -> bool:
+        """True when every worker built the allow-list file system view for its jobs
+        (False where the kernel refused namespaces: jobs then see what their uid may read)."""
+        if not self._ready:
+            self.wait_ready()
+        return all(w.hello.get("view", False) for w in self._workers
+                   if getattr(w, "hello", None) is not None)
 
     # -- public API ------------------------------------------------------------------------
     def run_calls(self, code: str, inputs: list[dict], *, func: str = "main_solution",
@@ -458,27 +449,6 @@ class Executor:
 
 
 _live: weakref.WeakSet[Executor] = weakref.WeakSet()
-
-
-# Directories that hold the system itself: never hidden from jobs (code needs them).
-SYSTEM_DIRS = frozenset({"/", "/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/etc",
-                         "/opt", "/var", "/srv", "/tmp", "/dev", "/proc", "/sys", "/run",
-                         "/mnt", "/media", "/boot", "/nix", "/snap"})
-
-
-def private_dirs() -> list[str]:
-    """Directories whose files are the user's, not the system's: homes and the directory
-    the step runs in (the project, with its data and perhaps a .env of keys). The workers
-    cover them with an empty tmpfs, binding back only the interpreter's own directories and
-    the run directory, so a job cannot read them even where their files are world-readable
-    (and print them into the dataset)."""
-    found = {"/home", "/root", os.path.expanduser("~")}
-    try:
-        found.add(os.getcwd())
-    except OSError:
-        pass
-    real = {os.path.realpath(p) for p in found if p}
-    return sorted(p for p in real if p not in SYSTEM_DIRS and os.path.isdir(p))
 
 
 @functools.lru_cache(maxsize=64)
