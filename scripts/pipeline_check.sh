@@ -6,7 +6,9 @@
 # PYTHON (default: python3) runs the reference code; RUN_PATH (default ./temp/run) holds the
 # executions' scratch directories. Environment: WORKERS (default: number of CPUs), TIMEOUT
 # (seconds per execution, default 5), RETRIES (timeout re-checks, default 3; each halves the
-# workers and doubles the timeout), PIPELINE_PYTHON (interpreter of the steps, default python3).
+# workers and doubles the timeout), PIPELINE_PYTHON (interpreter of the steps, default python3),
+# READ_PATHS (directories the reference code may read, read-only, separated by ':'; passed as
+# --read_path to verify.py; by default it sees only the interpreter and its own scratch).
 #
 # VERIFIED is only ever replaced whole (temp file + rename): a kill at any point leaves the
 # old file or the new one. A rerun resumes: verdicts already in VERIFIED for identical lines
@@ -14,7 +16,7 @@
 set -euo pipefail
 
 if [ $# -lt 3 ] || [ $# -gt 5 ]; then
-    echo "usage: bash $0 PARSED GENS VERIFIED [PYTHON] [RUN_PATH]" >&2
+    echo "usage: [READ_PATHS=DIR[:DIR...]] bash $0 PARSED GENS VERIFIED [PYTHON] [RUN_PATH]" >&2
     exit 2
 fi
 PARSED=$1
@@ -38,6 +40,12 @@ for f in "$PARSED" "$GENS"; do
 done
 
 common=(--parsed_file "$PARSED" --python_path "$CODE_PYTHON" --run_path "$RUN_PATH")
+if [ -n "${READ_PATHS:-}" ]; then
+    IFS=: read -r -a read_dirs <<< "$READ_PATHS"
+    for d in "${read_dirs[@]}"; do
+        [ -n "$d" ] && common+=(--read_path "$d")
+    done
+fi
 
 resume=()
 if [ -s "$VERIFIED" ]; then

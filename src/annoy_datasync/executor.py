@@ -280,7 +280,7 @@ class Executor:
     def view_restricted(self) -> bool:
         """True when every worker built the allow-list file system view for its jobs
         (False where the kernel refused namespaces: jobs then see what their uid may read)."""
-        if not self._ready:
+        if not self._ready and not self._closed:
             self.wait_ready()
         return all(w.hello.get("view", False) for w in self._workers
                    if getattr(w, "hello", None) is not None)

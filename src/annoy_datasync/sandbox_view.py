@@ -13,7 +13,9 @@ What a job sees (read-only unless said otherwise):
   - the interpreter's installation: sys.prefix, sys.base_prefix, sys.exec_prefix, the
     directory of the binary, every directory of the worker's sys.path (site-packages and
     what .pth files add) and the sysconfig install paths. Whole directories, so a module
-    first imported by the job (scipy, sympy) is found as well;
+    first imported by the job (scipy, sympy) is found as well. A prefix shared with other
+    software (/usr, /usr/local, /opt, ...: a system interpreter) is not bound whole, only
+    the interpreter's own directories below it;
   - the directories of the shared libraries the worker has mapped once its preload modules
     are imported (/proc/self/maps: libc, libm, libz, libffi, ...), so that a library a job
     loads later from the same directory is found too; the program interpreter (ld.so)
@@ -55,6 +57,7 @@ CLONE_NEWNET = 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_NOATIME, MS_NODIRATIME, MS_BIND, MS_REC = 32, 1024, 2048, 4096, 16384
 MS_PRIVATE, MS_RELATIME = 1 << 18, 1 << 21
+MS_MOVE = 8192
 MNT_DETACH = 2
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 4, 36, 38
 # pivot_root has no libc wrapper; its number by architecture (the generic table is 41)
@@ -284,8 +287,16 @@ class View:
             for fd in list(fds.values()) + list(file_fds.values()) + [run_fd]:
                 os.close(fd)
         os.chdir(new)
-        pivot_root(".", ".")            # the old root ends up stacked on the new one...
-        _check(_libc.umount2(b".", MNT_DETACH), "umount old root")   # ...and is gone
+        try:
+            pivot_root(".", ".")        # the old root ends up stacked on the new one...
+            _check(_libc.umount2(b".", MNT_DETACH), "umount old root")   # ...and is gone
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.ENOSYS):
+                raise
+            # the host's root is the initial ramfs (pivot_root refuses it): move the new
+            # root over / instead; the old one stays below, out of reach without privileges
+            mount(".", "/", None, MS_MOVE)
+            os.chroot(".")
         os.chdir("/")
         self.mount_points = [m for m in binds + [self.run] if inside(m, self.scratch)]
         self.read_only(keep={self.run, "/tmp", "/dev/shm"})
