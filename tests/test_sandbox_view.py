@@ -235,9 +235,15 @@ def test_a_read_path_is_readable_and_not_writable(tmp_path):
     assert (corpus / "words.txt").read_text() == "alpha beta\n"
 
 
-def test_a_read_path_must_be_a_directory(tmp_path):
+def test_a_read_path_must_be_a_directory_outside_the_views_own(tmp_path):
     with pytest.raises(ValueError, match="not a directory"):
         Executor(run_path=str(tmp_path / "run"), workers=1, read_paths=[str(tmp_path / "no")])
+    for bad in ("/", "/etc", "/tmp", "/dev"):   # bound, they would be written over
+        with pytest.raises(ValueError, match="holds /etc"):
+            Executor(run_path=str(tmp_path / "run"), workers=1, read_paths=[bad])
+    assert sandbox_view.covers_view_dirs("/") and sandbox_view.covers_view_dirs("/etc")
+    assert not sandbox_view.covers_view_dirs("/etc/ssl")
+    assert not sandbox_view.covers_view_dirs(str(tmp_path))
 
 
 WORKS = """

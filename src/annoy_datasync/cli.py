@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from . import status
+from .executor import read_path_problem
 from .jsonl import InputError, atomic_write, read_jsonl
 
 
@@ -63,8 +64,9 @@ def add_read_path_arg(parser: argparse.ArgumentParser) -> None:
 def read_paths_arg(parser: argparse.ArgumentParser, values: Sequence[str]) -> list[str]:
     """--read_path values, each an existing directory (else a usage error)."""
     for value in values:
-        if not os.path.isdir(value):
-            parser.error(f"--read_path {value}: not a directory")
+        problem = read_path_problem(value)
+        if problem:
+            parser.error(f"--read_path {value}: {problem}")
     return list(values)
 
 

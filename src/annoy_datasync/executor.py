@@ -52,6 +52,8 @@ USE_NAMESPACES = True
 # A worker that has not answered this long after a job's own limits is killed and replaced.
 WATCHDOG_GRACE_S = 60.0
 _warned: set[str] = set()
+# Directories the jobs' view makes itself (sandbox_view.VIEW_DIRS): no read path may hold one.
+VIEW_DIRS = ("/etc", "/dev", "/proc", "/tmp")
 
 
 @dataclass(frozen=True)
@@ -222,8 +224,9 @@ class Executor:
         # Directories the jobs may read besides the interpreter's own (--read_path); the
         # worker binds them read-only into the jobs' view (sandbox_view.py).
         for p in read_paths:
-            if not os.path.isdir(p):
-                raise ValueError(f"read path {p}: not a directory")
+            problem = read_path_problem(p)
+            if problem:
+                raise ValueError(f"read path {p}: {problem}")
         self.read_paths = sorted({os.path.realpath(p) for p in read_paths})
         n = workers or os.cpu_count() or 1
         self._queue: queue.Queue = queue.Queue()
@@ -449,6 +452,17 @@ class Executor:
 
 
 _live: weakref.WeakSet[Executor] = weakref.WeakSet()
+
+
+def read_path_problem(path: str) -> str | None:
+    """Why `path` cannot be a read path of the jobs, or None if it can."""
+    if not os.path.isdir(path):
+        return "not a directory"
+    real = os.path.realpath(path)
+    if any(d == real or d.startswith(real.rstrip("/") + "/") for d in VIEW_DIRS):
+        return ("holds /etc, /dev, /proc or /tmp, of which jobs get private versions; "
+                "name a directory inside it")
+    return None
 
 
 @functools.lru_cache(maxsize=64)

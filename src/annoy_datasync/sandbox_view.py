@@ -64,6 +64,7 @@ PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS =
 SYS_PIVOT_ROOT = {"x86_64": 155, "i386": 217, "i686": 217, "aarch64": 41, "riscv64": 41,
                   "ppc64le": 203, "s390x": 217}
 SHARED_PREFIXES = frozenset({"/", "/usr", "/usr/local", "/opt", "/var", "/srv", "/home"})
+VIEW_DIRS = ("/etc", "/dev", "/proc", "/tmp")     # made by the view, never bound from the host
 DEVICES = ("null", "zero", "random", "urandom")
 # /etc files bound from the host (see the module docstring for why each)
 ETC_FILES = ("ld.so.cache", "localtime")
@@ -179,6 +180,36 @@ def interpreter_dirs():
             and os.path.realpath(p) not in SHARED_PREFIXES}
 
 
+def in_child(fn):
+    """fn() (a set of str) computed in a short-lived child: the modules it imports
+    (sysconfig, zoneinfo) stay out of the worker, whose size every job's fork pays for."""
+    import json
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(r)
+            data = json.dumps(sorted(fn())).encode()
+            while data:
+                data = data[os.write(w, data):]
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    chunks = []
+    while True:
+        b = os.read(r, 1 << 16)
+        if not b:
+            break
+        chunks.append(b)
+    os.close(r)
+    _, st = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(st) != 0:
+        raise OSError(errno.EIO, "could not list the interpreter's directories")
+    return set(json.loads(b"".join(chunks)))
+
+
 def mapped_dirs():
     """Directories of the files this process maps (shared libraries, the loader)."""
     found = set()
@@ -237,6 +268,11 @@ def outermost(paths):
     return out
 
 
+def covers_view_dirs(path):
+    """True if `path` is, or holds, a directory the view makes itself (/etc, /dev, ...)."""
+    return any(inside(d, [path]) for d in VIEW_DIRS)
+
+
 def inside(path, tops):
     return any(path == t or path.startswith(t.rstrip("/") + "/") for t in tops)
 
@@ -260,9 +296,14 @@ class View:
 
     def build(self):
         mount(None, "/", None, MS_REC | MS_PRIVATE)   # nothing we mount leaks out
-        spelled = interpreter_dirs() | set(self.read_paths)
+        spelled = in_child(interpreter_dirs) | set(self.read_paths)
         binds = outermost({os.path.realpath(p) for p in spelled | mapped_dirs()} - {"/"})
         binds = [b for b in binds if b != self.run and os.path.isdir(b)]
+        for b in [b for b in binds if covers_view_dirs(b)]:
+            # the view's own /etc, /dev, /proc, /tmp are made here: a host directory bound
+            # over them would be written to (and emptied, for /tmp) by the code below
+            self.notes.append(f"{b} not exposed to jobs: it holds the view's own directories")
+            binds.remove(b)
         links = set(spelled)
         links.add(sys.executable)
         interp = elf_interpreter(os.path.realpath(sys.executable))
