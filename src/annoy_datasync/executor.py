@@ -4,7 +4,8 @@ A pool of warm worker processes under ``python_path`` that preload common module
 one sandboxed child per job. Results come back as JSON values on a framed pipe and are
 judged by the caller, never by the child. The worker side is ``sandbox_worker.py`` (stdlib
 only, so ``python_path`` may be an environment without this package); its docstring
-describes the isolation.
+describes the isolation, and ``sandbox_view.py`` the file system a job sees (an allow-list:
+the interpreter, its libraries, a private /tmp, the run directory, `read_paths`).
 
 Workers live as long as the Executor or the PROCESS that made it, whichever ends first (they
 watch a pidfd of that process, so an Executor may be made in a short-lived thread). A job
@@ -203,6 +204,9 @@ class Executor:
     (imports of `preload` done; raises RuntimeError if one cannot start). With ``wait=False``
     it returns at once and the first job (or `wait_ready`) waits instead, so several pools
     start up side by side.
+
+    `read_paths`: directories the jobs may read (read-only) besides the interpreter's own;
+    ValueError for one that is not a directory or holds /etc, /dev, /proc or /tmp.
     """
 
     def __init__(self, python_path: str | None = None, run_path: str = "./temp/run",
