@@ -282,8 +282,8 @@ def main_solution():
 """
 
 
-def test_scientific_modules_and_runtime_services_work():
-    with Executor(run_path="./temp/test-view-run", workers=1, preload=("math",),
+def test_scientific_modules_and_runtime_services_work(tmp_path):
+    with Executor(run_path=str(tmp_path / "run"), workers=1, preload=("math",),
                   limits=Limits(wall_time=60, cpu_time=60, nproc=16)) as ex:
         if not ex.view_restricted:
             pytest.skip("the kernel refused namespaces")
