@@ -9,7 +9,9 @@
 # stopped too, as wall_timeout), RETRIES (re-check rounds, default 1; each halves the
 # workers), PIPELINE_PYTHON (interpreter of the steps, default python, else python3;
 # run_pipeline.sh sets it to its own), ANSWER_RULE (verify.py --answer_rule: method, the
-# default, or lenient).
+# default, or lenient), READ_PATHS (directories the reference code may read, read-only,
+# separated by ':'; passed as --read_path to verify.py; by default it sees only the
+# interpreter and its own scratch).
 #
 # A timeout (the code used its whole CPU budget) is final: the same on any machine at any
 # load. The re-check rounds run again only the verdicts verify.py selects with
@@ -22,7 +24,7 @@
 set -euo pipefail
 
 if [ $# -lt 3 ] || [ $# -gt 5 ]; then
-    echo "usage: bash $0 PARSED GENS VERIFIED [PYTHON] [RUN_PATH]" >&2
+    echo "usage: [READ_PATHS=DIR[:DIR...]] bash $0 PARSED GENS VERIFIED [PYTHON] [RUN_PATH]" >&2
     exit 2
 fi
 PARSED=$1
@@ -48,6 +50,12 @@ done
 common=(--parsed_file "$PARSED" --python_path "$CODE_PYTHON" --run_path "$RUN_PATH")
 if [ -n "${ANSWER_RULE:-}" ]; then
     common+=(--answer_rule "$ANSWER_RULE")
+fi
+if [ -n "${READ_PATHS:-}" ]; then
+    IFS=: read -r -a read_dirs <<< "$READ_PATHS"
+    for d in "${read_dirs[@]}"; do
+        [ -n "$d" ] && common+=(--read_path "$d")
+    done
 fi
 
 resume=()

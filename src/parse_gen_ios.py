@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="interpreter that runs the generated code (default: this one)")
     p.add_argument("--run_path", default="./temp/run",
                    help="where each execution gets its own scratch directory")
+    cli.add_read_path_arg(p)
     p.add_argument("--seed", type=int, default=0, help="seed of input generation (default 0)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="worker processes per executor pool (default: the number of CPUs)")
@@ -122,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.budget <= 0 or args.timeout <= 0:
         parser.error("--budget and --timeout must be positive")
     args.python_path = cli.python_path_arg(parser, args.python_path)
+    args.read_path = cli.read_paths_arg(parser, args.read_path)
     dropped_file = args.dropped_file or args.output_file + ".dropped.jsonl"
     if os.path.abspath(dropped_file) in (os.path.abspath(args.output_file), os.path.abspath(args.input_file)):
         parser.error("--dropped_file must differ from --input_file and --output_file")
@@ -131,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
                         max_calls=args.max_calls, budget_s=args.budget)
     limits = Limits(cpu_time=args.timeout)   # and as much idle time (the wall backstop)
     common = dict(python_path=args.python_path, run_path=args.run_path,
-                  workers=args.workers, limits=limits)
+                  workers=args.workers, limits=limits, read_paths=args.read_path)
     check_pool = _Pool(hash_seed=CHECK_HASH_SEED, **common)
     gen_pool = _Pool(start_with=check_pool, hash_seed=GEN_HASH_SEED, **common)
     recheck = Rechecker(check_pool)   # merges the re-check jobs of a few samples
@@ -202,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         check_pool.close()
         lock.close()
     counts[st.SKIP_BAD_LINE] += len(records.bad)
+    cli.view_counts(counts, [p.executor for p in (check_pool, gen_pool) if p.executor])
     print(cli.summary(counts, "parse_gen_ios:"), file=sys.stderr)
     return 0
 

@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="interpreter that runs the reference code (default: this one)")
     p.add_argument("--run_path", default="./temp/run",
                    help="where each execution gets its own scratch directory")
+    cli.add_read_path_arg(p)
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="executor worker processes (default: the number of CPUs)")
     p.add_argument("--timeout", type=float, default=5.0,
@@ -134,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.timeout <= 0:
         parser.error("--timeout must be positive")
     args.python_path = cli.python_path_arg(parser, args.python_path)
+    args.read_path = cli.read_paths_arg(parser, args.read_path)
     recheck = {s.strip() for s in args.recheck.split(",") if s.strip()}
     unknown = recheck - set(st.VERDICTS) - set(st.ORIGINAL_VERDICTS) - {st.RECHECK_LOAD}
     if unknown:
@@ -163,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         nonlocal executor
         if executor is None:  # started on the first input prediction only
             executor = Executor(python_path=args.python_path, run_path=args.run_path,
-                                workers=args.workers, limits=limits)
+                                workers=args.workers, limits=limits, read_paths=args.read_path)
         # several predictions of one sample in one job, each call as if it ran alone
         return executor.run_calls(code, inputs, func=func, fresh=True)
 
@@ -188,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     counts[st.EXECUTIONS] = verifier.cache.runs
     counts[st.CACHE_HITS] = verifier.cache.hits
     counts[st.RECORDED_HITS] = verifier.recorded_hits
+    cli.view_counts(counts, [executor] if executor is not None else [])
     line = cli.summary(counts, f"verify: answer_rule={args.answer_rule}")
     if gens.bad:
         line += f" (rejected lines in {rejects})"

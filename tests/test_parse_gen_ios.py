@@ -219,7 +219,8 @@ def test_bad_input(tmp_path, capsys):
     argv[1] = str(tmp_path / "missing.jsonl")
     assert cli.run(parse_gen_ios.main, argv) == 1
     assert "no such file" in capsys.readouterr().err
-    for bad in (["--max_ios", "1"], ["--workers", "0"], ["--dropped_file", str(tmp_path / "p.jsonl")]):
+    for bad in (["--max_ios", "1"], ["--workers", "0"], ["--dropped_file", str(tmp_path / "p.jsonl")],
+                ["--read_path", str(tmp_path / "no-such-dir")]):
         with pytest.raises(SystemExit) as exc:
             parse_gen_ios.main([*argv, *bad])
         assert exc.value.code == 2

@@ -163,3 +163,22 @@ def test_fractional_timeout_and_bad_environment_values(tmp_path):
     for name, value in [("TIMEOUT", "5s"), ("WORKERS", "two"), ("RETRIES", "-1")]:
         proc = run_script(tmp_path, parsed, gens, verified, **{name: value})
         assert proc.returncode == 2 and f"error: {name}={value}" in proc.stderr, proc.stderr
+
+
+def test_read_paths_reach_verify(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "v.txt").write_text("alpha\n")
+    code = f"def main_solution(name):\n    return open({str(corpus)!r} + '/' + name).read()\n"
+    parsed, gens, verified = tmp_path / "parsed.jsonl", tmp_path / "gens.jsonl", tmp_path / "v.jsonl"
+    write(parsed, [{"problem_description": "p", "io_requirements": "r", "refcode": code,
+                    "funcname": "main_solution",
+                    "ios": [{"input": {"name": "w.txt"}, "output": "alpha\n"}],
+                    "category": None, "meta": {"msgidx": 0}}])
+    write(gens, [gens_row(0, 0, "i", {"input": {"name": "v.txt"}}, 0)])
+    proc = run_script(tmp_path, parsed, gens, verified, RETRIES="0",
+                      READ_PATHS=f"{tmp_path / 'nothing-here'}:{corpus}")
+    assert proc.returncode == 2 and "--read_path" in proc.stderr   # not a directory
+    proc = run_script(tmp_path, parsed, gens, verified, RETRIES="0", READ_PATHS=str(corpus))
+    assert proc.returncode == 0, proc.stderr
+    assert read(verified)[0]["res"]["status"] == st.SUCCESS

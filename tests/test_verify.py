@@ -610,3 +610,39 @@ def test_load_dependent_verdicts():
     assert load_dependent({"status": st.TIMEOUT, "message": "another tool's wall limit"})
     assert not load_dependent({"status": st.TIMEOUT, "message": "", "limit": st.LIMIT_CPU})
     assert not load_dependent({"status": st.SUCCESS, "message": ""})
+
+
+def test_read_path_lets_reference_code_read_a_directory(tmp_path, capsys, monkeypatch):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name in ("w.txt", "v.txt"):
+        (corpus / name).write_text("alpha\n")
+    code = ("def main_solution(name):\n"
+            f"    return open({str(corpus)!r} + '/' + name).read().strip()\n")
+    parsed = tmp_path / "parsed.jsonl"
+    write_lines(parsed, [json.dumps({"problem_description": "p", "io_requirements": "r",
+                                     "refcode": code, "funcname": "main_solution",
+                                     "ios": [{"input": {"name": "w.txt"}, "output": "alpha"}],
+                                     "category": None, "meta": {"msgidx": 0}})])
+    gens = tmp_path / "gens.jsonl"
+    write_lines(gens, [json.dumps({"messages": [{"role": "user", "content": "q"}], "itemid": 0,
+                                   "ioid": 0, "io_pred": "i", "model": "m", "index": 0,
+                                   "output": answer({"input": {"name": "v.txt"}})})])
+    out = tmp_path / "verified.jsonl"
+    assert run_verify(tmp_path, parsed, gens, out) == 0
+    assert read(out)[0]["res"]["status"] != st.SUCCESS       # the corpus is not visible
+    summary = capsys.readouterr().err.strip().splitlines()[-1]
+    assert st.VIEW_UNRESTRICTED not in summary
+    assert run_verify(tmp_path, parsed, gens, out, "--read_path", str(corpus)) == 0
+    assert read(out)[0]["res"]["status"] == st.SUCCESS
+    assert (corpus / "v.txt").read_text() == "alpha\n"
+    with pytest.raises(SystemExit) as exc:
+        run_verify(tmp_path, parsed, gens, out, "--read_path", str(tmp_path / "nope"))
+    assert exc.value.code == 2
+    # where the kernel refuses namespaces the summary line says the view is not restricted
+    import annoy_datasync.executor as executor_mod
+    monkeypatch.setattr(executor_mod, "USE_NAMESPACES", False)
+    capsys.readouterr()
+    assert run_verify(tmp_path, parsed, gens, out, "--read_path", str(corpus)) == 0
+    summary = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"{st.VIEW_UNRESTRICTED}=1" in summary

@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from . import status
+from .executor import read_path_problem
 from .jsonl import InputError, atomic_write, read_jsonl
 
 
@@ -60,6 +61,27 @@ def python_path_arg(parser: argparse.ArgumentParser, value: str | None) -> str |
     return found
 
 
+def add_read_path_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--read_path", action="append", default=[], metavar="DIR",
+                        help="a directory the executed code may read (read-only; repeatable), "
+                             "e.g. a corpus or nltk_data; nothing else of the machine is visible")
+
+
+def read_paths_arg(parser: argparse.ArgumentParser, values: Sequence[str]) -> list[str]:
+    """--read_path values, each an existing directory (else a usage error)."""
+    for value in values:
+        problem = read_path_problem(value)
+        if problem:
+            parser.error(f"--read_path {value}: {problem}")
+    return list(values)
+
+
+def view_counts(counts: Counter, executors: Iterable[object]) -> None:
+    """Count, once, that jobs saw the whole file system (the kernel refused namespaces)."""
+    if any(getattr(ex, "view_restricted", True) is False for ex in executors):
+        counts[status.VIEW_UNRESTRICTED] = 1
+
+
 def exit_on_sigterm() -> None:
     """Make SIGTERM raise SystemExit, so that `finally` blocks and context managers run
     (temp files removed, executor workers closed) as on Ctrl-C."""
@@ -91,5 +113,5 @@ def convert_file(input_file: str | os.PathLike, output_file: str | os.PathLike,
     return counts
 
 
-__all__ = ["Counter", "add_prompts_arg", "convert_file", "exit_on_sigterm", "python_path_arg",
-           "run", "setup_logging", "summary"]
+__all__ = ["Counter", "add_prompts_arg", "add_read_path_arg", "convert_file", "exit_on_sigterm",
+           "python_path_arg", "read_paths_arg", "run", "setup_logging", "summary", "view_counts"]

@@ -4,7 +4,8 @@ A pool of warm worker processes under ``python_path`` that preload common module
 one sandboxed child per job. Results come back as JSON values on a framed pipe and are
 judged by the caller, never by the child. The worker side is ``sandbox_worker.py`` (stdlib
 only, so ``python_path`` may be an environment without this package); its docstring
-describes the isolation.
+describes the isolation, and ``sandbox_view.py`` the file system a job sees (an allow-list:
+the interpreter, its libraries, a private /tmp, the run directory, `read_paths`).
 
 Workers live as long as the Executor or the PROCESS that made it, whichever ends first (they
 watch a pidfd of that process, so an Executor may be made in a short-lived thread). A job
@@ -52,6 +53,8 @@ USE_NAMESPACES = True
 # A worker that has not answered this long after a job's own limits is killed and replaced.
 WATCHDOG_GRACE_S = 60.0
 _warned: set[str] = set()
+# Directories the jobs' view makes itself (sandbox_view.VIEW_DIRS): no read path may hold one.
+VIEW_DIRS = ("/etc", "/dev", "/proc", "/tmp")
 
 
 @dataclass(frozen=True)
@@ -143,7 +146,6 @@ class _Worker:
             "status": {name: getattr(status, name) for name in _STATUS_NAMES},
             "job_uid": ex.uid_base + self.index if os.geteuid() == 0 else None,
             "read_paths": ex.read_paths,
-            "private_paths": ex.private_paths,
             "namespaces": USE_NAMESPACES,
         }
         self.proc = subprocess.Popen(
@@ -216,13 +218,19 @@ class Executor:
     (imports of `preload` done; raises RuntimeError if one cannot start). With ``wait=False``
     it returns at once and the first job (or `wait_ready`) waits instead, so several pools
     start up side by side.
+
+    `read_paths`: directories the jobs may read (read-only) besides the interpreter's own;
+    ValueError for one that is not a directory or holds /etc, /dev, /proc or /tmp.
     """
 
     def __init__(self, python_path: str | None = None, run_path: str = "./temp/run",
                  workers: int | None = None, limits: Limits | None = None,
                  preload: tuple[str, ...] = DEFAULT_PRELOAD, hash_seed: int = 0,
-                 wait: bool = True) -> None:
+                 wait: bool = True, read_paths: tuple[str, ...] | list[str] = ()) -> None:
         self.python_path = python_path or sys.executable
+        if not os.access(self.python_path, os.X_OK):
+            raise RuntimeError(f"cannot run --python_path {self.python_path}: "
+                               "not an executable file")
         self.run_path = os.path.realpath(run_path)
         os.makedirs(self.run_path, exist_ok=True)
         if os.geteuid() == 0:   # the job uid must reach its directory
@@ -231,10 +239,13 @@ class Executor:
         self.preload = tuple(preload)
         self.hash_seed = hash_seed
         self.uid_base = JOB_UID_BASE + ((os.getpid() * 8 + next(_instances)) % 30000) * 128
-        # Directories a dropped uid must be able to read: the interpreter's prefixes and
-        # import path, asked from the interpreter itself (it may be another environment).
-        self.read_paths = self._interpreter_paths()
-        self.private_paths = private_dirs()
+        # Directories the jobs may read besides the interpreter's own (--read_path); the
+        # worker binds them read-only into the jobs' view (sandbox_view.py).
+        for p in read_paths:
+            problem = read_path_problem(p)
+            if problem:
+                raise ValueError(f"read path {p}: {problem}")
+        self.read_paths = sorted({os.path.realpath(p) for p in read_paths})
         n = workers or os.cpu_count() or 1
         self._queue: queue.Queue = queue.Queue()
         self._closed = False
@@ -286,27 +297,14 @@ class Executor:
                              name="executor-watchdog").start()
             self._ready = True
 
-    def _interpreter_paths(self) -> list[str]:
-        probe = ("import sys, json; print(json.dumps(sorted({sys.prefix, sys.base_prefix, "
-                 "sys.exec_prefix} | {p for p in sys.path if p})))")
-        if self.python_path == sys.executable:
-            paths = {sys.prefix, sys.base_prefix, sys.exec_prefix} | {p for p in sys.path if p}
-            out = sorted(paths)
-        else:
-            try:
-                text = subprocess.run([self.python_path, "-s", "-c", probe], check=True,
-                                      capture_output=True, text=True, timeout=60,
-                                      env=clean_env(self.hash_seed), cwd="/").stdout
-                out = json.loads(text)
-            except (OSError, subprocess.SubprocessError, ValueError) as exc:
-                raise RuntimeError(f"cannot run --python_path {self.python_path}: {exc}") from exc
-        real = {os.path.realpath(p) for p in out if os.path.isdir(p)}
-        # the interpreter binary's own directory and what its symlinks point to
-        real.add(os.path.dirname(os.path.realpath(self.python_path)))
-        # keep only tops: a path inside another listed path adds nothing
-        tops = sorted(real, key=len)
-        return [p for i, p in enumerate(tops)
-                if not any(p.startswith(q.rstrip("/") + "/") for q in tops[:i])]
+    @property
+    def view_restricted(self) -> bool:
+        """True when every worker built the allow-list file system view for its jobs
+        (False where the kernel refused namespaces: jobs then see what their uid may read)."""
+        if not self._ready and not self._closed:
+            self.wait_ready()
+        return all(w.hello.get("view", False) for w in self._workers
+                   if getattr(w, "hello", None) is not None)
 
     # -- public API ------------------------------------------------------------------------
     def run_calls(self, code: str, inputs: list, *, func: str = "main_solution",
@@ -474,25 +472,15 @@ class Executor:
 _live: weakref.WeakSet[Executor] = weakref.WeakSet()
 
 
-# Directories that hold the system itself: never hidden from jobs (code needs them).
-SYSTEM_DIRS = frozenset({"/", "/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/etc",
-                         "/opt", "/var", "/srv", "/tmp", "/dev", "/proc", "/sys", "/run",
-                         "/mnt", "/media", "/boot", "/nix", "/snap"})
-
-
-def private_dirs() -> list[str]:
-    """Directories whose files are the user's, not the system's: homes and the directory
-    the step runs in (the project, with its data and perhaps a .env of keys). The workers
-    cover them with an empty tmpfs, binding back only the interpreter's own directories and
-    the run directory, so a job cannot read them even where their files are world-readable
-    (and print them into the dataset)."""
-    found = {"/home", "/root", os.path.expanduser("~")}
-    try:
-        found.add(os.getcwd())
-    except OSError:
-        pass
-    real = {os.path.realpath(p) for p in found if p}
-    return sorted(p for p in real if p not in SYSTEM_DIRS and os.path.isdir(p))
+def read_path_problem(path: str) -> str | None:
+    """Why `path` cannot be a read path of the jobs, or None if it can."""
+    if not os.path.isdir(path):
+        return "not a directory"
+    real = os.path.realpath(path)
+    if any(d == real or d.startswith(real.rstrip("/") + "/") for d in VIEW_DIRS):
+        return ("holds /etc, /dev, /proc or /tmp, of which jobs get private versions; "
+                "name a directory inside it")
+    return None
 
 
 @functools.lru_cache(maxsize=64)

@@ -12,12 +12,11 @@ Start-up, once per worker:
      server (then exits with its status) or for the step's pidfd (then SIGKILLs the server);
      the server dies with the outer process (PR_SET_PDEATHSIG: it is single-threaded) and
      also watches the step's pidfd itself, between jobs and during them;
-  3. mount a fresh /proc (only this namespace's processes), hide the user's directories
-     (/home, /root, the home directory, the directory the step runs in) and the 0700
-     directories that would keep a dropped uid from the interpreter: a tmpfs each, with the
-     interpreter's directories and the run directory bound back; put a private size-limited
-     tmpfs on the run directory, make every other mount read-only;
-  4. import the preload modules, say hello.
+  3. import the preload modules;
+  4. build the file system view of the jobs (sandbox_view.py: an allow-list on a new root
+     -- the interpreter, its libraries, a few /dev and /etc files, its own /proc, a private
+     /tmp and the run directory on size-limited tmpfs mounts -- everything else absent);
+     say hello.
 Per job: fork a child that starts a session, closes stdin, gets a fresh 0700 directory,
 rlimits, drops privileges (a dedicated uid when root; no capabilities otherwise), execs the
 code and writes one frame per call on fd 3 (tagged with a per-job token; a generator job
@@ -25,7 +24,8 @@ counts the inputs it skipped as repeats in a page of memory shared with the work
 reads it, bounded, after the job). The worker enforces the CPU budget of each call
 (counting every process and thread of the job) and the wall-clock backstop for code that
 does not compute, caps the captured output, SIGKILLs everything in the namespace but
-itself (kill(-1) from PID 1), answers, then reaps and removes the directory.
+itself (kill(-1) from PID 1), answers, then reaps and removes the directory and empties
+/tmp and /dev/shm.
 Without namespaces (refused by the kernel) it falls back to a subreaper that kills the
 job's processes found by scanning /proc, rlimits and (as root) the dedicated uid.
 When the step dies (even by SIGKILL), the worker kills the running job's processes and exits.
@@ -42,22 +42,15 @@ import mmap
 import os
 import resource
 import select
-import shutil
 import signal
-import stat
 import struct
 import sys
 import time
 
-CLONE_NEWNS = 0x00020000
-CLONE_NEWIPC = 0x08000000
-CLONE_NEWUSER = 0x10000000
-CLONE_NEWPID = 0x20000000
-CLONE_NEWNET = 0x40000000
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
-MS_REMOUNT, MS_NOATIME, MS_NODIRATIME, MS_BIND, MS_REC = 32, 1024, 2048, 4096, 16384
-MS_PRIVATE, MS_RELATIME = 1 << 18, 1 << 21
-PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 4, 36, 38
+# the namespaces and the file system a job sees (a sibling module: we run as a script)
+from sandbox_view import (PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS, View, drop_capabilities,
+                          enter_namespaces, prctl, remove_tree)
+
 RESULT_FD = 3
 MAX_INT = 10 ** 100      # larger ints are not plain JSON for our purposes
 MAX_DEPTH = 100          # deeper nesting is not plain JSON either
@@ -70,47 +63,10 @@ MIN_CHECK_S = 0.005     # shortest wait between two measurements of a running jo
 # time whatever it did (a job that hardly gets a CPU on an overloaded machine).
 STALL_FACTOR = 10
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-# The same library called with the GIL held: fork(2) for job children (see job_fork).
+# fork(2) for job children, called with the GIL held (see job_fork).
 _libc_gil = ctypes.PyDLL(ctypes.util.find_library("c") or None, use_errno=True)
 _libc_gil.fork.restype = ctypes.c_int
 _libc_gil.fork.argtypes = []
-_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
-                        ctypes.c_char_p]
-_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
-                        ctypes.c_ulong]
-
-
-def _check(ret, what):
-    if ret != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
-
-
-def prctl(option, arg=0):
-    _check(_libc.prctl(option, arg, 0, 0, 0), f"prctl({option})")
-
-
-def unshare(flags):
-    _check(_libc.unshare(ctypes.c_int(flags)), "unshare")
-
-
-def mount(source, target, fstype, flags, data=None):
-    enc = lambda s: None if s is None else os.fsencode(s)  # noqa: E731
-    _check(_libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)),
-           f"mount {target}")
-
-
-def drop_capabilities():
-    """capset(2) with empty sets: no capability left in our user namespace."""
-    class Header(ctypes.Structure):
-        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-    class Data(ctypes.Structure):
-        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
-                    ("inheritable", ctypes.c_uint32)]
-    data = (Data * 2)()
-    _check(_libc.capset(ctypes.byref(Header(0x20080522, 0)), data), "capset")
 
 
 def job_fork():
@@ -506,7 +462,7 @@ class Worker:
         self.ids = cfg.get("job_uid")   # None when not root
         self.pidns = False
         self.pending = None
-        self.run_tmpfs = None
+        self.view = None        # sandbox_view.View once the file system view is built
         self.notes = []
         self.n = 0
         self.parent_fd = None   # pidfd of the step: readable once the step has exited
@@ -530,38 +486,6 @@ class Worker:
                               "the time a job waits for a CPU")
 
     # -- isolation set-up -------------------------------------------------------------
-    def enter_namespaces(self, proto_fds):
-        root = os.geteuid() == 0
-        flags = (CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC
-                 | (0 if root else CLONE_NEWUSER))
-        uid, gid = os.getuid(), os.getgid()
-        try:
-            if not self.cfg.get("namespaces", True):
-                raise OSError(errno.EPERM, "turned off by the caller")
-            unshare(flags)
-        except OSError as exc:
-            self.notes.append(f"no namespaces ({exc.strerror}): no network isolation, "
-                              "whole-tree kill by process scan, writable file system")
-            try:
-                prctl(PR_SET_CHILD_SUBREAPER, 1)
-            except OSError:
-                pass
-            return
-        if not root:
-            for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"),
-                               ("gid_map", f"{gid} {gid} 1")):
-                with open(f"/proc/self/{name}", "w") as f:
-                    f.write(text)
-        pid = os.fork()
-        if pid:   # stay as the namespace's parent; exit with the server's status
-            for fd in proto_fds:
-                os.close(fd)
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            self.outer_wait(pid)
-        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)   # the outer process has a single thread
-        self.pidns = True
-        self.setup_mounts()
-
     def outer_wait(self, pid):
         """The outer process: wait for the server (exit with its status) or for the step's
         end (SIGKILL the server: PID 1, so the kernel kills its whole namespace). Never returns."""
@@ -590,109 +514,9 @@ class Worker:
                 pass
         os._exit(1)
 
-    def setup_mounts(self):
-        """Each step may fail on a restrictive kernel; what failed is reported, not fatal."""
-        mount(None, "/", None, MS_REC | MS_PRIVATE)   # nothing we mount leaks out
-        try:
-            mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-        except OSError as exc:   # e.g. unprivileged with a partly masked /proc
-            try:
-                mount("tmpfs", "/proc", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY,
-                      "size=4k,mode=555")
-                self.notes.append(f"/proc hidden from jobs ({exc.strerror})")
-            except OSError as exc2:
-                self.notes.append(f"/proc of the host visible to jobs ({exc2.strerror})")
-        run = os.path.realpath(self.run_path)
-        needed = [os.path.realpath(p) for p in self.cfg["read_paths"] if os.path.exists(p)]
-        needed.append(run)
-        try:
-            # the user's directories (homes, the project the step runs in), and as a dropped
-            # uid the 0700 directories on the way to the interpreter (e.g. /root): an empty
-            # tmpfs each, the interpreter's directories and the run directory bound back
-            tops = {t for t in self.cfg.get("private_paths") or ()    # not one we need
-                    if not any(t == n or t.startswith(n + "/") for n in needed)}
-            if self.ids is not None:
-                tops |= self.blocking_dirs(needed)
-            else:
-                import pwd
-                try:
-                    tops.add(os.path.realpath(pwd.getpwuid(os.getuid()).pw_dir))
-                except KeyError:
-                    pass
-            self.hide(tops, needed)
-        except OSError as exc:
-            self.notes.append(f"could not hide or expose directories ({exc})")
-        # The run directory, as this worker sees it, is a private tmpfs: job directories
-        # cost no disk I/O, their total size is bounded, nothing is left on disk.
-        try:
-            self.disk_mb = 64
-            mount("tmpfs", run, "tmpfs", MS_NOSUID | MS_NODEV, self.tmpfs_options(64))
-            self.run_tmpfs = run
-        except OSError as exc:
-            self.notes.append(f"job directories on disk, size unbounded ({exc.strerror})")
-            try:
-                mount(run, run, None, MS_BIND)   # stays writable below
-            except OSError:
-                pass
-        self.read_only(keep={run})
-
-    def tmpfs_options(self, mb):
-        return f"size={mb}m,nr_inodes={max(1024, mb * 64)},mode=711"
-
     def resize_run_tmpfs(self, mb):
-        if self.run_tmpfs and mb != self.disk_mb:
-            mount(None, self.run_tmpfs, None, MS_REMOUNT | MS_NOSUID | MS_NODEV,
-                  self.tmpfs_options(mb))
-            self.disk_mb = mb
-
-    def blocking_dirs(self, needed):
-        """The outermost ancestors of `needed` that others may not traverse (e.g. /root)."""
-        found = set()
-        for path in needed:
-            parts = path.strip("/").split("/")
-            for i in range(1, len(parts)):
-                anc = "/" + "/".join(parts[:i])
-                if not os.stat(anc).st_mode & stat.S_IXOTH:
-                    found.add(anc)
-                    break
-        return found
-
-    def hide(self, tops, needed):
-        """Cover each directory of `tops` with an empty tmpfs, then bind the `needed` paths
-        under it back in place (they end up read-only with everything else)."""
-        tops = {t for t in tops if t != "/" and os.path.isdir(t)}
-        for top in sorted(tops, key=len):
-            if any(top.startswith(t + "/") for t in tops):
-                continue
-            under = sorted({p for p in needed if p.startswith(top + "/")}, key=len)
-            under = [p for p in under if not any(p.startswith(q + "/") for q in under)]
-            fds = [os.open(p, os.O_PATH) for p in under]
-            mount("tmpfs", top, "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,mode=755")
-            for p, fd in zip(under, fds):
-                os.makedirs(p, mode=0o755, exist_ok=True)
-                mount(f"/proc/self/fd/{fd}", p, None, MS_BIND | MS_REC)
-                os.close(fd)
-
-    def read_only(self, keep):
-        with open("/proc/self/mountinfo") as f:
-            lines = f.read().splitlines()
-        keepflags = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC,
-                     "noatime": MS_NOATIME, "nodiratime": MS_NODIRATIME,
-                     "relatime": MS_RELATIME}
-        for line in lines:
-            fields = line.split()
-            mp = fields[4].encode().decode("unicode_escape")
-            opts = fields[5].split(",")
-            if mp in keep or "ro" in opts or mp in ("/dev", "/dev/pts") \
-                    or mp.startswith(("/proc", "/sys")):
-                continue
-            flags = MS_REMOUNT | MS_BIND | MS_RDONLY   # MS_BIND: per mount, never the fs
-            for o in opts:
-                flags |= keepflags.get(o, 0)
-            try:
-                mount(None, mp, None, flags)
-            except OSError as exc:
-                self.notes.append(f"{mp} stays writable ({exc.strerror})")
+        if self.view is not None:
+            self.view.resize(mb)
 
     def preload(self):
         for name in self.cfg["preload"]:
@@ -817,6 +641,8 @@ class Worker:
             os.rmdir(workdir)
         except OSError:
             remove_tree(workdir)
+        if self.view is not None:
+            self.view.clear_scratch()
 
     def watch(self, pid, job, token, state, fds, out):
         """Relay the job's output and frames until it is done, dies or overruns a limit.
@@ -1167,30 +993,6 @@ def descendants(procs, root):
     return found
 
 
-def remove_tree(path):
-    """Remove a job directory even if the job made parts of it unreadable."""
-    def fix(func, p, _exc):
-        try:
-            parent = os.path.dirname(p)
-            os.chmod(parent, 0o700)
-            if os.path.isdir(p) and not os.path.islink(p):
-                os.chmod(p, 0o700)
-            func(p)
-        except OSError:
-            pass
-    shutil.rmtree(path, onerror=fix)
-    if os.path.lexists(path):
-        for root, dirs, _ in os.walk(path):
-            for d in dirs:
-                full = os.path.join(root, d)
-                if not os.path.islink(full):
-                    try:
-                        os.chmod(full, 0o700)
-                    except OSError:
-                        pass
-        shutil.rmtree(path, ignore_errors=True)
-
-
 def main():
     cfg = json.loads(sys.argv[1])
     try:
@@ -1209,7 +1011,8 @@ def main():
     worker = Worker(cfg)
     worker.parent_fd = parent_fd
     try:
-        worker.enter_namespaces((rd, wr))
+        worker.pidns = enter_namespaces(cfg.get("namespaces", True), (rd, wr), worker.notes,
+                                        worker.outer_wait)
     except OSError as exc:
         worker.notes.append(f"isolation set-up failed: {exc}")
     try:
@@ -1223,11 +1026,20 @@ def main():
         pass
     worker.probe_proc()
     worker.preload()
+    if worker.pidns:
+        # after the preload imports: the libraries they mapped are part of the view
+        view = View(cfg["run_path"], cfg["read_paths"], worker.ids, worker.notes)
+        try:
+            view.build()
+            worker.view = view
+        except OSError as exc:
+            worker.notes.append(f"file system NOT restricted for jobs ({exc})")
     # The preloaded modules live as long as the worker: keep them out of garbage collection,
     # so that a collection in a job's child does not walk (and copy, page by page, from
     # the worker) every object of numpy & co.
     gc.freeze()
     send(wr, {"hello": True, "pidns": worker.pidns, "notes": worker.notes,
+              "view": worker.view is not None,
               "pid": os.getpid()})
     worker.serve(rd, wr)
 
