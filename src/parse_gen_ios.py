@@ -8,7 +8,9 @@ io_requirements, meta.msgidx, input_generator), and --dropped_file (default
 generator runs in the sandboxed executor seeded from --seed and its msgidx (the record's
 "index", else its 0-based line); every pair is run a second time in a fresh namespace of a
 second pool (other hash seed, other random seed) and dropped unless its output is the same
-JSON. Output order follows input order; a rerun skips samples already written to either file.
+JSON; pairs of code that drew random numbers or read a clock are run again with other seeds
+and warped clocks, those of code that may depend on set order under --hash_seeds more hash
+seeds. Output order follows input order; a rerun skips samples already written to either file.
 A sample whose job failed through the executor's fault (a sandbox worker died) is written to
 neither file and counted as retry_later: a rerun tries it again.
 """
@@ -26,7 +28,7 @@ from typing import Any
 
 from annoy_datasync import cli
 from annoy_datasync import status as st
-from annoy_datasync.executor import Executor, Limits
+from annoy_datasync.executor import DEFAULT_PRELOAD, Executor, Limits
 from annoy_datasync.generation import Rechecker, SampleTask, Settings, done_ids
 from annoy_datasync.jsonl import Appender, read_jsonl, where
 
@@ -62,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds of generation per sample at most (default 20)")
     p.add_argument("--timeout", type=float, default=5.0,
                    help="seconds of wall and CPU time per call (default 5)")
+    p.add_argument("--hash_seeds", type=int, default=len(HASH_SEEDS),
+                   help="further hash seeds under which pairs of code that may depend on set "
+                        f"order are re-run (0-{len(HASH_SEEDS)}, default {len(HASH_SEEDS)}; each "
+                        "pool of workers starts when first needed)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -121,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--{name} must be at least 1")
     if args.max_ios < 2:
         parser.error("--max_ios must be at least 2 (samples with fewer pairs are dropped)")
+    if not 0 <= args.hash_seeds <= len(HASH_SEEDS):
+        parser.error(f"--hash_seeds must be between 0 and {len(HASH_SEEDS)}")
     if args.budget <= 0 or args.timeout <= 0:
         parser.error("--budget and --timeout must be positive")
     args.python_path = cli.python_path_arg(parser, args.python_path)
@@ -136,8 +144,11 @@ def main(argv: list[str] | None = None) -> int:
                   workers=args.workers, limits=limits)
     check_pool = _Pool(hash_seed=CHECK_HASH_SEED, **common)
     gen_pool = _Pool(start_with=check_pool, hash_seed=GEN_HASH_SEED, **common)
-    per_seed = dict(common, workers=-(-args.workers // len(HASH_SEEDS)))
-    hash_pools = [_Pool(hash_seed=h, **per_seed) for h in HASH_SEEDS]
+    # ceil(workers / 8) workers per seed; without numpy preloaded, which halves their start
+    # (few codes that may depend on set order use numpy; their jobs import it)
+    per_seed = dict(common, workers=-(-args.workers // len(HASH_SEEDS)),
+                    preload=tuple(m for m in DEFAULT_PRELOAD if m.split(".")[0] != "numpy"))
+    hash_pools = [_Pool(hash_seed=h, **per_seed) for h in HASH_SEEDS[:args.hash_seeds]]
     for k, pool in enumerate(hash_pools):   # the first use of one starts them all
         pool.start_with = hash_pools[k - 1]
     recheck = Rechecker(check_pool, hash_pools)   # merges the re-check jobs of a few samples

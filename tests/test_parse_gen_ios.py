@@ -392,7 +392,18 @@ def test_a_merged_recheck_that_fails_in_the_executor_is_rerun_sample_by_sample()
 @pytest.mark.parametrize("code, suspect", [
     ("def main_solution(s):\n    return ''.join(set(s))\n", True),
     ("def main_solution(s):\n    return list({c for c in s})\n", True),
-    ("def main_solution(s):\n    return sorted({1, 2} | {3})\n", True),
+    ("def main_solution(s):\n    return sorted({1, 2} | {3})\n", False),
+    ("def main_solution(s):\n    for c in set(s):\n        return c\n", True),
+    ("def main_solution(s):\n    seen = set(s)\n    t = seen | {'a'}\n    return list(t)\n", True),
+    ("class A:\n    def __init__(self):\n        self.seen = set()\n\n"
+     "def main_solution(s):\n    a = A()\n    a.seen.add(s)\n    return [*a.seen]\n", True),
+    ("from collections import defaultdict\n\ndef main_solution(s):\n"
+     "    d = defaultdict(set)\n    return d\n", True),
+    ("def main_solution(s):\n    seen = set()\n    for c in s:\n        if c in seen:\n"
+     "            return c\n        seen.add(c)\n    return len(seen) == len(set(s)) and max({1})\n",
+     False),
+    ("class A:\n    def __init__(self):\n        self.seen = set()\n\n"
+     "def main_solution(s):\n    a = A()\n    a.seen.add(s)\n    return s in a.seen\n", False),
     ("def main_solution(s):\n    return list(frozenset(s))\n", True),
     ("def main_solution(s):\n    return hash(s) % 7\n", True),
     ("def main_solution(d):\n    return list(d.keys() - {'a'})\n", True),

@@ -316,11 +316,13 @@ class Executor:
         child (timeout, crash, os._exit) fails alone: the calls after it run in a new child.
         stdout/stderr of a JobResult are those of the whole job (capped).
 
-        `fresh`: calls must not see each other's state: before every call but the first,
-        ``random`` and ``numpy.random`` get back the state the child started with and `code`
-        is executed anew in a new module namespace (a failure of that fails the call alone,
-        with the status a single-call job would give). What is still shared: the state of
-        imported modules the code changes, files in the job's directory, the child's memory.
+        `fresh`: calls must not see each other's state: before every call, ``random`` and
+        ``numpy.random`` get back the state the child started with (or are seeded with
+        `seed`) and `code` is executed anew in a new module namespace (a failure of that
+        fails the call alone, with the status a single-call job would give; before the
+        first call, the whole job's). What is still shared: the state of imported modules
+        the code changes, files in the job's directory, the child's memory. This is
+        `run_fresh` with one code.
         """
         _check_inputs(inputs)
         job = {"kind": "calls", "code": code, "inputs": list(inputs), "func": func,

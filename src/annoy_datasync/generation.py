@@ -1,22 +1,33 @@
 """Recording true I/O pairs from unified responses (the library behind ``parse_gen_ios.py``).
 
-One sample goes through two executor jobs:
+One sample goes through these executor jobs:
 
 1. the generator job (`Executor.run_generator`): the main code plus the input generator,
    random state seeded from ``(--seed, msgidx)``; up to ``max_ios + spares`` distinct inputs,
    each passed to ``main_solution`` as a JSON copy;
 2. the re-check job, in a SECOND pool started with another hash seed, with another random
-   seed: every candidate pair is run again, each call in a fresh module namespace (the code
-   is executed anew before each call, so globals left by earlier calls are gone). A pair whose
-   output is not exactly the same JSON (`compare.canonical`, which tells ``3`` from ``3.0``) is
-   dropped as ``pair_not_reproducible``: its output depends on chance, the clock, set order or
-   the state left by earlier calls, and nobody can predict it by reasoning;
+   seed: every candidate pair is run again as a fresh-state call (`Executor.run_fresh`: the
+   code executed anew before each call, so globals left by earlier calls are gone). A pair
+   whose output is not exactly the same JSON (`compare.canonical`, which tells ``3`` from
+   ``3.0``) is dropped as ``pair_not_reproducible``: its output depends on chance, the clock,
+   set order or the state left by earlier calls, and nobody can predict it by reasoning;
 3. only when a surviving call drew from the global state of ``random`` or ``numpy.random``
-   or read the clock through ``time`` (its output may have matched by luck, e.g. the maximum
-   of many random draws, or a duration below the clock's resolution): the
-   survivors run RESEEDS = 4 more times, each with its own seed, and must give the same JSON
-   every time. Randomness the wrapper cannot see (``numpy.random.default_rng()`` without a
-   seed, ``os.urandom``, ``datetime.now()``) is caught only when it changes the output of a re-run.
+   or read a clock (``time``'s clocks, ``datetime.now`` ...; the module body counts): its
+   output may have matched by luck (the maximum of many random draws; a duration below the
+   clock's resolution, or measured with a clock that stood still). The survivors run
+   RESEEDS = 4 more times, each with its own seed and with every clock warped (another
+   instant, durations stretched, a tick per read), and must give the same JSON every time.
+   Randomness the executor cannot see (``numpy.random.default_rng()`` without a seed,
+   ``os.urandom``) is caught only when it changes the output of a re-run;
+4. only for code that may depend on set order (`may_depend_on_hash_order`: it builds sets,
+   calls hash() or imports sympy): the survivors run once more under each further hash seed
+   (one small pool per seed, parse_gen_ios.HASH_SEEDS) and must give the same JSON under
+   every one. Str hashes follow the hash seed; a pair whose output follows the order of a
+   2-element set of str matches under a random seed half the time, so with 1 + 8 other
+   seeds it survives with probability 1/512.
+
+The re-check jobs of up to 4 samples bound for one pool are merged into one sandboxed job
+(`Rechecker`); each call still runs as if alone, so the output files are the same.
 
 Size bounds of a kept pair (`Bounds`, checked on the input and on the output separately):
 at most 1024 bytes of JSON, lists of at most 64 items, strings of at most 256 characters,
@@ -93,34 +104,92 @@ def derive_seed(seed: int, msgidx: int, purpose: str) -> int:
 
 _SET_OPS = (ast.BitAnd, ast.BitOr, ast.BitXor, ast.Sub)
 _ORDER_MODULES = {"sympy", "networkx"}   # their results follow set orders of their own
+# What a set may go through without its order showing: order-free functions, membership and
+# comparisons, methods that change it in place or answer a yes/no question.
+_ORDER_FREE_CALLS = {"len", "sorted", "min", "max", "sum", "any", "all", "bool"}
+_ORDER_FREE_METHODS = {"add", "discard", "remove", "update", "clear", "issubset", "issuperset",
+                       "isdisjoint", "difference_update", "intersection_update",
+                       "symmetric_difference_update"}
 
 
 def may_depend_on_hash_order(code: str) -> bool:
     """Whether the code could compute something from the iteration order of a set (which
-    follows the hashes of its items, and str hashes change with PYTHONHASHSEED): it builds
-    a set or frozenset (literal, comprehension, set()/frozenset(), a set operation on dict
-    views), calls hash(), or imports a library that orders results by sets itself. False
-    for code that cannot: its re-checks under other hash seeds would be wasted work."""
+    follows the hashes of its items, and str hashes change with PYTHONHASHSEED).
+
+    True when it calls hash() or defines __hash__, imports a library that orders results by
+    sets itself (sympy), or builds a set or frozenset (literal, comprehension, set(),
+    frozenset(), a set operation on dict views) that it may iterate: a set kept in a plain
+    name or attribute counts only if some use of that name is not order-free (``in``,
+    comparisons, len/sorted/min/max/sum/any/all, add/discard/remove/update ...). Uses are
+    matched by name across the whole code, which errs towards True. False for code that
+    cannot depend on set order: its re-checks under other hash seeds would be wasted work."""
     try:
         tree = ast.parse(code)
     except (SyntaxError, ValueError):
         return False
+    parent: dict[ast.AST, ast.AST] = {}
     for node in ast.walk(tree):
-        if isinstance(node, (ast.Set, ast.SetComp)):
+        for child in ast.iter_child_nodes(node):
+            parent[child] = node
+    loads: dict[str, list[ast.AST]] = {}   # name or attribute name -> its reads
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+            loads.setdefault(node.id, []).append(node)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load):
+            loads.setdefault("." + node.attr, []).append(node)
+    checked: set[str] = set()
+
+    def order_free(expr: ast.AST) -> bool:
+        """Whether the set that `expr` evaluates to is used only in order-free ways."""
+        up = parent.get(expr)
+        if isinstance(up, ast.Call) and expr in up.args and isinstance(up.func, ast.Name) \
+                and up.func.id in _ORDER_FREE_CALLS:
             return True
-        if isinstance(node, ast.Name) and node.id in ("set", "frozenset", "hash"):
+        if isinstance(up, ast.Compare):
+            return all(not isinstance(op, (ast.In, ast.NotIn)) or up.left is not expr
+                       for op in up.ops)
+        if isinstance(up, ast.Attribute) and up.attr in _ORDER_FREE_METHODS:
+            return isinstance(parent.get(up), ast.Call)
+        if isinstance(up, ast.BinOp) and isinstance(up.op, _SET_OPS):
+            return order_free(up)          # another set: where does it go?
+        if isinstance(up, ast.AugAssign) and up.value is expr:
+            return True                    # s |= expr: the target is checked by its reads
+        if isinstance(up, (ast.Assign, ast.AnnAssign)) and up.value is expr:
+            targets = up.targets if isinstance(up, ast.Assign) else [up.target]
+            keys = [t.id if isinstance(t, ast.Name) else "." + t.attr
+                    for t in targets if isinstance(t, (ast.Name, ast.Attribute))]
+            if len(keys) != len(targets):
+                return False               # unpacked, subscripted: not followed
+            for key in keys:
+                if key not in checked:
+                    checked.add(key)
+                    if not all(order_free(use) for use in loads.get(key, [])):
+                        return False
             return True
-        if isinstance(node, ast.Attribute) and node.attr == "__hash__":
+        return False
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and node.id == "hash":
             return True
-        if isinstance(node, ast.BinOp) and isinstance(node.op, _SET_OPS) and any(
-                isinstance(x, ast.Call) and isinstance(x.func, ast.Attribute)
-                and x.func.attr in ("keys", "items") for x in (node.left, node.right)):
+        if isinstance(node, ast.Attribute) and node.attr == "__hash__" or \
+                isinstance(node, ast.FunctionDef) and node.name == "__hash__":
             return True
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) \
                 else [node.module or ""]
             if any(n.split(".")[0] in _ORDER_MODULES for n in names):
                 return True
+        builds = isinstance(node, (ast.Set, ast.SetComp)) or (
+            isinstance(node, ast.BinOp) and isinstance(node.op, _SET_OPS) and any(
+                isinstance(x, ast.Call) and isinstance(x.func, ast.Attribute)
+                and x.func.attr in ("keys", "items") for x in (node.left, node.right)))
+        if isinstance(node, ast.Name) and node.id in ("set", "frozenset"):
+            up = parent.get(node)
+            if not (isinstance(up, ast.Call) and up.func is node):
+                return True                # e.g. defaultdict(set): its sets are not followed
+            builds, node = True, up
+        if builds and not order_free(node):
+            return True
     return False
 
 

@@ -25,6 +25,10 @@ counts the inputs it skipped as repeats in a page of memory shared with the work
 reads it, bounded, after the job). The worker enforces the wall deadline, caps the
 captured output, SIGKILLs everything in the namespace but itself (kill(-1) from PID 1),
 answers, then reaps and removes the directory.
+A fresh-state job (Job.run_fresh) executes its code anew before each call, from the random
+state the child started with or a per-call seed, and can run calls of several codes; when
+asked, it counts each call's random draws and clock reads (ClockWatch wraps the clocks of
+`time` and `datetime` in the child) and makes clocks read other values.
 Without namespaces (refused by the kernel) it falls back to a subreaper that kills the
 job's processes found by scanning /proc, rlimits and (as root) the dedicated uid.
 When the step dies (even by SIGKILL), the worker kills the running job's processes and exits.
