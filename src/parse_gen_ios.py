@@ -209,8 +209,10 @@ def main(argv: list[str] | None = None) -> int:
                 task.start(gen_pool)
                 pending.append(task)
                 step(block=False)
-                while (len(pending) >= buffered
-                       or sum(t.future is not None for t in pending) >= window):
+                # a re-check held back for merging does not occupy a worker
+                while (len(pending) >= buffered or sum(
+                        t.future is not None and not recheck.holds(t.future)
+                        for t in pending) >= window):
                     step(block=True)
             while pending:
                 step(block=True)
