@@ -8,7 +8,9 @@ io_requirements, meta.msgidx, input_generator), and --dropped_file (default
 generator runs in the sandboxed executor seeded from --seed and its msgidx (the record's
 "index", else its 0-based line); every pair is run a second time in a fresh namespace of a
 second pool (other hash seed, other random seed) and dropped unless its output is the same
-JSON. Output order follows input order; a rerun skips samples already written to either file.
+JSON; pairs of code that drew random numbers or read a clock are run again with other seeds
+and warped clocks, those of code that may depend on set order under --hash_seeds more hash
+seeds. Output order follows input order; a rerun skips samples already written to either file.
 A sample whose job failed through the executor's fault (a sandbox worker died) is written to
 neither file and counted as retry_later: a rerun tries it again.
 """
@@ -26,7 +28,7 @@ from typing import Any
 
 from annoy_datasync import cli
 from annoy_datasync import status as st
-from annoy_datasync.executor import Executor, Limits
+from annoy_datasync.executor import DEFAULT_PRELOAD, Executor, Limits
 from annoy_datasync.generation import Rechecker, SampleTask, Settings, done_ids
 from annoy_datasync.jsonl import Appender, read_jsonl, where
 
@@ -34,6 +36,11 @@ log = logging.getLogger("annoy_datasync.parse_gen_ios")
 
 GEN_HASH_SEED = 0       # PYTHONHASHSEED of the generator pool (and of verify's executor)
 CHECK_HASH_SEED = 7919  # a different one for the re-check pool
+# Further hash seeds, one small pool each (started when first needed): every pair of code
+# that may depend on set order is re-run under each. A pair whose output follows the order
+# of a 2-element set of str matches under a random seed with probability 1/2: it survives
+# the generator's seed, the re-check's and these with probability 2**-(1 + 8) < 0.2%.
+HASH_SEEDS = (17, 4099, 8191, 12289, 16411, 20483, 24593, 28687)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPU budget in seconds per call, counting every process and thread "
                         "(default 5); a call that stops computing (sleeps, blocks) for as long "
                         "is stopped too")
+    p.add_argument("--hash_seeds", type=int, default=len(HASH_SEEDS),
+                   help="further hash seeds under which pairs of code that may depend on set "
+                        f"order are re-run (0-{len(HASH_SEEDS)}, default {len(HASH_SEEDS)}; each "
+                        "pool of workers starts when first needed)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -120,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--{name} must be at least 1")
     if args.max_ios < 2:
         parser.error("--max_ios must be at least 2 (samples with fewer pairs are dropped)")
+    if not 0 <= args.hash_seeds <= len(HASH_SEEDS):
+        parser.error(f"--hash_seeds must be between 0 and {len(HASH_SEEDS)}")
     if args.budget <= 0 or args.timeout <= 0:
         parser.error("--budget and --timeout must be positive")
     args.python_path = cli.python_path_arg(parser, args.python_path)
@@ -136,7 +149,14 @@ def main(argv: list[str] | None = None) -> int:
                   workers=args.workers, limits=limits, read_paths=args.read_path)
     check_pool = _Pool(hash_seed=CHECK_HASH_SEED, **common)
     gen_pool = _Pool(start_with=check_pool, hash_seed=GEN_HASH_SEED, **common)
-    recheck = Rechecker(check_pool)   # merges the re-check jobs of a few samples
+    # ceil(workers / 8) workers per seed; without numpy preloaded, which halves their start
+    # (few codes that may depend on set order use numpy; their jobs import it)
+    per_seed = dict(common, workers=-(-args.workers // len(HASH_SEEDS)),
+                    preload=tuple(m for m in DEFAULT_PRELOAD if m.split(".")[0] != "numpy"))
+    hash_pools = [_Pool(hash_seed=h, **per_seed) for h in HASH_SEEDS[:args.hash_seeds]]
+    for k, pool in enumerate(hash_pools):   # the first use of one starts them all
+        pool.start_with = hash_pools[k - 1]
+    recheck = Rechecker(check_pool, hash_pools)   # merges the re-check jobs of a few samples
 
     counts = cli.Counter()
     seen: set[int] = set()
@@ -194,14 +214,16 @@ def main(argv: list[str] | None = None) -> int:
                 task.start(gen_pool)
                 pending.append(task)
                 step(block=False)
-                while (len(pending) >= buffered
-                       or sum(t.future is not None for t in pending) >= window):
+                # a re-check held back for merging does not occupy a worker
+                while (len(pending) >= buffered or sum(
+                        t.future is not None and not recheck.holds(t.future)
+                        for t in pending) >= window):
                     step(block=True)
             while pending:
                 step(block=True)
     finally:
-        gen_pool.close()
-        check_pool.close()
+        for pool in [gen_pool, check_pool, *hash_pools]:
+            pool.close()
         lock.close()
     counts[st.SKIP_BAD_LINE] += len(records.bad)
     cli.view_counts(counts, [p.executor for p in (check_pool, gen_pool) if p.executor])

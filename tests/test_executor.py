@@ -1012,3 +1012,60 @@ def test_generator_budget_is_cpu_time(ex):
         assert g.status == status.SUCCESS and not g.errors
         got.append(g.pairs)
     assert got[0] == got[1] and [p["output"] for p in got[0]] == [0, 1, 2]
+
+
+CLOCK_READS = [
+    "time.time()", "time.time_ns()", "time.perf_counter()", "time.perf_counter_ns()",
+    "time.monotonic()", "time.monotonic_ns()", "time.process_time()", "time.process_time_ns()",
+    "time.thread_time()", "time.thread_time_ns()", "time.clock_gettime(time.CLOCK_REALTIME)",
+    "time.clock_gettime_ns(time.CLOCK_MONOTONIC)", "time.localtime()", "time.gmtime()",
+    "time.ctime()", "time.asctime()", "time.strftime('%Y %j %H')", "datetime.datetime.now()",
+    "datetime.datetime.utcnow()", "datetime.datetime.today()", "datetime.date.today()",
+    "dt.now()",
+]
+
+
+def test_fresh_calls_report_clock_reads_and_warp_every_clock(ex):
+    """Each watched call says whether it read a clock; a warped call reads every clock as
+    another instant, and two reads in a row differ even where the real clock stands still
+    (the process's CPU clock under RLIMIT_CPU advances only at scheduler ticks)."""
+    from annoy_datasync.executor import Call
+    code = ("import time, datetime\nfrom datetime import datetime as dt\n\n"
+            "def main_solution(expr):\n    a, b = eval(expr), eval(expr)\n"
+            "    return [repr(a), repr(b), a == b]\n")
+    calls = [Call({"expr": e}, warp_clock=w) for e in CLOCK_READS for w in (False, True)]
+    res = ex.run_fresh([code], calls).result(timeout=60)
+    assert all(r.status == status.SUCCESS and r.read_clock for r in res), \
+        [(c.input, r.message) for c, r in zip(calls, res) if r.status != status.SUCCESS]
+    import time
+    coarse = ("localtime", "gmtime", "ctime", "asctime", "strftime", "date.today")   # seconds, days
+    for expr, real, warped in zip(CLOCK_READS, res[::2], res[1::2]):
+        assert warped.value[:2] != real.value[:2], expr       # another instant
+        if not any(c in expr for c in coarse):
+            assert warped.value[2] is False, expr             # the clock moved between reads
+    # wall clocks land in another year; datetime keeps its usual repr
+    year = str(time.localtime().tm_year)
+    for expr in ("time.ctime()", "time.strftime('%Y %j %H')", "datetime.date.today()"):
+        warped = res[2 * CLOCK_READS.index(expr) + 1].value[0]
+        assert year in res[2 * CLOCK_READS.index(expr)].value[0] and year not in warped
+    assert res[2 * CLOCK_READS.index("dt.now()")].value[0].startswith("datetime.datetime(")
+    assert res[2 * CLOCK_READS.index("dt.now()") + 1].value[0].startswith("datetime.datetime(")
+
+
+def test_fresh_calls_report_random_draws_and_clock_reads_of_the_module_body(ex):
+    from annoy_datasync.executor import Call
+    codes = ["def main_solution(n):\n    return n\n",
+             "import random\nX = random.random()\n\ndef main_solution(n):\n    return n\n",
+             "import numpy as np\n\ndef main_solution(n):\n    return float(np.random.rand()) * 0\n",
+             "import random\n\ndef main_solution(n):\n    return random.Random(n).random()\n",
+             "import time\nT = time.time()\n\ndef main_solution(n):\n    return n\n",
+             "def main_solution(n) oops\n"]
+    calls = [Call({"n": 1}, code=k) for k in range(len(codes))]
+    res = ex.run_fresh(codes, calls, watch=True).result(timeout=60)
+    assert [(r.drew_random, r.read_clock) for r in res[:5]] == [
+        (False, False), (True, False), (True, False), (False, False), (False, True)]
+    assert res[5].status == status.NOT_RUNNABLE and res[5].error_type == "SyntaxError"
+    assert [r.value for r in res[:5]] == [1, 1, 0.0, res[3].value, 1]
+    unwatched = ex.run_fresh(codes[1:2], calls[:1]).result(timeout=60)
+    assert unwatched[0].status == status.SUCCESS and not unwatched[0].drew_random
+    assert settle(ex) == []

@@ -20,6 +20,8 @@ def unified(main, gen, desc="Input:\n  `n` (int): a number\nOutput:\n  `return` 
 
 
 GEN_N = "import random\n\ndef input_generator():\n    return {'n': random.randint(0, 1000)}\n"
+GEN_LETTERS = ("import random, string\n\ndef input_generator():\n"
+               "    return {'s': ''.join(random.sample(string.ascii_lowercase[:20], 2))}\n")
 
 SAMPLES = {
     "plain": unified("def main_solution(n):\n    return sum(range(n))\n", GEN_N),
@@ -60,12 +62,40 @@ SAMPLES = {
                          "import random\n\ndef input_generator():\n"
                          "    return {'xs': [random.random() for _ in range(200)]}\n"),
     "syntax_error": unified("def main_solution(n):\n    return n +\n", GEN_N),
+    # the order of a 2-letter set follows the hash seed: it matches under another seed half
+    # the time, so each of these would keep pairs after a single re-check
+    "letters_join": unified("def main_solution(s):\n    return ''.join(set(s))\n", GEN_LETTERS),
+    "letters_comp": unified("def main_solution(s):\n    return [c for c in {*s}]\n", GEN_LETTERS),
+    "letters_frozen": unified("def main_solution(s):\n    return '-'.join(frozenset(s.upper()))\n",
+                              GEN_LETTERS),
+    "letters_keys": unified("def main_solution(s):\n    return list(dict.fromkeys(s).keys() | {'z'})\n",
+                            GEN_LETTERS),
+    # small ints hash to themselves, whatever the seed: the set's order is always the same
+    "int_set": unified(
+        "def main_solution(nums):\n    return list(set(nums))\n",
+        "import random\n\ndef input_generator():\n"
+        "    return {'nums': [random.randint(0, 40) for _ in range(5)]}\n"),
+    # a duration: 0.0 inside a job (CPU clock under RLIMIT_CPU) in both runs, and a date
+    "clock_duration": unified(
+        "import time\n\ndef main_solution(n):\n    t0 = time.process_time()\n"
+        "    s = sum(range(n))\n    return [s, round(time.process_time() - t0, 3)]\n", GEN_N),
+    "clock_date": unified(
+        "import datetime\n\ndef main_solution(n):\n    return n + datetime.date.today().year\n",
+        GEN_N),
+    # reads clocks, but its output does not depend on them
+    "clock_harmless": unified(
+        "import time\nfrom datetime import datetime\nSTART = time.time()\n\n"
+        "def main_solution(n):\n    t0 = time.perf_counter_ns()\n    stamp = datetime.now()\n"
+        "    r = n * n\n    spent = time.perf_counter_ns() - t0\n    return r\n", GEN_N),
 }
 EXPECTED_DROPS = {
     "random": st.DROP_FEW_IOS, "lucky": st.DROP_FEW_IOS, "stateful": st.DROP_FEW_IOS, "set_order": st.DROP_FEW_IOS,
     "no_generator": st.DROP_NO_GENERATOR, "no_problem": st.DROP_MISSING_SECTION,
     "generator_raises": st.DROP_FEW_IOS, "too_large": st.DROP_FEW_IOS,
     "syntax_error": st.DROP_GEN_FAILED, "no_output": st.DROP_NO_OUTPUT,
+    "letters_join": st.DROP_FEW_IOS, "letters_comp": st.DROP_FEW_IOS,
+    "letters_frozen": st.DROP_FEW_IOS, "letters_keys": st.DROP_FEW_IOS,
+    "clock_duration": st.DROP_FEW_IOS, "clock_date": st.DROP_FEW_IOS,
 }
 
 
@@ -104,13 +134,17 @@ def test_kept_and_dropped_with_reasons(full_run):
     kept = read(out)
     dropped = read(tmp / "parsed.jsonl.dropped.jsonl")
     name = {i: r["name"] for i, r in enumerate(rows)}
-    assert [name[r["meta"]["msgidx"]] for r in kept] == ["plain", "mutating", "memo", "numpy"]
+    assert [name[r["meta"]["msgidx"]] for r in kept] == ["plain", "mutating", "memo", "numpy",
+                                                         "int_set", "clock_harmless"]
     assert {name[d["msgidx"]]: d["reason"] for d in dropped} == EXPECTED_DROPS
     by_name = {name[d["msgidx"]]: d for d in dropped}
     assert by_name["random"]["pair_drops"][st.PAIR_NOT_REPRODUCIBLE] >= 9
     assert by_name["lucky"]["pair_drops"][st.PAIR_NOT_REPRODUCIBLE] >= 9
     assert by_name["stateful"]["pair_drops"][st.PAIR_NOT_REPRODUCIBLE] >= 9
     assert by_name["set_order"]["pair_drops"][st.PAIR_NOT_REPRODUCIBLE] >= 9
+    for sample in ("letters_join", "letters_comp", "letters_frozen", "letters_keys",
+                   "clock_duration", "clock_date"):
+        assert by_name[sample]["pair_drops"][st.PAIR_NOT_REPRODUCIBLE] >= 14, sample
     assert by_name["generator_raises"]["pair_drops"][st.PAIR_ERROR] == 50
     assert by_name["too_large"]["pair_drops"][st.PAIR_TOO_LARGE] >= 10
     for rec in kept:
@@ -266,25 +300,25 @@ def test_an_executor_failure_is_retried_by_a_rerun(tmp_path, monkeypatch, capsys
         return fut
 
     died = "The code could not be run: the sandbox worker died (test)."
-    real_gen, real_calls = Executor.run_generator, Executor.run_calls
+    real_gen, real_fresh = Executor.run_generator, Executor.run_fresh
 
     def run_generator(self, code, gen_code, **kw):      # "plain" fails in its generator job
         if "sum(range(n))" in code:
             return failed(GenResult(st.NOT_RUNNABLE, message=died, error_type=st.EXECUTOR_ERROR))
         return real_gen(self, code, gen_code, **kw)
 
-    def run_calls(self, code, inputs, **kw):            # "memo" fails in its re-check job
-        if "memo[n] = n * n % 97" in code:
+    def run_fresh(self, codes, calls, **kw):            # "memo" fails in its re-check job
+        if any("memo[n] = n * n % 97" in code for code in codes):
             return failed([JobResult(st.NOT_RUNNABLE, error_type=st.EXECUTOR_ERROR, message=died)
-                           for _ in inputs])
-        return real_calls(self, code, inputs, **kw)
+                           for _ in calls])
+        return real_fresh(self, codes, calls, **kw)
 
     inp = tmp_path / "u.jsonl"
     write_input(inp, ["plain", "memo", "no_generator"])
     out = tmp_path / "p.jsonl"
     dropped = tmp_path / "p.jsonl.dropped.jsonl"
     monkeypatch.setattr(Executor, "run_generator", run_generator)
-    monkeypatch.setattr(Executor, "run_calls", run_calls)
+    monkeypatch.setattr(Executor, "run_fresh", run_fresh)
     assert run(tmp_path, inp, out, "--workers", "1") == 0
     summary = capsys.readouterr().err.strip().splitlines()[-1]
     assert f"{st.RETRY_LATER}=2" in summary and "kept=" not in summary
@@ -318,64 +352,98 @@ def test_merged_rechecks_give_what_separate_jobs_give(tmp_path):
     import math
     import random
 
+    from annoy_datasync.executor import Call
     from annoy_datasync.generation import Rechecker
 
     codes = [RECHECK_CODES[3]] + RECHECK_CODES[:3] + RECHECK_CODES[4:]
-    inputs = [[{"__annoy_kwargs__": {"n": n}} for n in (3, 5)] for _ in codes]
-    inputs[1].append({"__annoy_kwargs__": {"n": 4}, "__annoy_reseed__": 77})
+    calls = [[Call({"n": n}, seed=100 + k) for n in (3, 5)] for k in range(len(codes))]
+    calls[1].append(Call({"n": 4}, seed=77))
     with Executor(run_path=str(tmp_path / "run"), workers=1, hash_seed=7) as ex:
         jobs = []
-        real = ex.run_calls
+        real = ex.run_fresh
 
-        def counted(code, calls, **kw):
-            jobs.append(len({c["__annoy_which__"] for c in calls}))
-            return real(code, calls, **kw)
+        def counted(codes, calls, **kw):
+            jobs.append(len({c.code for c in calls}))
+            return real(codes, calls, **kw)
 
-        ex.run_calls = counted
-        alone = [Rechecker(lambda: ex, max_samples=1).run(c, x, 100 + k).result(60)
-                 for k, (c, x) in enumerate(zip(codes, inputs))]
-        rc = Rechecker(lambda: ex, max_samples=3)
-        futs = [rc.run(c, x, 100 + k) for k, (c, x) in enumerate(zip(codes, inputs))]
+        ex.run_fresh = counted
+        alone = [Rechecker(None, max_samples=1).run(lambda: ex, c, x).result(60)
+                 for c, x in zip(codes, calls)]
+        rc = Rechecker(None, max_samples=3)
+        pool = lambda: ex  # noqa: E731
+        futs = [rc.run(pool, c, x) for c, x in zip(codes, calls)]
         assert [rc.holds(f) for f in futs] == [False] * 3 + [True] * 2
         rc.flush()
         merged = [f.result(60) for f in futs]
     assert jobs == [1] * len(codes) + [3, 2]     # alone, then 3 samples in one job, then 2
     for a, m in zip(alone, merged):
-        assert [(r.status, r.value, r.error_type) for r in a] == \
-               [(r.status, r.value, r.error_type) for r in m]
+        assert [(r.status, r.value, r.error_type, r.drew_random) for r in a] == \
+               [(r.status, r.value, r.error_type, r.drew_random) for r in m]
     # each call of the random sample drew from its own sample's seed (or its reseed)
     draws = [(random.Random(s), n) for s, n in ((101, 3), (101, 5), (77, 4))]
     want = [[rng.randint(0, 10**6) for _ in range(n)] for rng, n in draws]
-    assert [r.value["out"] for r in merged[1]] == want and merged[1][0].value["random"]
+    assert [r.value for r in merged[1]] == want and merged[1][0].drew_random
+    assert not any(r.drew_random or r.read_clock for r in merged[0])
     assert merged[4][0].status == st.EXCEPTION
-    assert merged[0][0].value["out"] == round(math.tau * 3, 6)
+    assert merged[0][0].value == round(math.tau * 3, 6)
 
 
 def test_a_merged_recheck_that_fails_in_the_executor_is_rerun_sample_by_sample():
     from concurrent.futures import Future
 
-    from annoy_datasync.executor import JobResult
+    from annoy_datasync.executor import Call, JobResult
     from annoy_datasync.generation import Rechecker
 
     jobs = []
 
     class Pool:
-        def run_calls(self, code, calls, func, seed):
-            which = sorted({c["__annoy_which__"] for c in calls})
+        def run_fresh(self, codes, calls, watch):
+            which = sorted({c.code for c in calls})
             jobs.append((len(which), len(calls)))
             fut = Future()
             if len(which) > 1:               # the merged job: its worker died
                 fut.set_result([JobResult(st.NOT_RUNNABLE, error_type=st.EXECUTOR_ERROR)
                                 for _ in calls])
             else:
-                fut.set_result([JobResult(st.SUCCESS, {"out": c["__annoy_seed__"]})
-                                for c in calls])
+                fut.set_result([JobResult(st.SUCCESS, c.seed) for c in calls])
             return fut
 
     pool = Pool()
-    rc = Rechecker(lambda: pool, max_samples=2)
-    a = rc.run("code a", [{"__annoy_kwargs__": {}}] * 2, 1)
-    b = rc.run("code b", [{"__annoy_kwargs__": {}}], 2)
-    assert [r.value for r in a.result(5)] == [{"out": 1}] * 2
-    assert [r.value for r in b.result(5)] == [{"out": 2}]
+    rc = Rechecker(None, max_samples=2)
+    get = lambda: pool  # noqa: E731 - merged: the same pool
+    a = rc.run(get, "code a", [Call({}, seed=1)] * 2)
+    b = rc.run(get, "code b", [Call({}, seed=2)])
+    assert [r.value for r in a.result(5)] == [1] * 2
+    assert [r.value for r in b.result(5)] == [2]
     assert jobs == [(2, 3), (1, 2), (1, 1)]
+
+
+@pytest.mark.parametrize("code, suspect", [
+    ("def main_solution(s):\n    return ''.join(set(s))\n", True),
+    ("def main_solution(s):\n    return list({c for c in s})\n", True),
+    ("def main_solution(s):\n    return sorted({1, 2} | {3})\n", False),
+    ("def main_solution(s):\n    for c in set(s):\n        return c\n", True),
+    ("def main_solution(s):\n    seen = set(s)\n    t = seen | {'a'}\n    return list(t)\n", True),
+    ("class A:\n    def __init__(self):\n        self.seen = set()\n\n"
+     "def main_solution(s):\n    a = A()\n    a.seen.add(s)\n    return [*a.seen]\n", True),
+    ("from collections import defaultdict\n\ndef main_solution(s):\n"
+     "    d = defaultdict(set)\n    return d\n", True),
+    ("def main_solution(s):\n    seen = set()\n    for c in s:\n        if c in seen:\n"
+     "            return c\n        seen.add(c)\n    return len(seen) == len(set(s)) and max({1})\n",
+     False),
+    ("class A:\n    def __init__(self):\n        self.seen = set()\n\n"
+     "def main_solution(s):\n    a = A()\n    a.seen.add(s)\n    return s in a.seen\n", False),
+    ("def main_solution(s):\n    return list(frozenset(s))\n", True),
+    ("def main_solution(s):\n    return hash(s) % 7\n", True),
+    ("def main_solution(d):\n    return list(d.keys() - {'a'})\n", True),
+    ("def main_solution(d):\n    return list(d.keys() - d2.keys())\n", True),
+    ("import sympy\n\ndef main_solution(x):\n    return str(sympy.factor(x))\n", True),
+    ("from sympy import symbols\n\ndef main_solution(x):\n    return x\n", True),
+    ("def main_solution(s):\n    return sorted(dict.fromkeys(s))\n", False),
+    ("import numpy as np\n\ndef main_solution(n):\n    return int(np.arange(n).sum())\n", False),
+    ("def main_solution(n):\n    d = {'a': 1}\n    return [k for k in d] + [n - 1]\n", False),
+    ("def main_solution(n) broken\n", False),
+])
+def test_what_may_depend_on_hash_order(code, suspect):
+    from annoy_datasync.generation import may_depend_on_hash_order
+    assert may_depend_on_hash_order(code) is suspect

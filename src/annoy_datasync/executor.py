@@ -95,6 +95,17 @@ class JobResult:
     stdout: str = ""
     stderr: str = ""
     seconds: float = 0.0
+    drew_random: bool = False      # watched fresh calls (`run_fresh`): the call, module body
+    read_clock: bool = False       # included, drew from random / numpy.random, read a clock
+
+
+@dataclass(frozen=True)
+class Call:
+    """One call of a fresh-state job (`Executor.run_fresh`)."""
+    input: dict                    # keyword arguments (a JSON copy is passed)
+    code: int = 0                  # which of the job's codes it runs
+    seed: int | None = None        # seeds random and numpy.random before the code is loaded
+    warp_clock: bool = False       # every clock reads shifted, scaled, ticking values
 
 
 @dataclass
@@ -319,14 +330,45 @@ class Executor:
         child (timeout, crash, os._exit) fails alone: the calls after it run in a new child.
         stdout/stderr of a JobResult are those of the whole job (capped).
 
-        `fresh`: calls must not see each other's state: before every call but the first,
-        ``random`` and ``numpy.random`` get back the state the child started with and `code`
-        is executed anew in a new module namespace (a failure of that fails the call alone,
-        with the status a single-call job would give). What is still shared: the state of
-        imported modules the code changes, files in the job's directory, the child's memory.
+        `fresh`: calls must not see each other's state: before every call, ``random`` and
+        ``numpy.random`` get back the state the child started with (or are seeded with
+        `seed`) and `code` is executed anew in a new module namespace (a failure of that
+        fails the call alone, with the status a single-call job would give; before the
+        first call, the whole job's). What is still shared: the state of imported modules
+        the code changes, files in the job's directory, the child's memory. This is
+        `run_fresh` with one code.
         """
         job = {"kind": "calls", "code": code, "inputs": list(inputs), "func": func,
                "seed": seed, "fresh": bool(fresh)}
+        return self._submit(job, limits)
+
+    def run_fresh(self, codes: list[str], calls: list[Call], *, func: str = "main_solution",
+                  watch: bool = False, limits: Limits | None = None) -> Future[list[JobResult]]:
+        """Calls that each run as if alone, several codes in one sandboxed job.
+
+        For each call in order: ``random`` and ``numpy.random`` get back the state the child
+        started with, or are seeded with ``call.seed``; ``codes[call.code]`` is executed anew
+        in a new module namespace; then `func` on a copy of ``call.input`` (keyword arguments
+        for a JSON object, else the one argument). A code that does not
+        load fails its calls alone. One JobResult per call, as `run_calls` gives them.
+        (``run_calls(code, inputs, fresh=True)`` is this with one code and no seeds.)
+
+        `watch`: each JobResult says whether its call (module body included) drew from the
+        global state of random / numpy.random (``drew_random``) or read a clock
+        (``read_clock``). Calls with ``warp_clock`` are watched too, and every clock they read
+        (`time`'s, datetime.now ...) gives another instant, stretched durations and a tick per
+        read, so that an output computed from a clock comes out different.
+
+        What calls of one job still share: modules a code changes, files in the job's
+        directory, the process. Merging the calls of several codes saves a sandboxed fork and
+        teardown per code (about as much CPU as the calls of a light sample).
+        """
+        for c in calls:
+            if not 0 <= c.code < len(codes):
+                raise ValueError(f"run_fresh: call of code {c.code}, the job has {len(codes)}")
+        job = {"kind": "calls", "codes": list(codes), "inputs": [c.input for c in calls],
+               "plan": [[c.code, c.seed, c.warp_clock] for c in calls], "func": func,
+               "seed": None, "fresh": True, "watch": bool(watch)}
         return self._submit(job, limits)
 
     def run_generator(self, code: str, gen_code: str, *, seed: int, max_calls: int,
@@ -465,7 +507,7 @@ class Executor:
                              answer["message"])
         return [JobResult(r["status"], r["value"] if r["status"] == status.SUCCESS else None,
                           r["error_type"], r["message"], answer["stdout"], answer["stderr"],
-                          r["seconds"])
+                          r["seconds"], r.get("random") is True, r.get("clock") is True)
                 for r in answer["results"]]
 
 

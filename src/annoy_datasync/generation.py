@@ -1,22 +1,33 @@
 """Recording true I/O pairs from unified responses (the library behind ``parse_gen_ios.py``).
 
-One sample goes through two executor jobs:
+One sample goes through these executor jobs:
 
 1. the generator job (`Executor.run_generator`): the main code plus the input generator,
    random state seeded from ``(--seed, msgidx)``; up to ``max_ios + spares`` distinct inputs,
    each passed to ``main_solution`` as a JSON copy;
 2. the re-check job, in a SECOND pool started with another hash seed, with another random
-   seed: every candidate pair is run again, each call in a fresh module namespace (the code
-   is executed anew before each call, so globals left by earlier calls are gone). A pair whose
-   output is not exactly the same JSON (`compare.canonical`, which tells ``3`` from ``3.0``) is
-   dropped as ``pair_not_reproducible``: its output depends on chance, the clock, set order or
-   the state left by earlier calls, and nobody can predict it by reasoning;
+   seed: every candidate pair is run again as a fresh-state call (`Executor.run_fresh`: the
+   code executed anew before each call, so globals left by earlier calls are gone). A pair
+   whose output is not exactly the same JSON (`compare.canonical`, which tells ``3`` from
+   ``3.0``) is dropped as ``pair_not_reproducible``: its output depends on chance, the clock,
+   set order or the state left by earlier calls, and nobody can predict it by reasoning;
 3. only when a surviving call drew from the global state of ``random`` or ``numpy.random``
-   or read the clock through ``time`` (its output may have matched by luck, e.g. the maximum
-   of many random draws, or a duration below the clock's resolution): the
-   survivors run RESEEDS = 4 more times, each with its own seed, and must give the same JSON
-   every time. Randomness the wrapper cannot see (``numpy.random.default_rng()`` without a
-   seed, ``os.urandom``, ``datetime.now()``) is caught only when it changes the output of a re-run.
+   or read a clock (``time``'s clocks, ``datetime.now`` ...; the module body counts): its
+   output may have matched by luck (the maximum of many random draws; a duration below the
+   clock's resolution, or measured with a clock that stood still). The survivors run
+   RESEEDS = 4 more times, each with its own seed and with every clock warped (another
+   instant, durations stretched, a tick per read), and must give the same JSON every time.
+   Randomness the executor cannot see (``numpy.random.default_rng()`` without a seed,
+   ``os.urandom``) is caught only when it changes the output of a re-run;
+4. only for code that may depend on set order (`may_depend_on_hash_order`: it builds sets,
+   calls hash() or imports sympy): the survivors run once more under each further hash seed
+   (one small pool per seed, parse_gen_ios.HASH_SEEDS) and must give the same JSON under
+   every one. Str hashes follow the hash seed; a pair whose output follows the order of a
+   2-element set of str matches under a random seed half the time, so with 1 + 8 other
+   seeds it survives with probability 1/512.
+
+The re-check jobs of up to 4 samples bound for one pool are merged into one sandboxed job
+(`Rechecker`); each call still runs as if alone, so the output files are the same.
 
 Size bounds of a kept pair (`Bounds`, checked on the input and on the output separately):
 at most 1024 bytes of JSON, lists of at most 64 items, strings of at most 256 characters,
@@ -34,82 +45,28 @@ is written, and a rerun tries the sample again.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import os
 import re
 from collections import Counter
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import extract
 from . import status as st
 from .compare import canonical
+from .executor import Call
 from .jsonl import read_jsonl
 
 FUNCNAME = "main_solution"
 MIN_IOS = 2
-RESEEDS = 4   # extra re-runs, each with its own seed, of pairs whose code drew random numbers
+RESEEDS = 4   # extra re-runs, each with its own seed and warped clocks, of pairs whose code
+              # drew random numbers or read a clock
 
 _HAS_MAIN = re.compile(r"^def\s+main_solution\s*\(", re.M)
 _HAS_GEN = re.compile(r"^def\s+input_generator\s*\(", re.M)
-
-# The re-check job's module (after `code` is compiled, not run): call main_solution from a
-# fresh module namespace, optionally re-seeding random and numpy.random first, and report
-# whether the call drew from their global random state or read the clock (time.time,
-# perf_counter, monotonic ...).
-_FRESH_CALL = '''
-
-def __annoy_watch_clock__():
-    import time
-    if getattr(time, "__annoy_clock_reads__", None) is not None:
-        return
-    time.__annoy_clock_reads__ = [0]
-    for name in ("time", "time_ns", "perf_counter", "perf_counter_ns", "monotonic",
-                 "monotonic_ns", "process_time", "process_time_ns"):
-        original = getattr(time, name, None)
-        if original is None:
-            continue
-
-        def counted(*args, __original=original):
-            time.__annoy_clock_reads__[0] += 1
-            return __original(*args)
-
-        setattr(time, name, counted)
-
-
-__annoy_watch_clock__()
-
-
-def __annoy_random_state__():
-    import random
-    import time
-    state = [random.getstate(), time.__annoy_clock_reads__[0]]
-    try:
-        import numpy
-        key = numpy.random.get_state()
-        state.append((key[1].tobytes(), key[2], key[3], key[4]))
-    except Exception:
-        pass
-    return state
-
-
-def __annoy_fresh_call__(__annoy_kwargs__, __annoy_reseed__=None):
-    if __annoy_reseed__ is not None:
-        import random
-        random.seed(__annoy_reseed__)
-        try:
-            import numpy
-            numpy.random.seed(__annoy_reseed__ % 2 ** 32)
-        except Exception:
-            pass
-    namespace = {"__name__": __name__, "__builtins__": __builtins__}
-    exec(__annoy_compiled__, namespace)
-    before = __annoy_random_state__()
-    out = namespace["main_solution"](**__annoy_kwargs__)
-    return {"out": out, "random": __annoy_random_state__() != before}
-'''
-
 
 @dataclass(frozen=True)
 class Bounds:
@@ -145,92 +102,184 @@ def derive_seed(seed: int, msgidx: int, purpose: str) -> int:
     return int.from_bytes(digest[:4], "big")
 
 
-# Completes the re-check module (a job holds the re-checks of one sample or of several):
-# which sample's compiled code a call runs, and that sample's seed for random and
-# numpy.random before the call (the job itself is unseeded).
-_SAMPLE_CALL = '''
-
-def __annoy_sample_call__(__annoy_which__, __annoy_seed__, __annoy_kwargs__,
-                          __annoy_reseed__=None):
-    global __annoy_compiled__
-    __annoy_compiled__ = __annoy_compiled_all__[__annoy_which__]
-    import random
-    import sys
-    random.seed(__annoy_seed__)
-    nprand = sys.modules.get("numpy.random")
-    if nprand is not None:
-        nprand.seed(__annoy_seed__ % (2 ** 32))
-    return __annoy_fresh_call__(__annoy_kwargs__, __annoy_reseed__)
-'''
-SAMPLE_FUNC = "__annoy_sample_call__"
+_SET_OPS = (ast.BitAnd, ast.BitOr, ast.BitXor, ast.Sub)
+_ORDER_MODULES = {"sympy", "networkx"}   # their results follow set orders of their own
+# What a set may go through without its order showing: order-free functions, membership and
+# comparisons, methods that change it in place or answer a yes/no question.
+_ORDER_FREE_CALLS = {"len", "sorted", "min", "max", "sum", "any", "all", "bool"}
+_ORDER_FREE_METHODS = {"add", "discard", "remove", "update", "clear", "issubset", "issuperset",
+                       "isdisjoint", "difference_update", "intersection_update",
+                       "symmetric_difference_update"}
 
 
-def recheck_code(codes: list[str]) -> str:
-    """The re-check module of one or several samples: each code compiled once (not
-    executed); a call runs one of them from a fresh namespace, seeded with its sample's seed."""
-    compiled = "".join(f"    compile({c!r}, '<main_solution>', 'exec'),\n" for c in codes)
-    return (f"__annoy_compiled_all__ = [\n{compiled}]\n__annoy_compiled__ = None\n"
-            f"{_FRESH_CALL}{_SAMPLE_CALL}")
+def may_depend_on_hash_order(code: str) -> bool:
+    """Whether the code could compute something from the iteration order of a set (which
+    follows the hashes of its items, and str hashes change with PYTHONHASHSEED).
+
+    True when it calls hash() or defines __hash__, imports a library that orders results by
+    sets itself (sympy), or builds a set or frozenset (literal, comprehension, set(),
+    frozenset(), a set operation on dict views) that it may iterate: a set kept in a plain
+    name or attribute counts only if some use of that name is not order-free (``in``,
+    comparisons, len/sorted/min/max/sum/any/all, add/discard/remove/update ...). Uses are
+    matched by name across the whole code, which errs towards True. False for code that
+    cannot depend on set order: its re-checks under other hash seeds would be wasted work."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return False
+    parent: dict[ast.AST, ast.AST] = {}
+    for node in ast.walk(tree):
+        for child in ast.iter_child_nodes(node):
+            parent[child] = node
+    loads: dict[str, list[ast.AST]] = {}   # name or attribute name -> its reads
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+            loads.setdefault(node.id, []).append(node)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load):
+            loads.setdefault("." + node.attr, []).append(node)
+    checked: set[str] = set()
+
+    def order_free(expr: ast.AST) -> bool:
+        """Whether the set that `expr` evaluates to is used only in order-free ways."""
+        up = parent.get(expr)
+        if isinstance(up, ast.Call) and expr in up.args and isinstance(up.func, ast.Name) \
+                and up.func.id in _ORDER_FREE_CALLS:
+            return True
+        if isinstance(up, ast.Compare):
+            return all(not isinstance(op, (ast.In, ast.NotIn)) or up.left is not expr
+                       for op in up.ops)
+        if isinstance(up, ast.Attribute) and up.attr in _ORDER_FREE_METHODS:
+            return isinstance(parent.get(up), ast.Call)
+        if isinstance(up, ast.BinOp) and isinstance(up.op, _SET_OPS):
+            return order_free(up)          # another set: where does it go?
+        if isinstance(up, ast.AugAssign) and up.value is expr:
+            return True                    # s |= expr: the target is checked by its reads
+        if isinstance(up, (ast.Assign, ast.AnnAssign)) and up.value is expr:
+            targets = up.targets if isinstance(up, ast.Assign) else [up.target]
+            keys = [t.id if isinstance(t, ast.Name) else "." + t.attr
+                    for t in targets if isinstance(t, (ast.Name, ast.Attribute))]
+            if len(keys) != len(targets):
+                return False               # unpacked, subscripted: not followed
+            for key in keys:
+                if key not in checked:
+                    checked.add(key)
+                    if not all(order_free(use) for use in loads.get(key, [])):
+                        return False
+            return True
+        return False
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and node.id == "hash":
+            return True
+        if isinstance(node, ast.Attribute) and node.attr == "__hash__" or \
+                isinstance(node, ast.FunctionDef) and node.name == "__hash__":
+            return True
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) \
+                else [node.module or ""]
+            if any(n.split(".")[0] in _ORDER_MODULES for n in names):
+                return True
+        builds = isinstance(node, (ast.Set, ast.SetComp)) or (
+            isinstance(node, ast.BinOp) and isinstance(node.op, _SET_OPS) and any(
+                isinstance(x, ast.Call) and isinstance(x.func, ast.Attribute)
+                and x.func.attr in ("keys", "items") for x in (node.left, node.right)))
+        if isinstance(node, ast.Name) and node.id in ("set", "frozenset"):
+            up = parent.get(node)
+            if not (isinstance(up, ast.Call) and up.func is node):
+                return True                # e.g. defaultdict(set): its sets are not followed
+            builds, node = True, up
+        if builds and not order_free(node):
+            return True
+    return False
 
 
 class Rechecker:
-    """Submits re-check jobs to the check pool, merging those of up to `max_samples`
-    samples into one sandboxed job (each job costs a fork and a teardown of the sandbox,
-    about as much CPU as a light sample's calls). Jobs are held until `max_samples` are
-    there, or until the driver would otherwise wait on held jobs alone (`flush`).
+    """Submits the re-check jobs of samples (`Executor.run_fresh`, watched: each call runs
+    as if alone and says whether it drew random numbers or read a clock), merging those of
+    up to `max_samples` samples bound for the same pool into one sandboxed job (each job
+    costs a fork and a teardown of the sandbox, about as much CPU as a light sample's
+    calls). Jobs are held until `max_samples` are there, or until the driver would otherwise
+    wait on held jobs alone (`flush`).
 
     A merged job differs from separate ones only in what the samples' calls share: the
     process (modules a code changes, files, memory). Each call still starts from a fresh
-    namespace and its own sample's seed, so results, and output files, are the same. If a
-    merged job fails in the executor, its samples are re-run one job each.
+    namespace and its own seed, so results, and output files, are the same. If a merged
+    job fails in the executor, its samples are re-run one job each.
     """
 
-    def __init__(self, pool: Any, max_samples: int = 4):
-        self.pool = pool                 # a callable returning the Executor
+    def __init__(self, check_pool: Any, hash_pools: list[Any] = (), max_samples: int = 4):
+        self.check_pool = check_pool         # the re-check pool (another hash seed)
+        self.hash_pools = list(hash_pools)   # one pool per further hash seed
         self.max_samples = max(1, max_samples)
-        self.held: list[tuple[str, list[dict], int, Future]] = []
+        self.held: dict[int, tuple[Any, list[tuple[str, list[Call], Future]]]] = {}
+        self.parts: dict[Future, list[Future]] = {}   # a future of several pools: its parts
 
-    def run(self, code: str, inputs: list[dict], seed: int) -> Future:
+    def run(self, pool: Any, code: str, calls: list[Call]) -> Future:
+        """The results of `calls` (each of code 0) of `code`, run in `pool` (a callable
+        returning the Executor)."""
         fut: Future = Future()
-        self.held.append((code, inputs, seed, fut))
-        if len(self.held) >= self.max_samples:
-            self.flush()
+        _, held = self.held.setdefault(id(pool), (pool, []))
+        held.append((code, calls, fut))
+        if len(held) >= self.max_samples:
+            del self.held[id(pool)]
+            self._submit(pool, held)
         return fut
 
+    def run_each(self, pools: list[Any], code: str, calls: list[Call]) -> Future:
+        """`calls` in each of `pools`: one future of all their results, pool after pool."""
+        parts = [self.run(pool, code, calls) for pool in pools]
+        whole: Future = Future()
+        self.parts[whole] = parts
+        left = [len(parts)]
+
+        def one_done(_: Future) -> None:
+            left[0] -= 1
+            if left[0]:
+                return
+            self.parts.pop(whole, None)
+            try:
+                whole.set_result([r for p in parts for r in p.result()])
+            except BaseException as exc:  # noqa: BLE001
+                whole.set_exception(exc)
+
+        for p in parts:
+            p.add_done_callback(one_done)
+        return whole
+
     def holds(self, fut: Future) -> bool:
-        return any(h[3] is fut for h in self.held)
+        futs = self.parts.get(fut, [fut])
+        return any(h[2] is f for _, held in self.held.values() for h in held for f in futs)
 
     def flush(self) -> None:
-        held, self.held = self.held, []
-        if held:
-            self._submit(held)
+        held, self.held = self.held, {}
+        for pool, jobs in held.values():
+            self._submit(pool, jobs)
 
-    def _submit(self, held: list) -> None:
-        calls = [{"__annoy_which__": k, "__annoy_seed__": seed, **x}
-                 for k, (_, inputs, seed, _) in enumerate(held) for x in inputs]
-        job = self.pool().run_calls(recheck_code([h[0] for h in held]), calls,
-                                    func=SAMPLE_FUNC, seed=None)
+    def _submit(self, pool: Any, held: list) -> None:
+        codes = [h[0] for h in held]
+        calls = [replace(c, code=k) for k, (_, cs, _) in enumerate(held) for c in cs]
+        job = pool().run_fresh(codes, calls, watch=True)
 
         def split(j: Future) -> None:
             try:
                 results = j.result()
             except BaseException as exc:  # noqa: BLE001
                 if len(held) == 1:
-                    held[0][3].set_exception(exc)
+                    held[0][2].set_exception(exc)
                     return
                 results = None
             if len(held) > 1 and (results is None or len(results) != len(calls) or any(
                     r.error_type == st.EXECUTOR_ERROR for r in results)):
                 for h in held:        # each sample gets its own job and chance
                     try:
-                        self._submit([h])
+                        self._submit(pool, [h])
                     except BaseException as exc:  # noqa: BLE001 - e.g. the pool closed
-                        h[3].set_exception(exc)
+                        h[2].set_exception(exc)
                 return
             at = 0
-            for _, inputs, _, fut in held:
-                fut.set_result(results[at:at + len(inputs)])
-                at += len(inputs)
+            for _, cs, fut in held:
+                fut.set_result(results[at:at + len(cs)])
+                at += len(cs)
 
         job.add_done_callback(split)
 
@@ -319,14 +368,14 @@ class SampleTask:
             seed=derive_seed(s.seed, self.msgidx, "generate"), max_calls=s.max_calls,
             max_pairs=s.max_ios + s.spares, budget_s=s.budget_s)
 
-    def advance(self, check_pool: Any) -> None:
+    def advance(self, rechecker: Rechecker) -> None:
         fut, self.future = self.future, None
         if self._stage == "gen":
-            self._after_generation(fut.result(), check_pool)
+            self._after_generation(fut.result(), rechecker)
         else:
             self._after_recheck(fut.result())
 
-    def _after_generation(self, gen: Any, check_pool: Any) -> None:
+    def _after_generation(self, gen: Any, rechecker: Rechecker) -> None:
         if getattr(gen, "error_type", None) == st.EXECUTOR_ERROR:
             self.outcome = Outcome(retry=gen.message or gen.status)
             return
@@ -355,14 +404,16 @@ class SampleTask:
             self._too_few()
             return
         self._stage = "recheck"
-        self._check_pool = check_pool
-        self.future = check_pool.run(
-            self.sections.main_code, [{"__annoy_kwargs__": c["input"]} for c in self.candidates],
-            derive_seed(self.settings.seed, self.msgidx, "recheck"))
+        self._rc = rechecker
+        seed = derive_seed(self.settings.seed, self.msgidx, "recheck")
+        self.future = rechecker.run(rechecker.check_pool, self.sections.main_code,
+                                    [Call(c["input"], seed=seed) for c in self.candidates])
 
     def _after_recheck(self, jobs: list) -> None:
-        """Keep the candidates whose re-run gave the same JSON; if a kept one drew from the
-        global random state, run the survivors RESEEDS more times with other seeds first."""
+        """Keep the candidates whose re-runs all gave the same JSON. Then, once: if a kept
+        one drew from the global random state or read a clock, run the survivors RESEEDS
+        more times with other seeds and warped clocks; if the code may depend on set order,
+        run them under each further hash seed."""
         runs = len(jobs) // max(1, len(self.candidates))
         if len(jobs) != runs * len(self.candidates) or not jobs:
             raise RuntimeError(f"executor returned {len(jobs)} results for {len(self.candidates)} inputs")
@@ -370,16 +421,15 @@ class SampleTask:
         if failed is not None:   # not the code's fault: no pair is judged by this run
             self.outcome = Outcome(retry=failed.message)
             return
-        survivors, used_random = [], False
+        survivors, chance = [], False
         for k, pair in enumerate(self.candidates):
             ok = True
             for r in range(runs):
                 job = jobs[r * len(self.candidates) + k]
-                value = job.value if job.status == st.SUCCESS and isinstance(job.value, dict) else {}
-                if "out" not in value or canonical(value["out"]) != canonical(pair["output"]):
+                if job.status != st.SUCCESS or canonical(job.value) != canonical(pair["output"]):
                     ok = False
                     break
-                used_random = used_random or bool(value.get("random"))
+                chance = chance or job.drew_random or job.read_clock
             if ok:
                 survivors.append(pair)
             else:
@@ -388,15 +438,21 @@ class SampleTask:
         if len(survivors) < MIN_IOS:
             self._too_few()
             return
-        if used_random and self._stage == "recheck":
-            # its output may match by chance: demand the same answer under more seeds
+        code, rc = self.sections.main_code, self._rc
+        seed = derive_seed(self.settings.seed, self.msgidx, "recheck")
+        if chance and self._stage == "recheck":
+            # its output may match by chance (the maximum of many draws, a duration below
+            # the clock's resolution): demand the same answer under other seeds and clocks
             self._stage = "reseed"
             base = derive_seed(self.settings.seed, self.msgidx, "reseed")
-            inputs = [{"__annoy_kwargs__": c["input"], "__annoy_reseed__": base + r}
-                      for r in range(RESEEDS) for c in survivors]
-            self.future = self._check_pool.run(
-                self.sections.main_code, inputs,
-                derive_seed(self.settings.seed, self.msgidx, "recheck"))
+            self.future = rc.run(rc.check_pool, code, [
+                Call(c["input"], seed=base + r, warp_clock=True)
+                for r in range(RESEEDS) for c in survivors])
+            return
+        if self._stage != "hash" and rc.hash_pools and may_depend_on_hash_order(code):
+            self._stage = "hash"
+            self.future = rc.run_each(rc.hash_pools, code,
+                                      [Call(c["input"], seed=seed) for c in survivors])
             return
         kept = survivors[: self.settings.max_ios]
         self.candidates = kept

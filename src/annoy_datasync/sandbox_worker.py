@@ -26,6 +26,10 @@ reads it, bounded, after the job). The worker enforces the CPU budget of each ca
 does not compute, caps the captured output, SIGKILLs everything in the namespace but
 itself (kill(-1) from PID 1), answers, then reaps and removes the directory and empties
 /tmp and /dev/shm.
+A fresh-state job (Job.run_fresh) executes its code anew before each call, from the random
+state the child started with or a per-call seed, and can run calls of several codes; when
+asked, it counts each call's random draws and clock reads (ClockWatch wraps the clocks of
+`time` and `datetime` in the child) and makes clocks read other values.
 Without namespaces (refused by the kernel) it falls back to a subreaper that kills the
 job's processes found by scanning /proc, rlimits and (as root) the dedicated uid.
 When the step dies (even by SIGKILL), the worker kills the running job's processes and exits.
@@ -177,6 +181,104 @@ def type_name(x):
     return t.__qualname__ if mod in ("builtins", "__main__", "") else f"{mod}.{t.__qualname__}"
 
 
+# ------------------------------------------------- clocks of a fresh-state job (in child)
+# The worker's own timing, bound before a job may replace the functions of `time`.
+_perf_counter = time.perf_counter
+
+
+class ClockWatch:
+    """Counts the reads of every clock a job's code can reach (the clocks of `time` and
+    their _ns variants, clock_gettime, localtime/gmtime/ctime/asctime/strftime without a
+    time argument, datetime.now/utcnow/today, date.today) and, while warped, makes each
+    read return SCALE * real + OFFSET + TICK * (reads so far): another instant, durations
+    stretched, and a clock that advances between two reads even where the real one does
+    not (CLOCK_PROCESS_CPUTIME_ID under RLIMIT_CPU advances only at scheduler ticks).
+    Installed once per child, before the code runs, only in jobs that ask for it."""
+    SCALE = 3
+    OFFSET = 10_000_000.5      # seconds: about 116 days
+    TICK = 0.001
+    FLOAT = ("time", "perf_counter", "monotonic", "process_time", "thread_time")
+
+    def __init__(self):
+        self.reads = 0
+        self.warp = False
+        self.installed = False
+
+    def start(self, warp):
+        self.reads, self.warp = 0, bool(warp)
+
+    def stop(self):
+        self.warp = False
+        return self.reads > 0
+
+    def value(self, real):
+        self.reads += 1
+        if not self.warp:
+            return real
+        return self.SCALE * real + self.OFFSET + self.TICK * self.reads
+
+    def value_ns(self, real):
+        self.reads += 1
+        if not self.warp:
+            return real
+        return self.SCALE * real + int(self.OFFSET * 1e9) + int(self.TICK * 1e9) * self.reads
+
+    def install(self):
+        if self.installed:
+            return
+        self.installed = True
+        import datetime as dtmod
+        t = time
+        put = lambda name, fn: (setattr(fn, "__name__", name),  # noqa: E731
+                                setattr(fn, "__qualname__", name), setattr(t, name, fn))
+        for name in self.FLOAT:
+            orig, orig_ns = getattr(t, name, None), getattr(t, name + "_ns", None)
+            if orig is not None:
+                put(name, lambda *a, _f=orig: self.value(_f(*a)))
+            if orig_ns is not None:
+                put(name + "_ns", lambda *a, _f=orig_ns: self.value_ns(_f(*a)))
+        if hasattr(t, "clock_gettime"):
+            gt, gt_ns = t.clock_gettime, t.clock_gettime_ns
+            put("clock_gettime", lambda clk, _f=gt: self.value(_f(clk)))
+            put("clock_gettime_ns", lambda clk, _f=gt_ns: self.value_ns(_f(clk)))
+        now = t.time
+        for name in ("localtime", "gmtime", "ctime"):
+            orig = getattr(t, name)
+            put(name, lambda *a, _f=orig: _f(*a) if a and a[0] is not None else _f(now()))
+        local, asctime, strftime = t.localtime, t.asctime, t.strftime
+        put("asctime", lambda *a: asctime(*a) if a else asctime(local()))
+        put("strftime", lambda fmt, *a: strftime(fmt, *a) if a else strftime(fmt, local()))
+
+        base_dt, base_date = dtmod.datetime, dtmod.date
+
+        class datetime(base_dt):
+            @classmethod
+            def now(cls, tz=None):
+                return cls.fromtimestamp(now(), tz)
+
+            @classmethod
+            def utcnow(cls):
+                return cls.utcfromtimestamp(now())
+
+            @classmethod
+            def today(cls):
+                return cls.fromtimestamp(now())
+
+        class date(base_date):
+            @classmethod
+            def today(cls):
+                return cls.fromtimestamp(now())
+
+        for cls, base in ((datetime, base_dt), (date, base_date)):
+            # the C type's name, so that repr() and error messages read as without us
+            cls.__name__ = f"datetime.{base.__name__}"
+            cls.__qualname__, cls.__module__ = base.__name__, "datetime"
+            setattr(dtmod, base.__name__, cls)
+
+
+CLOCKS = ClockWatch()
+
+
 # ------------------------------------------------------------------ the job (in child)
 class Job:
     def __init__(self, cfg, job, token, counters=None):
@@ -240,12 +342,13 @@ class Job:
             return None
         return ns
 
-    def exec_code(self, gen=None):
-        """Run the compiled code in a new module namespace -> (namespace, None), or
-        (None, (status, error_type, message)) if loading it failed or a function is missing."""
+    def exec_code(self, gen=None, compiled=None):
+        """Run the compiled code (`compiled`, default the job's) in a new module namespace
+        -> (namespace, None), or (None, (status, error_type, message)) if loading it failed
+        or a function is missing."""
         ns = {"__name__": "__sandbox__", "__builtins__": __builtins__}
         try:
-            exec(self.compiled, ns)
+            exec(self.compiled if compiled is None else compiled, ns)
             if gen is not None:
                 exec(gen, ns)
         except BaseException as exc:  # noqa: BLE001 - code's own failure becomes a status
@@ -300,33 +403,93 @@ class Job:
                     f"The returned value is larger than {self.limit} bytes as JSON.", None)
         return self.S["SUCCESS"], None, "", text
 
-    def run_calls(self, ns, start_state=None):
-        """One frame per input. With job["fresh"], every call after the first starts from
-        the random state the child started with and a module namespace where the code was
-        executed anew (the first call uses the namespace just loaded): no call sees globals
-        or random draws left by another (a failed reload fails that call alone)."""
-        fresh = self.job.get("fresh")
+    def run_calls(self, ns):
+        """One frame per input, every call in the namespace `ns` (loaded once)."""
         fn = ns[self.job["func"]]
         seed = self.job.get("seed")
         for i, text in enumerate(self.job["inputs"]):
-            t0 = time.perf_counter()
-            if fresh and i > 0:
-                ns = fn = None
-                self.set_random_state(start_state)
-                ns, fail = self.exec_code()
-                if fail is not None:
-                    self.frame("call", i=i, s=fail[0], e=fail[1], m=fail[2],
-                               d=round(time.perf_counter() - t0, 6))
-                    continue
-                fn = ns[self.job["func"]]
+            t0 = _perf_counter()
             if seed is not None:
                 self.seed(seed)
             status, etype, msg, value = self.call(fn, json.loads(text))
-            dt = round(time.perf_counter() - t0, 6)
-            if value is None:
-                self.frame("call", i=i, s=status, e=etype, m=msg, d=dt)
+            self.call_frame(i, status, etype, msg, value, t0)
+
+    def call_frame(self, i, status, etype, msg, value, t0, **flags):
+        dt = round(_perf_counter() - t0, 6)
+        if value is None:
+            self.frame("call", i=i, s=status, e=etype, m=msg, d=dt, **flags)
+        else:
+            self.value_frame("call", [("v", value)], i=i, s=status, d=dt, **flags)
+
+    def run_fresh(self, start_state):
+        """A fresh-state job: every call runs as if it were the only call of a job of its
+        own. Before each call ``random`` and ``numpy.random`` get back the state the child
+        started with, or the call's seed; then the call's code (one of job["codes"], or
+        job["code"]) is executed anew in a new module namespace; then the call. No call sees
+        globals or random draws left by another. A failure to load the code fails its call
+        alone (with one code, a failure before the first call is the whole job's, as for a
+        job that loads once).
+
+        job["plan"], if given: per input [code index, seed or None, warp clock]. With
+        job["watch"], each call frame says whether the call (its module body included)
+        drew from the global state of random / numpy.random ("r") or read a clock ("c");
+        with a plan's warp flag, every clock of time and datetime reads shifted, scaled and
+        ticking values during that call (see ClockWatch)."""
+        job, S = self.job, self.S
+        texts = job.get("codes") or [job["code"]]
+        single = len(texts) == 1
+        compiled = []
+        for text in texts:
+            try:
+                compiled.append(compile(text, "<code>", "exec"))
+            except SyntaxError as exc:
+                compiled.append((S["NOT_RUNNABLE"], "SyntaxError",
+                                 f"The code has a syntax error at line {exc.lineno}: {exc.msg}."))
+        n = len(job["inputs"])
+        plan = job.get("plan") or [[0, job.get("seed"), False]] * n
+        watch = CLOCKS if job.get("watch") or any(p[2] for p in plan) else None
+        if not single:
+            self.frame("ready")
+        for i, text in enumerate(job["inputs"]):
+            t0 = _perf_counter()
+            which, seed, warp = plan[i]
+            if i > 0:
+                self.set_random_state(start_state)
+            if seed is not None:
+                self.seed(seed)
+            if watch is not None:
+                watch.start(warp)
+                before = self.draw_state()
+            code = compiled[which]
+            ns, fail = (None, code) if isinstance(code, tuple) else self.exec_code(compiled=code)
+            if single and i == 0:
+                if fail is not None:
+                    self.frame("fatal", s=fail[0], e=fail[1], m=fail[2])
+                    return
+                self.frame("ready")
+            if fail is not None:
+                status, etype, msg, value = fail + (None,)
             else:
-                self.value_frame("call", [("v", value)], i=i, s=status, d=dt)
+                status, etype, msg, value = self.call(ns[job["func"]], json.loads(text))
+            ns = None
+            flags = {}
+            if watch is not None:
+                flags = {"r": self.draw_state() != before, "c": watch.stop()}
+            self.call_frame(i, status, etype, msg, value, t0, **flags)
+
+    @staticmethod
+    def draw_state():
+        """What a draw from the global random state of random or numpy.random changes."""
+        import random
+        state = [random.getstate()]
+        nprand = sys.modules.get("numpy.random")
+        if nprand is not None:
+            try:
+                key = nprand.get_state()
+                state.append((key[1].tobytes(), key[2], key[3], key[4]))
+            except BaseException:  # noqa: BLE001 - the code may have broken numpy.random
+                state.append(None)
+        return state
 
     def run_gen(self, ns):
         job, S = self.job, self.S
@@ -400,14 +563,18 @@ def child_main(cfg, job, token, workdir, fds, ids, hooks_ran=True, counters=None
             runner.frame("fatal", s=cfg["status"]["NOT_RUNNABLE"], e="sandbox",
                          m=f"The sandbox could not be set up ({type(exc).__name__}: {exc}).")
             os._exit(72)
-        start_state = runner.random_state() if job.get("fresh") else None
-        ns = runner.load()
-        if ns is not None:
-            runner.frame("ready")
-            if job["kind"] == "gen":
-                runner.run_gen(ns)
-            else:
-                runner.run_calls(ns, start_state)
+        if job.get("fresh"):
+            if job.get("watch") or any(p[2] for p in job.get("plan") or ()):
+                CLOCKS.install()
+            runner.run_fresh(runner.random_state())
+        else:
+            ns = runner.load()
+            if ns is not None:
+                runner.frame("ready")
+                if job["kind"] == "gen":
+                    runner.run_gen(ns)
+                else:
+                    runner.run_calls(ns)
         flush_std()
         code = 0
     except BaseException:  # noqa: BLE001 - never unwind into the worker's code
@@ -539,6 +706,8 @@ class Worker:
             results = []
             while len(results) < n:
                 sub = dict(job, inputs=job["inputs"][len(results):])
+                if job.get("plan"):
+                    sub["plan"] = job["plan"][len(results):]
                 sub["cpu_s"] = lim["cpu_time"] * len(sub["inputs"]) + 1
                 res = self.spawn(sub, out)
                 got = res["calls"]
@@ -872,8 +1041,11 @@ class Worker:
         elif kind == "call":
             if msg["i"] != len(state["calls"]) or len(state["calls"]) >= state["n"]:
                 return False
-            state["calls"].append(self.result(msg["s"], msg.get("e"), str(msg.get("m", "")),
-                                              msg.get("v"), float(msg.get("d", 0.0))))
+            res = self.result(msg["s"], msg.get("e"), str(msg.get("m", "")), msg.get("v"),
+                              float(msg.get("d", 0.0)))
+            if "r" in msg:      # a watched fresh call: did it draw random numbers, read a clock
+                res["random"], res["clock"] = msg["r"] is True, msg["c"] is True
+            state["calls"].append(res)
             state["done"] = len(state["calls"]) == state["n"]
         elif kind == "pair":
             state["pairs"].append({"input": msg["in"], "output": msg["out"]})
