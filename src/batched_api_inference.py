@@ -29,7 +29,7 @@ import queue
 import signal
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
 
 from tqdm import tqdm
 
@@ -72,6 +72,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--backoff", type=float, default=1.0,
                    help="seconds before the first retry, doubled each retry up to 60, with "
                         "jitter; a server's Retry-After wins when longer (default 1)")
+    p.add_argument("--rpm", type=float, default=None,
+                   help="requests per minute allowed for the whole run (all processes); "
+                        "default: learned from the provider's x-ratelimit-* headers, if any")
+    p.add_argument("--tpm", type=float, default=None,
+                   help="tokens per minute (prompt + answer) allowed for the whole run; "
+                        "default: learned from the provider's headers, if any")
     p.add_argument("--limit", type=int, default=None,
                    help="only the first N lines of the input (try a few before paying for all)")
     p.add_argument("--transport", choices=("auto", "aiohttp", "httpx"), default="auto",
@@ -84,6 +90,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--num_process and --num_thread must be at least 1")
     if args.max_retries < 0 or args.timeout <= 0 or args.backoff < 0:
         p.error("--max_retries and --backoff must be >= 0 and --timeout > 0")
+    for name in ("rpm", "tpm"):
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
+            p.error(f"--{name} must be > 0")
     if args.limit is not None and args.limit < 0:
         p.error("--limit must be >= 0")
     if args.failed_output is None:
@@ -118,28 +127,42 @@ def check_input(path: str) -> None:
 
 
 class Progress:
-    """The bar: done / failed / in flight, requests per second and tokens."""
+    """The bar: done / failed / in flight, the window of attempts allowed in flight (adaptive),
+    the rate over the last seconds, 429s, the rate limits in force, and tokens."""
+
+    RATE_SECONDS = 10.0
 
     def __init__(self, total: int, disable: bool):
         self.bar = tqdm(total=total, unit="req", dynamic_ncols=True, mininterval=0.5,
                         disable=disable, smoothing=0.1)
         self.snaps: dict[int, dict] = {}
         self.shown = 0
+        self.history: deque[tuple[float, int]] = deque()
 
     def update(self, shard: int, snap: dict) -> None:
         self.snaps[shard] = snap
         t = self.totals()
         finished = sum(t["counts"].values())
         ok = t["counts"].get(status.INFERENCE_SUCCEEDED, 0)
+        now = time.monotonic()
+        self.history.append((now, finished))
+        while len(self.history) > 2 and self.history[1][0] < now - self.RATE_SECONDS:
+            self.history.popleft()
+        t0, n0 = self.history[0]
+        rate = (finished - n0) / (now - t0) if now > t0 else 0.0
+        limits = next((s["limits"] for s in self.snaps.values() if s.get("limits")), "")
         self.bar.set_postfix_str(
             f"ok={ok} failed={finished - ok} in_flight={t['in_flight']} "
-            f"tok_in={t['tokens_in']} tok_out={t['tokens_out']}", refresh=False)
+            f"window={t['window']:.0f} rate={rate:.1f}/s 429s={t['rejected']}"
+            f"{' ' + limits if limits else ''} tok_in={t['tokens_in']} tok_out={t['tokens_out']}",
+            refresh=False)
         self.bar.update(finished - self.shown)
         self.shown = finished
 
     def totals(self) -> dict:
         counts: Counter = Counter()
-        t = {"in_flight": 0, "tokens_in": 0, "tokens_out": 0, "attempts": 0}
+        t = {"in_flight": 0, "tokens_in": 0, "tokens_out": 0, "attempts": 0, "rejected": 0,
+             "window": 0.0}
         for s in self.snaps.values():
             counts.update(s["counts"])
             for k in t:
@@ -279,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
                         temperature=args.temperature, max_tokens=args.max_tokens,
                         timeout=args.timeout, max_retries=args.max_retries, backoff=args.backoff,
                         concurrency=args.num_thread, limit=limit,
-                        transport=choose_transport(args.transport))
+                        transport=choose_transport(args.transport), rpm=args.rpm, tpm=args.tpm,
+                        nshards=args.num_process)
     log.info("%s: %d requests to send (%d already answered) to %s as %s, %d in flight (%s)",
              args.input, pending, done.count, endpoint.base_url, args.model,
              args.num_process * args.num_thread, settings.transport)
@@ -301,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     line = cli.summary(counts, "batched_api_inference:")
     print(f"{line} already_done={done.count} still_failed={still_failed} "
           f"tokens_in={t['tokens_in']} tokens_out={t['tokens_out']} "
-          f"attempts={t['attempts']} wall={time.monotonic() - start:.1f}s", file=sys.stderr)
+          f"attempts={t['attempts']} rate_limited_attempts={t['rejected']} wall={time.monotonic() - start:.1f}s", file=sys.stderr)
     if fatal:
         raise InputError(f"stopped early: {fatal}. Rows not answered are retried by a rerun.")
     if still_failed:

@@ -418,3 +418,58 @@ def test_resuming_with_another_model_is_refused_and_nothing_is_touched(serve, tm
     assert open(out, "rb").read() == before and len(server.requests) == 3
     assert run(server, inp, out) == 0                 # the same model resumes as before
     assert sorted(r["index"] for r in read(out)) == [0, 1, 2, 3, 4]
+
+
+# --- rate limits and adaptive concurrency -----------------------------------------------------
+def write_long_input(path, n, words=30):
+    with open(path, "w") as fh:
+        for i in range(n):
+            text = " ".join(["word"] * words) + f" question {i}"
+            fh.write(json.dumps({"messages": [{"role": "user", "content": text}]}) + "\n")
+    return str(path)
+
+
+@pytest.mark.parametrize("how, nproc", [("given", 1), ("learned", 2)])
+def test_requests_per_minute_are_kept_given_or_learned(serve, tmp_path, how, nproc):
+    """A server allowing 3,000 requests per minute (50 per second, one second of burst,
+    continuous refill): paced by --rpm or by the limit its headers announce, 32 requests in
+    flight per process answer every row with hardly any 429 (unpaced, 240 rows sent at once
+    would collect ~190)."""
+    server = serve(lambda req: Reply(content=f"answer {row_of(req)}"), rpm=3000)
+    n = 240
+    inp = write_input(tmp_path / "in.jsonl", n)
+    out = str(tmp_path / "out.jsonl")
+    extra = ["--rpm", "3000"] if how == "given" else []
+    assert run(server, inp, out, "--num_thread", "32", "--num_process", str(nproc), *extra) == 0
+    assert sorted(r["index"] for r in read(out)) == list(range(n))
+    assert read(out + ".failed.jsonl") == []
+    assert server.rejected <= 3
+    assert server.count == n + server.rejected          # nothing sent twice but the 429s
+
+
+def test_tokens_per_minute_are_kept(serve, tmp_path):
+    """60,000 tokens per minute (1,000 a second); a row costs about 33 prompt + 21 answer
+    tokens, so about 18 rows a second pass. The estimate starts far off (4 characters a token,
+    1,000 answer tokens) and is corrected from usage as answers come back."""
+    server = serve(lambda req: Reply(content="yes " * 20), tpm=60_000)
+    n = 60
+    inp = write_long_input(tmp_path / "in.jsonl", n)
+    out = str(tmp_path / "out.jsonl")
+    assert run(server, inp, out, "--num_thread", "32", "--tpm", "60000") == 0
+    assert sorted(r["index"] for r in read(out)) == list(range(n))
+    assert server.rejected <= 3
+
+
+def test_without_headers_429s_shrink_the_window_and_every_row_ends_once(serve, tmp_path, capsys):
+    """A server that refuses above 40 requests per second and says nothing of its limits:
+    the run slows down through its window and backoff, and every row is still answered."""
+    server = serve(lambda req: Reply(content=f"answer {row_of(req)}", delay=0.05), rpm=2400,
+                   limit_headers=False, burst=0.25)
+    n = 200
+    inp = write_input(tmp_path / "in.jsonl", n)
+    out = str(tmp_path / "out.jsonl")
+    assert run(server, inp, out, "--num_thread", "32", "--max_retries", "20") == 0
+    assert sorted(r["index"] for r in read(out)) == list(range(n))
+    assert server.rejected > 0
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"rate_limited_attempts={server.rejected}" in line

@@ -44,6 +44,7 @@ import openai
 
 from . import status
 from .jsonl import Appender, InputError, where
+from .pacing import Pacer, Window, message_chars, parse_limit_headers
 
 log = logging.getLogger("annoy_datasync")
 
@@ -124,6 +125,8 @@ class Outcome:
     finish_reason: str | None = None
     usage: dict | None = None
     attempts: int = 0
+    code: int | None = None             # HTTP status of an error answer
+    limits: dict = field(default_factory=dict)   # the provider's rate-limit headers, parsed
 
 
 def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
@@ -159,9 +162,18 @@ def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | No
 
 
 def _usage_dict(usage: Any) -> dict | None:
+    """The token counts of an answer; prompt tokens served from the provider's prompt cache
+    (priced lower) are kept as ``cached_tokens`` when the provider reports them."""
     if not isinstance(usage, dict):
         return None
-    return {k: usage.get(k) for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+    out = {k: usage.get(k) for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    if cached is None:
+        cached = usage.get("prompt_cache_hit_tokens")        # DeepSeek's name
+    if isinstance(cached, int) and cached > 0:
+        out["cached_tokens"] = cached
+    return out
 
 
 def _unexpected(body: Any) -> Outcome:
@@ -219,26 +231,10 @@ def classify_exception(exc: BaseException, key: str | None, base_url: str, model
         after = parse_retry_after(headers)
         err_code = str(getattr(exc, "code", None) or "")
         text = redact(f"{code}: {exc.message}", key)[:ERROR_CHARS]
-        if code in (401, 403):
-            return Outcome(False, status.FAIL_AUTH, error=text, fatal=(
-                f"{base_url} refused the API key ({text}); check the key "
-                f"(--key, OPENAI_API_KEY or DEEPSEEK_API_KEY) and --base_url"))
-        if code == 402 or (code == 429 and err_code == "insufficient_quota"):
-            return Outcome(False, status.FAIL_AUTH, error=text, fatal=(
-                f"{base_url} refused for billing reasons ({text}); top up the account, then rerun"))
-        if code == 404:
-            return Outcome(False, status.FAIL_NOT_FOUND, error=text, fatal=(
-                f"{base_url} answered 404 for model {model!r} ({text}); check --model, and that "
-                f"--base_url ends with the API prefix (e.g. /v1)"))
-        if code == 429:
-            return Outcome(False, status.FAIL_RATE_LIMIT, retry=True, error=text, retry_after=after)
-        if code == 408:
-            return Outcome(False, status.FAIL_TIMEOUT, retry=True, error=text, retry_after=after)
-        if code == 409 or code >= 500:
-            return Outcome(False, status.FAIL_SERVER, retry=True, error=text, retry_after=after)
-        if code in (400, 413, 422):
-            return Outcome(False, status.FAIL_BAD_REQUEST, error=text)
-        return Outcome(False, status.FAIL_OTHER, error=text)
+        out = _classify_status(code, err_code, text, after, base_url, model)
+        out.code = code
+        out.limits = parse_limit_headers(headers)
+        return out
     if isinstance(exc, openai.APITimeoutError) and _timed_out(exc):
         return Outcome(False, status.FAIL_TIMEOUT, retry=True, error=text)
     if isinstance(exc, openai.APIConnectionError):
@@ -250,6 +246,31 @@ def classify_exception(exc: BaseException, key: str | None, base_url: str, model
         # an empty or truncated 200 body makes the SDK's JSON decoding fail
         return Outcome(False, status.FAIL_EMPTY, retry=True,
                        error=f"empty or unreadable response body ({text})")
+    return Outcome(False, status.FAIL_OTHER, error=text)
+
+
+def _classify_status(code: int, err_code: str, text: str, after: float | None, base_url: str,
+                     model: str) -> Outcome:
+    """An HTTP error status: reason, whether to retry, whether to stop the run."""
+    if code in (401, 403):
+        return Outcome(False, status.FAIL_AUTH, error=text, fatal=(
+            f"{base_url} refused the API key ({text}); check the key "
+            f"(--key, OPENAI_API_KEY or DEEPSEEK_API_KEY) and --base_url"))
+    if code == 402 or (code == 429 and err_code == "insufficient_quota"):
+        return Outcome(False, status.FAIL_AUTH, error=text, fatal=(
+            f"{base_url} refused for billing reasons ({text}); top up the account, then rerun"))
+    if code == 404:
+        return Outcome(False, status.FAIL_NOT_FOUND, error=text, fatal=(
+            f"{base_url} answered 404 for model {model!r} ({text}); check --model, and that "
+            f"--base_url ends with the API prefix (e.g. /v1)"))
+    if code == 429:
+        return Outcome(False, status.FAIL_RATE_LIMIT, retry=True, error=text, retry_after=after)
+    if code == 408:
+        return Outcome(False, status.FAIL_TIMEOUT, retry=True, error=text, retry_after=after)
+    if code == 409 or code >= 500:
+        return Outcome(False, status.FAIL_SERVER, retry=True, error=text, retry_after=after)
+    if code in (400, 413, 422):
+        return Outcome(False, status.FAIL_BAD_REQUEST, error=text)
     return Outcome(False, status.FAIL_OTHER, error=text)
 
 
@@ -270,6 +291,9 @@ class Settings:
     limit: int | None = None      # only input lines with index < limit
     report_every: float = 0.25
     transport: str = "auto"       # "aiohttp", "httpx", or "auto": aiohttp when installed
+    rpm: float | None = None      # requests per minute for the whole run (None: learn)
+    tpm: float | None = None      # tokens per minute for the whole run (None: learn)
+    nshards: int = 1              # processes sharing the limits
 
 
 # Requests in flight per httpx client (and connections per pool) when aiohttp is missing:
@@ -323,51 +347,69 @@ def request_params(settings: Settings, messages: list) -> dict:
     return params
 
 
-class Gate:
-    """Shared pause of one worker after a 429: no new attempt starts before ``not_before``."""
+# Statuses that say "too much at once": the window of attempts in flight shrinks on them.
+CONGESTION = frozenset({429, 503, 504, 408})
 
-    def __init__(self) -> None:
-        self.not_before = 0.0
 
-    async def wait(self) -> None:
-        while (delay := self.not_before - time.monotonic()) > 0:
-            await asyncio.sleep(delay)
-
-    def hold(self, seconds: float) -> None:
-        self.not_before = max(self.not_before, time.monotonic() + seconds)
+def congestion_signal(out: Outcome) -> str:
+    """How an attempt's outcome steers the `Window`: "ok", "congested" or "neutral"."""
+    if out.ok:
+        return "ok"
+    if out.code in CONGESTION or out.reason == status.FAIL_TIMEOUT:
+        return "congested"
+    return "neutral"
 
 
 async def complete(client: openai.AsyncOpenAI, settings: Settings, messages: list,
-                   gate: Gate | None = None, on_attempt: Callable[[], None] | None = None) -> Outcome:
-    """Send one request, retrying what is worth retrying. Never raises for API errors:
-    the returned `Outcome` carries success or the last failure, and ``fatal`` if any."""
+                   pacer: Pacer | None = None, window: Window | None = None,
+                   on_attempt: Callable[[Outcome], None] | None = None) -> Outcome:
+    """Send one request, retrying what is worth retrying, each attempt paced by `pacer` and
+    counted in `window`. Never raises for API errors: the returned `Outcome` carries success
+    or the last failure, and ``fatal`` if any. `on_attempt` sees the outcome of every attempt."""
     params = request_params(settings, messages)
-    gate = gate or Gate()
+    pacer = pacer or Pacer()
+    window = window or Window(1)
+    chars, nmsg = message_chars(messages)
     attempt = 0
     while True:
         attempt += 1
-        await gate.wait()
-        if on_attempt:
-            on_attempt()
+        ticket = await window.acquire()
+        tokens = pacer.estimate.request(chars, nmsg)
         try:
-            # the SDK's generic call: the same request as chat.completions.create without its
-            # per-call typed transform; non-2xx answers still raise the SDK's typed errors
-            resp = await client.post("/chat/completions", body=params, cast_to=RawResponse)
-            body = json.loads(resp.content)
-        except (openai.OpenAIError, ValueError, RecursionError) as exc:
-            out = classify_exception(exc, settings.endpoint.key, settings.endpoint.base_url,
-                                     settings.model)
-        else:
-            out = classify_completion(body, settings.max_tokens)
+            await pacer.acquire(tokens)
+            try:
+                # the SDK's generic call: the same request as chat.completions.create without
+                # its per-call typed transform; non-2xx answers still raise its typed errors
+                resp = await client.post("/chat/completions", body=params, cast_to=RawResponse)
+                body = json.loads(resp.content)
+            except (openai.OpenAIError, ValueError, RecursionError) as exc:
+                out = classify_exception(exc, settings.endpoint.key, settings.endpoint.base_url,
+                                         settings.model)
+            else:
+                out = classify_completion(body, settings.max_tokens)
+                out.limits = parse_limit_headers(resp.headers)
+        except BaseException:
+            window.release(ticket, "neutral")
+            raise
+        window.release(ticket, congestion_signal(out))
         out.attempts = attempt
+        pacer.observe(out.limits)
+        if out.usage:
+            used = (out.usage.get("prompt_tokens") or 0) + (out.usage.get("completion_tokens") or 0)
+            pacer.settle_tokens(tokens, used)
+            pacer.estimate.learn(chars, nmsg, out.usage)
+        if out.reason == status.FAIL_RATE_LIMIT:
+            pacer.rejected()
+        if on_attempt:
+            on_attempt(out)
         if out.ok or not out.retry or out.fatal or attempt > settings.max_retries:
             return out
         if out.retry_after is not None and out.retry_after > MAX_RETRY_AFTER:
             out.error += f" (the server asked to wait {out.retry_after:.0f} s; not waiting that long)"
             return out
         delay = backoff_delay(attempt, settings.backoff, settings.backoff_cap, out.retry_after)
-        if out.reason == status.FAIL_RATE_LIMIT:
-            gate.hold(delay)
+        if out.reason == status.FAIL_RATE_LIMIT and out.retry_after is not None:
+            pacer.pause(out.retry_after)      # nobody in this worker starts before that
         await asyncio.sleep(delay)
 
 
@@ -479,11 +521,15 @@ class Stats:
         self.tokens_in = 0
         self.tokens_out = 0
         self.attempts = 0
+        self.rejected = 0           # attempts answered 429
+        self.window = 0.0           # attempts allowed in flight now (see pacing.Window)
+        self.limits = ""            # rate limits in force, for the progress bar
 
     def snapshot(self) -> dict:
         return {"counts": dict(self.counts), "in_flight": self.in_flight,
                 "tokens_in": self.tokens_in, "tokens_out": self.tokens_out,
-                "attempts": self.attempts}
+                "attempts": self.attempts, "rejected": self.rejected,
+                "window": self.window, "limits": self.limits}
 
 
 class StopFlag:
@@ -519,7 +565,12 @@ async def run_shard(settings: Settings, shard: int, nshards: int, out: Appender,
     nlanes = 1 if backend == "aiohttp" else -(-settings.concurrency // LANE)
     clients = [make_client(settings, -(-settings.concurrency // nlanes), backend)
                for _ in range(nlanes)]
-    gate = Gate()
+    pacer = Pacer(settings.rpm, settings.tpm, share=1.0 / settings.nshards,
+                  max_tokens=settings.max_tokens)
+    # limits unknown: the first attempt goes alone, so that the provider's rate-limit headers
+    # are known before the others start (then the window opens, paced by what they said)
+    window = Window(settings.concurrency, start=None if pacer.known else 1)
+    probing = [not pacer.known]
     # one token per request in flight, naming the lane (client) it uses
     slots: asyncio.Queue[int] = asyncio.Queue()
     for i in range(settings.concurrency):
@@ -528,8 +579,13 @@ async def run_shard(settings: Settings, shard: int, nshards: int, out: Appender,
     fatal: list[str] = []
     finished = asyncio.Event()
 
-    def count_attempt() -> None:
+    def count_attempt(out: Outcome) -> None:
         stats.attempts += 1
+        if out.code == 429:
+            stats.rejected += 1
+        if probing[0]:
+            probing[0] = False
+            window.open_fully()
 
     def fail(index: int, reason: str, attempts: int, error: str) -> None:
         failed.write({"index": index, "reason": reason, "attempts": attempts, "error": error})
@@ -565,7 +621,7 @@ async def run_shard(settings: Settings, shard: int, nshards: int, out: Appender,
             log.warning("%s; recorded as %s", why, status.FAIL_BAD_INPUT)
             fail(index, status.FAIL_BAD_INPUT, 0, why)
             return
-        res = await complete(clients[lane], settings, rec["messages"], gate, count_attempt)
+        res = await complete(clients[lane], settings, rec["messages"], pacer, window, count_attempt)
         if res.usage:
             stats.tokens_in += res.usage.get("prompt_tokens") or 0
             stats.tokens_out += res.usage.get("completion_tokens") or 0
@@ -596,6 +652,7 @@ async def run_shard(settings: Settings, shard: int, nshards: int, out: Appender,
             if stop.is_set():
                 halt("")
             if report:
+                stats.window, stats.limits = window.limit, pacer.describe()
                 report(stats.snapshot())
             try:
                 await asyncio.wait_for(finished.wait(), settings.report_every)
@@ -621,6 +678,7 @@ async def run_shard(settings: Settings, shard: int, nshards: int, out: Appender,
             t.cancel()
         for c in clients:
             await c.close()
+    stats.window, stats.limits = window.limit, pacer.describe()
     if report:
         report(stats.snapshot())
     message = next((m for m in fatal if m), None)
