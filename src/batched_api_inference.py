@@ -33,7 +33,8 @@ from collections import Counter, deque
 
 from tqdm import tqdm
 
-from annoy_datasync import cli, status
+from annoy_datasync import cache as cache_lib
+from annoy_datasync import cli, prices, status
 from annoy_datasync import client as client_lib
 from annoy_datasync.client import (Bitmap, Settings, StopFlag, messages_problem,
                                    resolve_endpoint, run_shard, scan_indices, scan_input)
@@ -78,6 +79,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tpm", type=float, default=None,
                    help="tokens per minute (prompt + answer) allowed for the whole run; "
                         "default: learned from the provider's headers, if any")
+    p.add_argument("--no_cache", action="store_true",
+                   help="neither read nor write the response cache")
+    p.add_argument("--cache_dir", default=None,
+                   help="directory of the response cache, responses.sqlite3 (default: "
+                        "$ANNOY_DATASYNC_CACHE, else $XDG_CACHE_HOME/annoy_datasync, else "
+                        "~/.cache/annoy_datasync); delete that file to clear the cache")
+    p.add_argument("--sample", type=int, default=0,
+                   help="sample number, part of the cache key: to draw another sample of the "
+                        "same requests at temperature > 0, run again with another number "
+                        "(default 0)")
+    p.add_argument("--price_in", type=float, default=None,
+                   help="US dollars per million prompt tokens (default: the price table)")
+    p.add_argument("--price_out", type=float, default=None,
+                   help="US dollars per million answer tokens (default: the price table)")
+    p.add_argument("--prices", default=None,
+                   help="YAML price table to use instead of src/annoy_datasync/prices.yaml")
     p.add_argument("--limit", type=int, default=None,
                    help="only the first N lines of the input (try a few before paying for all)")
     p.add_argument("--transport", choices=("auto", "aiohttp", "httpx"), default="auto",
@@ -93,6 +110,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name in ("rpm", "tpm"):
         if getattr(args, name) is not None and getattr(args, name) <= 0:
             p.error(f"--{name} must be > 0")
+    for name in ("price_in", "price_out"):
+        if getattr(args, name) is not None and getattr(args, name) < 0:
+            p.error(f"--{name} must be >= 0")
     if args.limit is not None and args.limit < 0:
         p.error("--limit must be >= 0")
     if args.failed_output is None:
@@ -132,7 +152,9 @@ class Progress:
 
     RATE_SECONDS = 10.0
 
-    def __init__(self, total: int, disable: bool):
+    def __init__(self, total: int, disable: bool, price: prices.Price | None = None):
+        self.price = price
+        self.total = total
         self.bar = tqdm(total=total, unit="req", dynamic_ncols=True, mininterval=0.5,
                         disable=disable, smoothing=0.1)
         self.snaps: dict[int, dict] = {}
@@ -152,17 +174,31 @@ class Progress:
         rate = (finished - n0) / (now - t0) if now > t0 else 0.0
         limits = next((s["limits"] for s in self.snaps.values() if s.get("limits")), "")
         self.bar.set_postfix_str(
-            f"ok={ok} failed={finished - ok} in_flight={t['in_flight']} "
+            f"ok={ok} cached={t['cached']} failed={finished - ok} in_flight={t['in_flight']} "
             f"window={t['window']:.0f} rate={rate:.1f}/s 429s={t['rejected']}"
-            f"{' ' + limits if limits else ''} tok_in={t['tokens_in']} tok_out={t['tokens_out']}",
-            refresh=False)
+            f"{' ' + limits if limits else ''} tok_in={t['tokens_in']} tok_out={t['tokens_out']}"
+            f"{self.cost_text(t, finished)}", refresh=False)
         self.bar.update(finished - self.shown)
         self.shown = finished
 
+    def cost(self, t: dict) -> float | None:
+        if self.price is None:
+            return None
+        return self.price.cost(t["tokens_in"], t["tokens_out"], t["tokens_cached"])
+
+    def cost_text(self, t: dict, finished: int) -> str:
+        spent = self.cost(t)
+        if spent is None:
+            return ""
+        sent = finished - t["cached"]           # rows that cost something so far
+        todo = self.total - t["cached"]
+        projected = spent * todo / sent if sent > 0 else 0.0
+        return f" spent={prices.dollars(spent)} projected={prices.dollars(projected)}"
+
     def totals(self) -> dict:
         counts: Counter = Counter()
-        t = {"in_flight": 0, "tokens_in": 0, "tokens_out": 0, "attempts": 0, "rejected": 0,
-             "window": 0.0}
+        t = {"in_flight": 0, "tokens_in": 0, "tokens_out": 0, "tokens_cached": 0, "attempts": 0,
+             "rejected": 0, "window": 0.0, "cached": 0}
         for s in self.snaps.values():
             counts.update(s["counts"])
             for k in t:
@@ -277,6 +313,10 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     check_input(args.input)
     endpoint = resolve_endpoint(args.model, args.base_url, args.key)
+    price = prices.resolve(args.model, args.price_in, args.price_out, args.prices)
+    if price is None:
+        log.info("no price known for %s: costs are not shown (pass --price_in and --price_out, "
+                 "or add the model to %s)", args.model, args.prices or prices.DEFAULT_TABLE)
     if args.key:
         log.warning("--key is visible to other users in `ps`; prefer OPENAI_API_KEY or "
                     "DEEPSEEK_API_KEY in the environment")
@@ -303,11 +343,14 @@ def main(argv: list[str] | None = None) -> int:
                         timeout=args.timeout, max_retries=args.max_retries, backoff=args.backoff,
                         concurrency=args.num_thread, limit=limit,
                         transport=choose_transport(args.transport), rpm=args.rpm, tpm=args.tpm,
-                        nshards=args.num_process)
+                        nshards=args.num_process,
+                        cache_path=None if args.no_cache else os.path.join(
+                            args.cache_dir or cache_lib.default_dir(), cache_lib.FILENAME),
+                        sample=args.sample)
     log.info("%s: %d requests to send (%d already answered) to %s as %s, %d in flight (%s)",
              args.input, pending, done.count, endpoint.base_url, args.model,
              args.num_process * args.num_thread, settings.transport)
-    progress = Progress(pending, disable=args.no_progress)
+    progress = Progress(pending, disable=args.no_progress, price=price)
     try:
         if args.num_process == 1:
             stats, fatal = asyncio.run(run_shard(settings, 0, 1, out, failed, done, StopFlag(),
@@ -323,8 +366,11 @@ def main(argv: list[str] | None = None) -> int:
     t = progress.totals()
     counts = Counter(t["counts"])
     line = cli.summary(counts, "batched_api_inference:")
-    print(f"{line} already_done={done.count} still_failed={still_failed} "
+    spent = progress.cost(t)
+    print(f"{line} from_cache={t['cached']} already_done={done.count} still_failed={still_failed} "
           f"tokens_in={t['tokens_in']} tokens_out={t['tokens_out']} "
+          f"tokens_cached_in={t['tokens_cached']} "
+          f"cost={'unknown' if spent is None else prices.dollars(spent)} "
           f"attempts={t['attempts']} rate_limited_attempts={t['rejected']} wall={time.monotonic() - start:.1f}s", file=sys.stderr)
     if fatal:
         raise InputError(f"stopped early: {fatal}. Rows not answered are retried by a rerun.")

@@ -473,3 +473,151 @@ def test_without_headers_429s_shrink_the_window_and_every_row_ends_once(serve, t
     assert server.rejected > 0
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert f"rate_limited_attempts={server.rejected}" in line
+
+
+# --- the response cache -------------------------------------------------------------------------
+def test_a_rerun_into_a_new_output_is_answered_from_the_cache(serve, tmp_path):
+    def respond(req):
+        i = row_of(req)
+        if i % 7 == 3:
+            return Reply(content="cut", finish_reason="length")       # failures are not cached
+        return Reply(content=f"answer {i} at t={req.body['temperature']}",
+                     usage={"prompt_tokens": 10, "completion_tokens": 4 + i, "total_tokens": 14 + i})
+
+    server = serve(respond)
+    n = 30
+    failing = [i for i in range(n) if i % 7 == 3]
+    inp = write_input(tmp_path / "in.jsonl", n)
+    cache_dir = str(tmp_path / "cache")
+    first = str(tmp_path / "first.jsonl")
+    assert run(server, inp, first, "--cache_dir", cache_dir, "--num_process", "2") == 0
+    assert server.count == n
+    assert os.path.exists(os.path.join(cache_dir, "responses.sqlite3"))
+
+    again = str(tmp_path / "again.jsonl")
+    assert run(server, inp, again, "--cache_dir", cache_dir) == 0
+    assert server.count == n + len(failing)                 # only the truncated ones again
+    def by_index(rows):
+        return sorted(rows, key=lambda r: r["index"])
+
+    assert by_index(read(again)) == by_index(read(first))   # the same records, usage too
+    assert [f["index"] for f in by_index(read(again + ".failed.jsonl"))] == failing
+
+    for extra in (["--temperature", "0.9"], ["--sample", "1"], ["--max_tokens", "100"],
+                  ["--no_cache"]):
+        before = server.count
+        other = str(tmp_path / f"other{extra[0]}.jsonl")
+        assert run(server, inp, other, "--cache_dir", cache_dir, *extra) == 0
+        assert server.count - before == n, extra            # a different key: all sent
+    before = server.count
+    assert run(server, inp, str(tmp_path / "t09.jsonl"), "--cache_dir", cache_dir,
+               "--temperature", "0.9") == 0
+    assert server.count - before == len(failing)            # that sample is cached in turn
+    assert run(server, inp, str(tmp_path / "other_dir.jsonl"),
+               "--cache_dir", str(tmp_path / "empty")) == 0
+    assert server.count - before == len(failing) + n        # another cache: nothing known
+
+
+def test_cache_keys_and_endpoint_families():
+    from annoy_datasync.cache import ResponseCache, cache_key, endpoint_family
+    assert endpoint_family("https://api.openai.com/v1") == "api.openai.com"
+    assert endpoint_family("https://api.deepseek.com") == "api.deepseek.com"
+    for url in ("http://127.0.0.1:8000/v1", "http://10.0.0.7:30000/v1", "http://localhost/v1",
+                "http://gpu-node-3:8000/v1", "http://[::1]:8000/v1"):
+        assert endpoint_family(url) == "self-hosted", url
+    base = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.7}
+    keys = {cache_key("self-hosted", base, 0),
+            cache_key("api.openai.com", base, 0),
+            cache_key("self-hosted", base, 1),
+            cache_key("self-hosted", {**base, "temperature": 0.0}, 0),
+            cache_key("self-hosted", {**base, "model": "m2"}, 0),
+            cache_key("self-hosted", {**base, "top_p": 0.9}, 0),
+            cache_key("self-hosted", {**base, "messages": [{"role": "user", "content": "hi!"}]}, 0)}
+    assert len(keys) == 7
+    assert cache_key("x", dict(reversed(base.items())), 0) == cache_key("x", base, 0)
+
+
+def test_cache_file_is_shared_by_processes(tmp_path):
+    from annoy_datasync.cache import ResponseCache, cache_key
+    path = str(tmp_path / "c" / "responses.sqlite3")
+    a, b = ResponseCache(path), ResponseCache(path)
+    ka, kb = cache_key("f", {"n": 1}, 0), cache_key("f", {"n": 2}, 0)
+    a.put(ka, {"output": "A"})
+    assert a.get(ka) == {"output": "A"} and b.get(ka) is None      # not written yet
+    b.put(kb, {"output": "B"})
+    a.flush()
+    b.flush()
+    assert b.get(ka) == {"output": "A"} and a.get(kb) == {"output": "B"} and len(a) == 2
+    a.close()
+    b.close()
+    assert ResponseCache(path).get(kb) == {"output": "B"}
+
+
+# --- cost ---------------------------------------------------------------------------------------
+def _cost_server(serve):
+    def respond(req):
+        i = row_of(req)
+        usage = {"prompt_tokens": 100_000 + i, "completion_tokens": 20_000 * (i + 1),
+                 "total_tokens": 0}
+        if i % 2:
+            usage["prompt_tokens_details"] = {"cached_tokens": 60_000}
+        if i == 4:
+            return Reply(content="cut", finish_reason="length", usage=usage)   # paid all the same
+        return Reply(content=f"answer {i}", usage=usage)
+
+    return serve(respond)
+
+
+def _summary_cost(err: str) -> str:
+    line = err.strip().splitlines()[-1]
+    return next(w for w in line.split() if w.startswith("cost="))
+
+
+def test_cost_from_the_price_table_counts_cached_input_tokens(serve, tmp_path, capsys):
+    server = _cost_server(serve)
+    inp, out = write_input(tmp_path / "in.jsonl", 6), str(tmp_path / "out.jsonl")
+    argv = ["--input", inp, "--output", out, "--model", "gpt-4o-mini", "--base_url", server.url,
+            "--no_progress", "--num_thread", "4"]
+    assert bai.main(argv) == 0
+    # gpt-4o-mini in prices.yaml: $0.15 input, $0.075 cached input, $0.60 output per million
+    expected = 0.0
+    for i in range(6):
+        prompt, cached, answer = 100_000 + i, 60_000 if i % 2 else 0, 20_000 * (i + 1)
+        expected += ((prompt - cached) * 0.15 + cached * 0.075 + answer * 0.60) / 1e6
+    assert _summary_cost(capsys.readouterr().err) == f"cost=${expected:.4f}"
+    assert sorted(f["index"] for f in read(out + ".failed.jsonl")) == [4]
+
+    out2 = str(tmp_path / "out2.jsonl")
+    argv2 = ["--input", inp, "--output", out2, "--model", "my-local-model", "--base_url",
+             server.url, "--no_progress", "--price_in", "2", "--price_out", "8", "--no_cache"]
+    assert bai.main(argv2) == 0
+    flat = sum(((100_000 + i) * 2 + 20_000 * (i + 1) * 8) / 1e6 for i in range(6))
+    assert _summary_cost(capsys.readouterr().err) == f"cost=${flat:.4f}"   # flags: no cached price
+
+    out3 = str(tmp_path / "out3.jsonl")
+    assert bai.main(["--input", inp, "--output", out3, "--model", "my-local-model",
+                     "--base_url", server.url, "--no_progress", "--no_cache"]) == 0
+    assert _summary_cost(capsys.readouterr().err) == "cost=unknown"
+
+
+def test_price_lookup_and_bad_tables(tmp_path):
+    from annoy_datasync import prices
+    table = prices.load_table()
+    assert prices.lookup("gpt-4o-2024-08-06", table) == table["gpt-4o"]
+    assert prices.lookup("gpt-4o-mini-2024-07-18", table) == table["gpt-4o-mini"]
+    assert prices.lookup("openai/GPT-4.1-mini", table) == table["gpt-4.1-mini"]
+    assert prices.lookup("Qwen/Qwen2.5-7B", table) is None
+    p = prices.Price(1.0, 4.0, 0.25)
+    assert p.cost(1_000_000, 500_000, 400_000) == pytest.approx(0.6 + 0.1 + 2.0)
+    bad = tmp_path / "p.yaml"
+    bad.write_text("m: {input: 1}\n")
+    with pytest.raises(InputError, match="p.yaml: m: no output price"):
+        prices.load_table(str(bad))
+    bad.write_text("m: {input: -1, output: 2}\n")
+    with pytest.raises(InputError, match="non-negative"):
+        prices.load_table(str(bad))
+    bad.write_text("m: {input: 1, output: 2, cached_input: 0.5}\n")
+    assert prices.resolve("m-2025", None, None, str(bad)) == prices.Price(1, 2, 0.5)
+    assert prices.resolve("m", 3.0, None, str(bad)) == prices.Price(3.0, 2, None)
+    with pytest.raises(InputError, match="go together"):
+        prices.resolve("unknown", 3.0, None, str(bad))

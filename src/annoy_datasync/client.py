@@ -44,6 +44,7 @@ import openai
 
 from . import status
 from .jsonl import Appender, InputError, where
+from .cache import ResponseCache, cache_key, endpoint_family
 from .pacing import Pacer, Window, message_chars, parse_limit_headers
 
 log = logging.getLogger("annoy_datasync")
@@ -294,6 +295,8 @@ class Settings:
     rpm: float | None = None      # requests per minute for the whole run (None: learn)
     tpm: float | None = None      # tokens per minute for the whole run (None: learn)
     nshards: int = 1              # processes sharing the limits
+    cache_path: str | None = None  # the response cache (SQLite), None: no cache
+    sample: int = 0               # sample number, part of the cache key
 
 
 # Requests in flight per httpx client (and connections per pool) when aiohttp is missing:
@@ -520,16 +523,18 @@ class Stats:
         self.in_flight = 0
         self.tokens_in = 0
         self.tokens_out = 0
+        self.tokens_cached = 0      # prompt tokens the provider served from its prompt cache
         self.attempts = 0
         self.rejected = 0           # attempts answered 429
         self.window = 0.0           # attempts allowed in flight now (see pacing.Window)
         self.limits = ""            # rate limits in force, for the progress bar
+        self.cached = 0             # rows answered from the response cache
 
     def snapshot(self) -> dict:
         return {"counts": dict(self.counts), "in_flight": self.in_flight,
                 "tokens_in": self.tokens_in, "tokens_out": self.tokens_out,
-                "attempts": self.attempts, "rejected": self.rejected,
-                "window": self.window, "limits": self.limits}
+                "tokens_cached": self.tokens_cached, "attempts": self.attempts, "rejected": self.rejected,
+                "window": self.window, "limits": self.limits, "cached": self.cached}
 
 
 class StopFlag:
@@ -571,6 +576,8 @@ async def run_shard(settings: Settings, shard: int, nshards: int, out: Appender,
     # are known before the others start (then the window opens, paced by what they said)
     window = Window(settings.concurrency, start=None if pacer.known else 1)
     probing = [not pacer.known]
+    cache = ResponseCache(settings.cache_path) if settings.cache_path else None
+    family = endpoint_family(settings.endpoint.base_url)
     # one token per request in flight, naming the lane (client) it uses
     slots: asyncio.Queue[int] = asyncio.Queue()
     for i in range(settings.concurrency):
@@ -581,6 +588,10 @@ async def run_shard(settings: Settings, shard: int, nshards: int, out: Appender,
 
     def count_attempt(out: Outcome) -> None:
         stats.attempts += 1
+        if out.usage:       # every answer is paid for, a truncated or empty one too
+            stats.tokens_in += out.usage.get("prompt_tokens") or 0
+            stats.tokens_out += out.usage.get("completion_tokens") or 0
+            stats.tokens_cached += out.usage.get("cached_tokens") or 0
         if out.code == 429:
             stats.rejected += 1
         if probing[0]:
@@ -614,6 +625,17 @@ async def run_shard(settings: Settings, shard: int, nshards: int, out: Appender,
             stats.in_flight -= 1
             slots.put_nowait(lane)
 
+    def keep(index: int, rec: dict, answer: dict) -> None:
+        for k in OUR_FIELDS:
+            rec.pop(k, None)
+        rec.update(output=answer.get("output"), model=settings.model,
+                   reasoning=answer.get("reasoning"), index=index,
+                   finish_reason=answer.get("finish_reason"), usage=answer.get("usage"))
+        out.write(rec)
+        if answered is not None:
+            answered[index] = 1
+        stats.counts[status.INFERENCE_SUCCEEDED] += 1
+
     async def answer(index: int, raw: bytes, lane: int) -> None:
         """One row: its answer to the output, or its failure to the failures file."""
         rec, why = parse_request(raw, settings.input, index)
@@ -621,19 +643,21 @@ async def run_shard(settings: Settings, shard: int, nshards: int, out: Appender,
             log.warning("%s; recorded as %s", why, status.FAIL_BAD_INPUT)
             fail(index, status.FAIL_BAD_INPUT, 0, why)
             return
+        key = None
+        if cache is not None:
+            key = cache_key(family, request_params(settings, rec["messages"]), settings.sample)
+            hit = cache.get(key)
+            if hit is not None:
+                stats.cached += 1
+                keep(index, rec, hit)
+                return
         res = await complete(clients[lane], settings, rec["messages"], pacer, window, count_attempt)
-        if res.usage:
-            stats.tokens_in += res.usage.get("prompt_tokens") or 0
-            stats.tokens_out += res.usage.get("completion_tokens") or 0
         if res.ok:
-            for k in OUR_FIELDS:
-                rec.pop(k, None)
-            rec.update(output=res.output, model=settings.model, reasoning=res.reasoning,
-                       index=index, finish_reason=res.finish_reason, usage=res.usage)
-            out.write(rec)
-            if answered is not None:
-                answered[index] = 1
-            stats.counts[status.INFERENCE_SUCCEEDED] += 1
+            answer = {"output": res.output, "reasoning": res.reasoning,
+                      "finish_reason": res.finish_reason, "usage": res.usage}
+            keep(index, rec, answer)
+            if cache is not None and key is not None:
+                cache.put(key, answer)
             return
         fail(index, res.reason or status.FAIL_OTHER, res.attempts, res.error)
         if res.fatal:
@@ -651,6 +675,8 @@ async def run_shard(settings: Settings, shard: int, nshards: int, out: Appender,
         while not finished.is_set():
             if stop.is_set():
                 halt("")
+            if cache is not None:
+                cache.flush()
             if report:
                 stats.window, stats.limits = window.limit, pacer.describe()
                 report(stats.snapshot())
@@ -678,6 +704,8 @@ async def run_shard(settings: Settings, shard: int, nshards: int, out: Appender,
             t.cancel()
         for c in clients:
             await c.close()
+        if cache is not None:
+            cache.close()
     stats.window, stats.limits = window.limit, pacer.describe()
     if report:
         report(stats.snapshot())
