@@ -57,9 +57,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--key", default=None,
                    help="API key; prefer OPENAI_API_KEY / DEEPSEEK_API_KEY in the environment, "
                         "a flag is visible to other users in `ps`")
-    p.add_argument("--base_url", default=None,
+    p.add_argument("--base_url", action="append", default=None,
                    help="server URL, e.g. http://127.0.0.1:8000/v1 for vLLM/sglang (default: "
-                        "$OPENAI_BASE_URL, else DeepSeek for deepseek-*, OpenAI for gpt-*/o*)")
+                        "$OPENAI_BASE_URL, else DeepSeek for deepseek-*, OpenAI for gpt-*/o*); "
+                        "give it several times for several servers of the same model: each "
+                        "request goes to the least-loaded one, a failing one is set aside and "
+                        "probed again later")
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--max_tokens", type=int, default=4096,
                    help="answer length limit; a longer answer is a failure with reason length")
@@ -312,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("httpx", "httpx2", "httpcore", "openai"):  # one INFO line per request
         logging.getLogger(noisy).setLevel(logging.WARNING)
     check_input(args.input)
-    endpoint = resolve_endpoint(args.model, args.base_url, args.key)
+    endpoints = [resolve_endpoint(args.model, url, args.key) for url in args.base_url or [None]]
+    endpoint = endpoints[0]
     price = prices.resolve(args.model, args.price_in, args.price_out, args.prices)
     if price is None:
         log.info("no price known for %s: costs are not shown (pass --price_in and --price_out, "
@@ -338,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     limit = args.limit
     nlines, pending = scan_input(args.input, limit, done)
     answered = mmap.mmap(-1, nlines + 1)   # one byte per line, shared with forked workers
-    settings = Settings(input=args.input, model=args.model, endpoint=endpoint,
+    settings = Settings(input=args.input, model=args.model, endpoint=endpoint, endpoints=endpoints,
                         temperature=args.temperature, max_tokens=args.max_tokens,
                         timeout=args.timeout, max_retries=args.max_retries, backoff=args.backoff,
                         concurrency=args.num_thread, limit=limit,
@@ -348,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
                             args.cache_dir or cache_lib.default_dir(), cache_lib.FILENAME),
                         sample=args.sample)
     log.info("%s: %d requests to send (%d already answered) to %s as %s, %d in flight (%s)",
-             args.input, pending, done.count, endpoint.base_url, args.model,
+             args.input, pending, done.count, " + ".join(e.base_url for e in endpoints), args.model,
              args.num_process * args.num_thread, settings.transport)
     progress = Progress(pending, disable=args.no_progress, price=price)
     try:

@@ -621,3 +621,66 @@ def test_price_lookup_and_bad_tables(tmp_path):
     assert prices.resolve("m", 3.0, None, str(bad)) == prices.Price(3.0, 2, None)
     with pytest.raises(InputError, match="go together"):
         prices.resolve("unknown", 3.0, None, str(bad))
+
+
+# --- several endpoints --------------------------------------------------------------------------
+def test_several_servers_least_loaded_dead_one_set_aside(serve, tmp_path, capsys):
+    """Three servers of one model: a fast one, a slow one and one killed mid-run. Every row
+    ends once in the output; the slow one gets a small share; the dead one costs a few
+    failed attempts, not one per row (it fails fast, so without setting it aside it would
+    look the least loaded of all and draw every attempt)."""
+    import threading
+    fast = serve(lambda req: Reply(content=f"answer {row_of(req)}", delay=0.02))
+    slow = serve(lambda req: Reply(content=f"answer {row_of(req)}", delay=0.4))
+    doomed = serve(lambda req: Reply(content=f"answer {row_of(req)}", delay=0.02))
+
+    def kill_when_busy():
+        while doomed.count < 20:
+            time.sleep(0.005)
+        doomed.stop()
+
+    killer = threading.Thread(target=kill_when_busy, daemon=True)
+    killer.start()
+    n = 400
+    inp, out = write_input(tmp_path / "in.jsonl", n), str(tmp_path / "out.jsonl")
+    argv = ["--input", inp, "--output", out, "--model", "test-model", "--no_progress",
+            "--base_url", fast.url, "--base_url", slow.url, "--base_url", doomed.url,
+            "--num_thread", "12", "--backoff", "0.01", "--max_retries", "3"]
+    assert bai.main(argv) == 0
+    killer.join(5)
+    assert sorted(r["index"] for r in read(out)) == list(range(n))     # every row once
+    assert read(out + ".failed.jsonl") == []
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    attempts = int(line.split("attempts=")[1].split()[0])
+    assert attempts - n <= 30                      # failed attempts: those cut, then probes
+    assert fast.count + slow.count + doomed.count >= n
+    assert slow.count < fast.count / 3            # least loaded: the slow one holds its few
+    assert 20 <= doomed.count < 40
+
+
+def test_pool_sets_aside_and_probes_again(monkeypatch):
+    from annoy_datasync.client import Endpoint, Member, Outcome, Pool
+    clock = [100.0]
+    monkeypatch.setattr(client_mod.time, "monotonic", lambda: clock[0])
+    a, b = (Member(Endpoint(u, "k", "none"), [object()]) for u in ("http://a/v1", "http://b/v1"))
+    pool = Pool([a, b])
+    down = Outcome(False, status.FAIL_CONNECTION, retry=True)
+    for i in range(Pool.FAILS):
+        assert not a.aside
+        a.in_flight += 1                            # as if chosen
+        a.lane_load[0] += 1
+        pool.release(a, 0, down)
+    assert a.aside
+    held = [pool.choose() for _ in range(5)]       # a is set aside: everything goes to b
+    assert all(m is b for m, _ in held)
+    clock[0] += 1.01                               # the cool-down of 1 s is over: one probe
+    probe, lane = pool.choose()
+    assert probe is a and pool.choose()[0] is b    # only one probe at a time
+    pool.release(a, lane, down)                    # the probe failed: aside for 2 s now
+    clock[0] += 1.5
+    assert pool.choose()[0] is b
+    clock[0] += 0.6
+    probe, lane = pool.choose()
+    assert probe is a
+    pool.release(a, lane, Outcome(True))           # back in service
+    assert not a.aside and a.cooldown == Pool.FIRST_COOLDOWN

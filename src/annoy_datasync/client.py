@@ -297,6 +297,11 @@ class Settings:
     nshards: int = 1              # processes sharing the limits
     cache_path: str | None = None  # the response cache (SQLite), None: no cache
     sample: int = 0               # sample number, part of the cache key
+    endpoints: list[Endpoint] = field(default_factory=list)  # all servers (default: [endpoint])
+
+    def __post_init__(self) -> None:
+        if not self.endpoints:
+            self.endpoints = [self.endpoint]
 
 
 # Requests in flight per httpx client (and connections per pool) when aiohttp is missing:
@@ -326,14 +331,16 @@ def http_backend() -> str:
     return "aiohttp"
 
 
-def make_client(settings: Settings, connections: int, backend: str) -> openai.AsyncOpenAI:
-    """A client whose connection pool holds `connections`, sending through aiohttp
-    (`backend` "aiohttp") or the SDK's default httpx ("httpx")."""
+def make_client(settings: Settings, connections: int, backend: str,
+                endpoint: Endpoint | None = None) -> openai.AsyncOpenAI:
+    """A client of `endpoint` (default: the settings' first) whose connection pool holds
+    `connections`, sending through aiohttp (`backend` "aiohttp") or httpx ("httpx")."""
+    endpoint = endpoint or settings.endpoint
     limits = type(openai.DEFAULT_CONNECTION_LIMITS)(max_connections=connections,
                                                     max_keepalive_connections=connections)
     factory = openai.DefaultAioHttpClient if backend == "aiohttp" else openai.DefaultAsyncHttpxClient
     http = factory(limits=limits, timeout=settings.timeout)
-    return openai.AsyncOpenAI(api_key=settings.endpoint.key, base_url=settings.endpoint.base_url,
+    return openai.AsyncOpenAI(api_key=endpoint.key, base_url=endpoint.base_url,
                               max_retries=0, timeout=settings.timeout, http_client=http)
 
 
@@ -350,6 +357,74 @@ def request_params(settings: Settings, messages: list) -> dict:
     return params
 
 
+class Member:
+    """One endpoint of a `Pool`: its clients (lanes), load and health."""
+
+    def __init__(self, endpoint: Endpoint, clients: list[openai.AsyncOpenAI]) -> None:
+        self.endpoint = endpoint
+        self.clients = clients
+        self.lane_load = [0] * len(clients)
+        self.in_flight = 0
+        self.sent = 0
+        self.failures = 0           # consecutive attempts that failed for the endpoint's sake
+        self.aside_until = 0.0      # set aside until then (0: in service)
+        self.aside = False
+        self.cooldown = Pool.FIRST_COOLDOWN
+
+
+class Pool:
+    """Several servers of one model: each attempt goes to the least-loaded one in service.
+    An endpoint whose last `FAILS` attempts failed with a connection error, a 5xx or a
+    timeout is set aside for a cool-down (1 s, doubled each time, at most 60 s); then it
+    gets one probe attempt at a time until one succeeds."""
+
+    FAILS = 3
+    FIRST_COOLDOWN = 1.0
+    MAX_COOLDOWN = 60.0
+
+    def __init__(self, members: list[Member]) -> None:
+        self.members = members
+
+    def choose(self) -> tuple[Member, int]:
+        """The member and lane for the next attempt."""
+        now = time.monotonic()
+        ready = [m for m in self.members if not m.aside or (m.aside_until <= now and m.in_flight == 0)]
+        if not ready:            # all set aside: the one back soonest (its attempt may fail)
+            ready = [min(self.members, key=lambda m: m.aside_until)]
+        m = min(ready, key=lambda m: (m.in_flight, m.sent))
+        lane = min(range(len(m.clients)), key=m.lane_load.__getitem__)
+        m.in_flight += 1
+        m.lane_load[lane] += 1
+        m.sent += 1
+        return m, lane
+
+    def release(self, m: Member, lane: int, out: Outcome | None) -> None:
+        m.in_flight -= 1
+        m.lane_load[lane] -= 1
+        if out is None:
+            return
+        broken = out.reason in (status.FAIL_CONNECTION, status.FAIL_TIMEOUT) or (
+            out.reason == status.FAIL_SERVER and (out.code or 0) >= 500)
+        if not broken:
+            m.failures, m.aside, m.cooldown = 0, False, self.FIRST_COOLDOWN
+            return
+        m.failures += 1
+        if m.aside or m.failures >= self.FAILS:      # a failed probe, or too many failures
+            if len(self.members) > 1:
+                if not m.aside:
+                    log.warning("%s: %d attempts in a row failed (%s); set aside, probed again "
+                                "in %.0f s", m.endpoint.base_url, m.failures, out.reason,
+                                m.cooldown)
+                m.aside = True
+                m.aside_until = time.monotonic() + m.cooldown
+                m.cooldown = min(self.MAX_COOLDOWN, m.cooldown * 2)
+
+    async def close(self) -> None:
+        for m in self.members:
+            for c in m.clients:
+                await c.close()
+
+
 # Statuses that say "too much at once": the window of attempts in flight shrinks on them.
 CONGESTION = frozenset({429, 503, 504, 408})
 
@@ -363,12 +438,15 @@ def congestion_signal(out: Outcome) -> str:
     return "neutral"
 
 
-async def complete(client: openai.AsyncOpenAI, settings: Settings, messages: list,
+async def complete(pool: Pool | openai.AsyncOpenAI, settings: Settings, messages: list,
                    pacer: Pacer | None = None, window: Window | None = None,
                    on_attempt: Callable[[Outcome], None] | None = None) -> Outcome:
-    """Send one request, retrying what is worth retrying, each attempt paced by `pacer` and
-    counted in `window`. Never raises for API errors: the returned `Outcome` carries success
-    or the last failure, and ``fatal`` if any. `on_attempt` sees the outcome of every attempt."""
+    """Send one request, retrying what is worth retrying, each attempt paced by `pacer`,
+    counted in `window` and sent to the least-loaded endpoint of `pool` (or to one client).
+    Never raises for API errors: the returned `Outcome` carries success or the last
+    failure, and ``fatal`` if any. `on_attempt` sees the outcome of every attempt."""
+    if not isinstance(pool, Pool):
+        pool = Pool([Member(settings.endpoint, [pool])])
     params = request_params(settings, messages)
     pacer = pacer or Pacer()
     window = window or Window(1)
@@ -378,23 +456,29 @@ async def complete(client: openai.AsyncOpenAI, settings: Settings, messages: lis
         attempt += 1
         ticket = await window.acquire()
         tokens = pacer.estimate.request(chars, nmsg)
+        member = None
         try:
             await pacer.acquire(tokens)
+            member, lane = pool.choose()
+            ep = member.endpoint
             try:
                 # the SDK's generic call: the same request as chat.completions.create without
                 # its per-call typed transform; non-2xx answers still raise its typed errors
-                resp = await client.post("/chat/completions", body=params, cast_to=RawResponse)
+                resp = await member.clients[lane].post("/chat/completions", body=params,
+                                                       cast_to=RawResponse)
                 body = json.loads(resp.content)
             except (openai.OpenAIError, ValueError, RecursionError) as exc:
-                out = classify_exception(exc, settings.endpoint.key, settings.endpoint.base_url,
-                                         settings.model)
+                out = classify_exception(exc, ep.key, ep.base_url, settings.model)
             else:
                 out = classify_completion(body, settings.max_tokens)
                 out.limits = parse_limit_headers(resp.headers)
         except BaseException:
             window.release(ticket, "neutral")
+            if member is not None:
+                pool.release(member, lane, None)
             raise
         window.release(ticket, congestion_signal(out))
+        pool.release(member, lane, out)
         out.attempts = attempt
         pacer.observe(out.limits)
         if out.usage:
@@ -567,9 +651,10 @@ async def run_shard(settings: Settings, shard: int, nshards: int, out: Appender,
     stop = stop or StopFlag()
     stats = Stats()
     backend = settings.transport if settings.transport != "auto" else http_backend()
+    # aiohttp: one client per endpoint; httpx: clients of at most LANE requests each
     nlanes = 1 if backend == "aiohttp" else -(-settings.concurrency // LANE)
-    clients = [make_client(settings, -(-settings.concurrency // nlanes), backend)
-               for _ in range(nlanes)]
+    pool = Pool([Member(ep, [make_client(settings, -(-settings.concurrency // nlanes), backend, ep)
+                             for _ in range(nlanes)]) for ep in settings.endpoints])
     pacer = Pacer(settings.rpm, settings.tpm, share=1.0 / settings.nshards,
                   max_tokens=settings.max_tokens)
     # limits unknown: the first attempt goes alone, so that the provider's rate-limit headers
@@ -578,10 +663,8 @@ async def run_shard(settings: Settings, shard: int, nshards: int, out: Appender,
     probing = [not pacer.known]
     cache = ResponseCache(settings.cache_path) if settings.cache_path else None
     family = endpoint_family(settings.endpoint.base_url)
-    # one token per request in flight, naming the lane (client) it uses
-    slots: asyncio.Queue[int] = asyncio.Queue()
-    for i in range(settings.concurrency):
-        slots.put_nowait(i % nlanes)
+    # rows in progress (each holds one until it is written)
+    slots = asyncio.Semaphore(settings.concurrency)
     tasks: set[asyncio.Task] = set()
     fatal: list[str] = []
     finished = asyncio.Event()
@@ -608,9 +691,9 @@ async def run_shard(settings: Settings, shard: int, nshards: int, out: Appender,
         for t in list(tasks):
             t.cancel()
 
-    async def one(index: int, raw: bytes, lane: int) -> None:
+    async def one(index: int, raw: bytes) -> None:
         try:
-            await answer(index, raw, lane)
+            await answer(index, raw)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - a row is never lost without a trace
@@ -623,7 +706,7 @@ async def run_shard(settings: Settings, shard: int, nshards: int, out: Appender,
                 halt(f"cannot write {failed.path}: {exc2}")
         finally:
             stats.in_flight -= 1
-            slots.put_nowait(lane)
+            slots.release()
 
     def keep(index: int, rec: dict, answer: dict) -> None:
         for k in OUR_FIELDS:
@@ -636,7 +719,7 @@ async def run_shard(settings: Settings, shard: int, nshards: int, out: Appender,
             answered[index] = 1
         stats.counts[status.INFERENCE_SUCCEEDED] += 1
 
-    async def answer(index: int, raw: bytes, lane: int) -> None:
+    async def answer(index: int, raw: bytes) -> None:
         """One row: its answer to the output, or its failure to the failures file."""
         rec, why = parse_request(raw, settings.input, index)
         if rec is None:
@@ -651,7 +734,7 @@ async def run_shard(settings: Settings, shard: int, nshards: int, out: Appender,
                 stats.cached += 1
                 keep(index, rec, hit)
                 return
-        res = await complete(clients[lane], settings, rec["messages"], pacer, window, count_attempt)
+        res = await complete(pool, settings, rec["messages"], pacer, window, count_attempt)
         if res.ok:
             answer = {"output": res.output, "reasoning": res.reasoning,
                       "finish_reason": res.finish_reason, "usage": res.usage}
@@ -667,7 +750,8 @@ async def run_shard(settings: Settings, shard: int, nshards: int, out: Appender,
               and stats.counts[res.reason] >= FIRST_FAILURES):
             hint = ("check --model, --temperature and --max_tokens for this server"
                     if res.reason == status.FAIL_BAD_REQUEST else
-                    f"is the server at {settings.endpoint.base_url} up? check --base_url")
+                    f"is the server at {' / '.join(e.base_url for e in settings.endpoints)} up? "
+                    f"check --base_url")
             halt(f"the first {FIRST_FAILURES} requests all failed with {res.reason}, the last "
                  f"with: {res.error}; {hint}")
 
@@ -688,11 +772,11 @@ async def run_shard(settings: Settings, shard: int, nshards: int, out: Appender,
     tick = asyncio.create_task(ticker())
     try:
         for index, raw in iter_shard(settings.input, shard, nshards, settings.limit, done):
-            lane = await slots.get()
+            await slots.acquire()
             if fatal:
                 break
             stats.in_flight += 1
-            task = asyncio.create_task(one(index, raw, lane))
+            task = asyncio.create_task(one(index, raw))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         while tasks:
@@ -702,8 +786,7 @@ async def run_shard(settings: Settings, shard: int, nshards: int, out: Appender,
         await tick
         for t in list(tasks):
             t.cancel()
-        for c in clients:
-            await c.close()
+        await pool.close()
         if cache is not None:
             cache.close()
     stats.window, stats.limits = window.limit, pacer.describe()
