@@ -447,7 +447,8 @@ def test_requests_per_minute_are_kept_given_or_learned(serve, tmp_path, how, npr
     assert server.count == n + server.rejected          # nothing sent twice but the 429s
 
 
-def test_tokens_per_minute_are_kept(serve, tmp_path):
+@pytest.mark.parametrize("how", ["given", "learned"])
+def test_tokens_per_minute_are_kept(serve, tmp_path, how):
     """60,000 tokens per minute (1,000 a second); a row costs about 33 prompt + 21 answer
     tokens, so about 18 rows a second pass. The estimate starts far off (4 characters a token,
     1,000 answer tokens) and is corrected from usage as answers come back."""
@@ -455,7 +456,8 @@ def test_tokens_per_minute_are_kept(serve, tmp_path):
     n = 60
     inp = write_long_input(tmp_path / "in.jsonl", n)
     out = str(tmp_path / "out.jsonl")
-    assert run(server, inp, out, "--num_thread", "32", "--tpm", "60000") == 0
+    extra = ["--tpm", "60000"] if how == "given" else []
+    assert run(server, inp, out, "--num_thread", "32", *extra) == 0
     assert sorted(r["index"] for r in read(out)) == list(range(n))
     assert server.rejected <= 3
 
@@ -684,3 +686,19 @@ def test_pool_sets_aside_and_probes_again(monkeypatch):
     assert probe is a
     pool.release(a, lane, Outcome(True))           # back in service
     assert not a.aside and a.cooldown == Pool.FIRST_COOLDOWN
+
+
+def test_progress_projects_the_cost_of_the_rows_left():
+    from annoy_datasync.fanout import Progress
+    from annoy_datasync.prices import Price
+    p = Progress(total=100, disable=True, price=Price(1.0, 2.0))
+    snap = {"counts": {status.INFERENCE_SUCCEEDED: 30}, "in_flight": 5, "tokens_in": 1_000_000,
+            "tokens_out": 500_000, "tokens_cached": 0, "attempts": 25, "rejected": 2,
+            "window": 12.0, "limits": "req/min=600", "cached": 10}
+    p.update(0, snap)
+    p.update(1, {**snap, "counts": {}, "tokens_in": 0, "tokens_out": 0, "cached": 0})
+    t = p.totals()
+    assert p.cost(t) == pytest.approx(2.0) and t["window"] == 24.0 and t["rejected"] == 4
+    # $2 for the 20 rows sent so far; 90 of the 100 rows cost something: $9 in all
+    assert p.cost_text(t, 30) == " spent=$2.0000 projected=$9.0000"
+    assert Progress(total=5, disable=True).cost_text(t, 30) == ""
