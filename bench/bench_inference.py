@@ -22,8 +22,10 @@ Pacing (``--pace_only``, or after the above unless ``--no_pace``):
      as a fraction of in-flight / mean latency, and the step's CPU per request;
   6. rate limit: a server that allows --pace_rpm requests per minute (continuous refill,
      one second of burst, 429 with Retry-After and x-ratelimit-* headers), the step with
-     --rpm and without it (learned from the headers): the sustained rate after the first
-     minute as a fraction of the limit, and the share of requests answered 429 after it.
+     --rpm, without it (learned from the headers), and against the same server without
+     headers (only the adaptive window and backoff hold it back; 0.5 s latency): the
+     sustained rate after the first minute as a fraction of the limit, and the share of
+     requests answered 429 after it.
 
 Numbers are ratios on a shared machine: rerun and compare medians.
 """
@@ -324,9 +326,11 @@ def latency_mix(n: int, in_flight: int, tmp: str) -> None:
 
 
 def rate_limited(rpm: float, n: int, nthread: int, tmp: str) -> None:
-    for label, extra in (("--rpm given", ["--rpm", f"{rpm:g}"]), ("learned from headers", [])):
+    for label, extra, headers in (("--rpm given", ["--rpm", f"{rpm:g}"], True),
+                                  ("learned from headers", [], True),
+                                  ("no headers, no --rpm: the window alone", [], False)):
         server = ChatServer(lambda req: Reply(content="The answer is 42.", delay=0.5),
-                            rpm=rpm).start()
+                            rpm=rpm, limit_headers=headers).start()
         try:
             inp = os.path.join(tmp, "rl.jsonl")
             write_input(inp, n)

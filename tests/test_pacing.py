@@ -131,3 +131,26 @@ def test_window_halves_once_per_burst_and_grows_back():
         w2.release(first, "neutral")
         await asyncio.wait_for(blocked, 1)
     asyncio.run(main())
+
+
+def test_window_wakes_only_as_many_waiters_as_it_has_room_for():
+    async def main():
+        w = Window(4)
+        held = [await w.acquire() for _ in range(4)]
+        waiters = [asyncio.create_task(w.acquire()) for _ in range(10)]
+        await asyncio.sleep(0)
+        w.release(held[0], "congested")          # limit 4 -> 2, in flight 3: nobody enters
+        await asyncio.sleep(0.01)
+        assert sum(t.done() for t in waiters) == 0
+        w.release(held[1], "neutral")
+        w.release(held[2], "neutral")            # in flight 1 of 2: exactly one enters
+        await asyncio.sleep(0.01)
+        assert sum(t.done() for t in waiters) == 1 and w.in_flight == 2
+        waiters[1].cancel()                      # a waiter that gives up takes no room
+        w.release(held[3], "neutral")
+        await asyncio.sleep(0.01)
+        done = [i for i, t in enumerate(waiters) if t.done() and not t.cancelled()]
+        assert done == [0, 2] and w.in_flight == 2   # first come, first served
+        for t in waiters:
+            t.cancel()
+    asyncio.run(main())

@@ -31,6 +31,7 @@ import asyncio
 import math
 import re
 import time
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -266,16 +267,40 @@ class Window:
         self.started = 0            # attempts started so far
         self.cut_at = -1            # value of `started` at the last decrease
         self.decreases = 0
-        self._changed = asyncio.Event()
+        self._waiting: deque[asyncio.Future] = deque()   # FIFO; only those with room are woken
+        self._granted = 0           # woken waiters that have not taken their room yet
+
+    def _cap(self) -> int:
+        return max(1, int(self.limit))
 
     async def acquire(self) -> int:
         """Wait for room; returns the attempt's number (give it back to `release`)."""
-        while self.in_flight >= max(1, int(self.limit)):
-            self._changed.clear()
-            await self._changed.wait()
+        if self._waiting or self.in_flight + self._granted >= self._cap():
+            fut = asyncio.get_running_loop().create_future()
+            self._waiting.append(fut)
+            try:
+                await fut
+            except asyncio.CancelledError:
+                if fut.done() and not fut.cancelled():   # room given, never taken: pass it on
+                    self._granted -= 1
+                    self._wake()
+                else:
+                    try:
+                        self._waiting.remove(fut)
+                    except ValueError:
+                        pass
+                raise
+            self._granted -= 1
         self.in_flight += 1
         self.started += 1
         return self.started
+
+    def _wake(self) -> None:
+        while self._waiting and self.in_flight + self._granted < self._cap():
+            fut = self._waiting.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                self._granted += 1
 
     def release(self, ticket: int, signal: str) -> None:
         """`signal`: "ok" (grow), "congested" (429, 503, timeout: shrink) or "neutral"."""
@@ -286,9 +311,9 @@ class Window:
             self.limit = max(1.0, self.limit / 2)
             self.cut_at = self.started
             self.decreases += 1
-        self._changed.set()
+        self._wake()
 
     def open_fully(self) -> None:
         """After the first answer of a run whose limits were unknown (see run_shard)."""
         self.limit = float(self.maximum)
-        self._changed.set()
+        self._wake()
