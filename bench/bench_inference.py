@@ -370,7 +370,7 @@ def main() -> None:
     p.add_argument("--pace_only", action="store_true", help="only the pacing benchmarks")
     p.add_argument("--no_pace", action="store_true", help="skip the pacing benchmarks")
     p.add_argument("--mix_requests", type=int, default=20000,
-                   help="requests of the latency-mix run (pacing benchmark 5)")
+                   help="requests of the latency-mix run (pacing benchmark 5; 0: skip it)")
     p.add_argument("--pace_rpm", type=float, default=600, help="limit of benchmark 6")
     p.add_argument("--pace_requests", type=int, default=1500, help="requests of benchmark 6")
     p.add_argument("--pace_threads", type=int, default=64, help="--num_thread of benchmark 6")
@@ -443,7 +443,8 @@ def main() -> None:
 
 
 def pacing(a: argparse.Namespace, tmp: str, cleanup: bool = True) -> None:
-    latency_mix(a.mix_requests, a.in_flight, tmp)
+    if a.mix_requests:
+        latency_mix(a.mix_requests, a.in_flight, tmp)
     rate_limited(a.pace_rpm, a.pace_requests, a.pace_threads, tmp)
     if cleanup:
         subprocess.run(["rm", "-rf", tmp])
