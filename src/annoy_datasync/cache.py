@@ -70,8 +70,14 @@ class ResponseCache:
         self.db = sqlite3.connect(path, timeout=60, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
+        # read through a memory map and keep the upper B-tree levels in memory: a lookup in
+        # a large file costs no read() calls once the OS has its pages
+        self.db.execute("PRAGMA mmap_size=1073741824")
+        self.db.execute("PRAGMA cache_size=-32768")
+        # a rowid table: answers of a few KB stay inline in its pages, and the key's index
+        # holds only 32-byte keys (a WITHOUT ROWID table put a 1 KB answer on two pages)
         self.db.execute("CREATE TABLE IF NOT EXISTS answers (key BLOB PRIMARY KEY, "
-                        "answer TEXT NOT NULL, created REAL NOT NULL) WITHOUT ROWID")
+                        "answer TEXT NOT NULL, created REAL NOT NULL)")
         self.pending: dict[bytes, str] = {}
 
     def get(self, key: bytes) -> dict | None:
