@@ -154,3 +154,28 @@ def test_window_wakes_only_as_many_waiters_as_it_has_room_for():
         for t in waiters:
             t.cancel()
     asyncio.run(main())
+
+
+def test_a_rate_is_inferred_from_429s_when_no_limit_is_known(monkeypatch):
+    import annoy_datasync.pacing as pacing
+    clock = [0.0]
+    monkeypatch.setattr(pacing.time, "monotonic", lambda: clock[0])
+    p = Pacer(share=0.5)
+    for _ in range(40):                          # 20 answers a second for 2 s
+        clock[0] += 0.05
+        p.accepted()
+    assert not p.known
+    p.rejected()
+    assert p.inferred and p.known
+    assert p.buckets["requests"].rate == pytest.approx(20.0, rel=0.01)   # what it accepted
+    p.rejected()                                 # within the second: no second decrease
+    assert p.buckets["requests"].rate == pytest.approx(20.0, rel=0.01)
+    clock[0] += 1.1
+    p.rejected()
+    assert p.buckets["requests"].rate == pytest.approx(17.0, rel=0.01)
+    for _ in range(170):                         # 10 s of answers at 17/s: +5%
+        clock[0] += 1 / 17
+        p.accepted()
+    assert p.buckets["requests"].rate == pytest.approx(17.85, rel=0.01)
+    p.observe({"limit_requests": 3000.0})        # the server tells its limit after all
+    assert not p.inferred and p.limits["requests"] == 3000.0

@@ -270,6 +270,8 @@ async def complete(pool: Pool | openai.AsyncOpenAI, settings: Settings, messages
             pacer.estimate.learn(chars, nmsg, out.usage)
         if out.reason == status.FAIL_RATE_LIMIT:
             pacer.rejected()
+        elif out.code is None and out.reason not in (status.FAIL_CONNECTION, status.FAIL_TIMEOUT):
+            pacer.accepted()
         if on_attempt:
             on_attempt(out)
         if out.ok or not out.retry or out.fatal or attempt > settings.max_retries:

@@ -167,6 +167,8 @@ class Pacer:
     """When the next attempt of one worker may start: rate limits, and pauses a server asked
     for. ``share`` is this worker's fraction of every limit (1 / number of processes)."""
 
+    ACCEPTED_SECONDS = 5.0
+
     def __init__(self, rpm: float | None = None, tpm: float | None = None, share: float = 1.0,
                  max_tokens: int | None = None) -> None:
         self.share = share
@@ -176,6 +178,9 @@ class Pacer:
         self.estimate = TokenEstimate(max_tokens)
         self.not_before = 0.0
         self.learned = False          # a limit came from the provider's headers
+        self.inferred = False         # the requests limit was inferred from 429s
+        self._accepted: deque[float] = deque()   # times of answered attempts, last seconds
+        self._last_cut = 0.0
         self._queue = asyncio.Lock()  # FIFO: waiters leave in arrival order
         self._wake = asyncio.Event()  # set when the buckets gained (a correction, new limits)
         for kind, limit in self.limits.items():
@@ -236,20 +241,46 @@ class Pacer:
         now = time.monotonic()
         for kind in ("requests", "tokens"):
             limit = info.get(f"limit_{kind}")
-            if limit and not self.given[kind] and limit != self.limits[kind]:
+            if limit and not self.given[kind] and (limit != self.limits[kind] or self.inferred):
                 self._set_limit(kind, limit)
                 self.learned = True
+                if kind == "requests":
+                    self.inferred = False
             left = info.get(f"remaining_{kind}")
             b = self.buckets[kind]
             if left is not None and b is not None:
                 b.cap(left * self.share, now)
 
     def rejected(self) -> None:
-        """A 429 came back: the provider's allowance is spent, whatever we believed."""
+        """A 429 came back: the provider's allowance is spent, whatever we believed. With no
+        limit known, the rate the server accepted over the last seconds becomes one
+        (`inferred`), lowered by 15% on a later 429 (at most once a second) and raised by
+        about 0.5% a second while answers come back."""
         now = time.monotonic()
         for b in self.buckets.values():
             if b is not None:
                 b.cap(0.0, now)
+        if self.buckets["requests"] is None and len(self._accepted) >= 2:
+            span = max(1.0, now - self._accepted[0])
+            self.inferred = True
+            self._last_cut = now
+            rate = (len(self._accepted) - 1) / span       # answers per second, this worker
+            self._set_limit("requests", rate * 60.0 / self.share / HEADROOM)
+            self.buckets["requests"].cap(0.0, now)
+        elif self.inferred and now - self._last_cut > 1.0:
+            self._last_cut = now
+            self._set_limit("requests", self.limits["requests"] * 0.85)
+
+    def accepted(self) -> None:
+        """An attempt was answered (not 429): the server took it."""
+        now = time.monotonic()
+        self._accepted.append(now)
+        while self._accepted and self._accepted[0] < now - self.ACCEPTED_SECONDS:
+            self._accepted.popleft()
+        if self.inferred:
+            # additive: each answer adds 0.005 requests/s to this worker's rate; with about
+            # `rate` answers a second the rate grows by 0.5% a second, at any rate
+            self._set_limit("requests", self.limits["requests"] + 0.005 * 60.0 / self.share / HEADROOM)
 
     def describe(self) -> str:
         parts = [f"{kind[:3]}/min={self.limits[kind]:.0f}" for kind in ("requests", "tokens")
