@@ -13,6 +13,19 @@ Measures, on this machine, with the server in its own process:
 
     python bench/bench_inference.py                 # a few minutes
     python bench/bench_inference.py --quick         # about a minute, smaller numbers
+    python bench/bench_inference.py --pace_only     # only the two pacing benchmarks below
+
+Pacing (``--pace_only``, or after the above unless ``--no_pace``):
+  5. latency mix: --in_flight requests in flight against a server whose latency is drawn
+     from a lognormal of mean 2 s capped at 20 s: the steady-state rate (between the
+     moment the server has seen two waves and the moment it has seen the last request)
+     as a fraction of in-flight / mean latency, and the step's CPU per request;
+  6. rate limit: a server that allows --pace_rpm requests per minute (continuous refill,
+     one second of burst, 429 with Retry-After and x-ratelimit-* headers), the step with
+     --rpm, without it (learned from the headers), and against the same server without
+     headers (only the adaptive window and backoff hold it back; 0.5 s latency): the
+     sustained rate after the first minute as a fraction of the limit, and the share of
+     requests answered 429 after it.
 
 Numbers are ratios on a shared machine: rerun and compare medians.
 """
@@ -192,7 +205,7 @@ def ours(url: str, inp: str, out: str, nproc: int, nthread: int, keep: bool = Fa
             os.unlink(f)
     cmd = [sys.executable, SCRIPT, "--input", inp, "--output", out, "--model", "bench-model",
            "--base_url", url, "--num_process", str(nproc), "--num_thread", str(nthread),
-           "--no_progress", "--transport", transport]
+           "--no_progress", "--no_cache", "--transport", transport]
     t = time.perf_counter()
     before = os.times()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -255,6 +268,91 @@ def original(url: str, inp: str, nproc: int, nthread: int) -> dict:
     return {"ok": ok, "wall": wall, "rps": ok / wall}
 
 
+# --- 5, 6. pacing ----------------------------------------------------------------------------------
+def run_step(url: str, inp: str, out: str, *extra: str) -> dict:
+    """Our step as a subprocess: its wall time, CPU and summary line."""
+    for f in (out, out + ".failed.jsonl"):
+        if os.path.exists(f):
+            os.unlink(f)
+    cmd = [sys.executable, SCRIPT, "--input", inp, "--output", out, "--model", "bench-model",
+           "--base_url", url, "--no_progress", "--no_cache", *extra]
+    before = os.times()
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wall = time.perf_counter() - t
+    after = os.times()
+    m = re.search(r"succeeded=(\d+)", proc.stderr)
+    if proc.returncode != 0 or not m:
+        raise SystemExit(f"step failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    cpu = after.children_user + after.children_system - before.children_user - before.children_system
+    return {"ok": int(m.group(1)), "wall": wall, "cpu_ms": 1000 * cpu / max(int(m.group(1)), 1)}
+
+
+def latency_mix(n: int, in_flight: int, tmp: str) -> None:
+    import math
+    import random
+    mean, cap, sigma = 2.0, 20.0, 1.0
+    mu = math.log(mean) - sigma ** 2 / 2
+    rng = random.Random(7)
+    delays = [min(cap, rng.lognormvariate(mu, sigma)) for _ in range(n + 10 * in_flight)]
+    true_mean = sum(delays[:n]) / n
+
+    def respond(req):
+        return Reply(content="The answer is 42.", delay=delays[req.number],
+                     usage={"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25})
+
+    server = ChatServer(respond).start()       # a thread of this process; the step is another
+    try:
+        inp = os.path.join(tmp, "mix.jsonl")
+        write_input(inp, n)
+        nproc = 2
+        r = run_step(server.url, inp, os.path.join(tmp, "mix_out.jsonl"), "--num_process",
+                     str(nproc), "--num_thread", str(in_flight // nproc))
+        reqs = list(server.requests)
+    finally:
+        server.stop()
+    arrivals = sorted(q.received for q in reqs)
+    start, end = arrivals[min(len(arrivals) - 1, 2 * in_flight)], arrivals[-1]
+    done_in = sum(1 for q in reqs if q.answered is not None and start <= q.answered <= end)
+    steady = done_in / (end - start) if end > start else float("nan")
+    # requests the server held on average in that interval (Little: rate x latency)
+    held = sum(max(0.0, min(end, q.answered or end) - max(start, q.received))
+               for q in reqs) / (end - start) if end > start else float("nan")
+    ideal = in_flight / true_mean
+    print(f"latency mix (lognormal, mean {true_mean:.2f} s, cap {cap:.0f} s), {in_flight} in flight, "
+          f"{n} requests: steady state {steady:.0f} req/s = {100 * steady / ideal:.1f}% of the "
+          f"ideal {ideal:.0f}, {held:.0f} held by the server on average; whole run {r['ok'] / r['wall']:.0f} req/s; "
+          f"step CPU {r['cpu_ms']:.2f} ms/request")
+
+
+def rate_limited(rpm: float, n: int, nthread: int, tmp: str) -> None:
+    for label, extra, headers in (("--rpm given", ["--rpm", f"{rpm:g}"], True),
+                                  ("learned from headers", [], True),
+                                  ("no headers, no --rpm: the window alone", [], False)):
+        server = ChatServer(lambda req: Reply(content="The answer is 42.", delay=0.5),
+                            rpm=rpm, limit_headers=headers).start()
+        try:
+            inp = os.path.join(tmp, "rl.jsonl")
+            write_input(inp, n)
+            r = run_step(server.url, inp, os.path.join(tmp, "rl_out.jsonl"),
+                         "--num_thread", str(nthread), "--max_retries", "20", *extra)
+            reqs = list(server.requests)
+        finally:
+            server.stop()
+        t0 = min(q.received for q in reqs)
+        late = [q for q in reqs if q.received >= t0 + 60]
+        ok_late = [q for q in late if q.status == 200]
+        rejected_late = sum(1 for q in late if q.status == 429)
+        last = max(q.answered for q in ok_late) if ok_late else t0 + 60
+        rate = len(ok_late) / (last - t0 - 60) if last > t0 + 60 else float("nan")
+        limit = rpm / 60
+        print(f"rate limit {rpm:g}/min ({label}), {nthread} in flight, {n} requests: after the "
+              f"first minute {rate:.2f} req/s = {100 * rate / limit:.1f}% of the limit, "
+              f"429s {rejected_late}/{len(late)} = {100 * rejected_late / max(len(late), 1):.2f}%; "
+              f"429s in the first minute {sum(1 for q in reqs if q.status == 429) - rejected_late}; "
+              f"wall {r['wall']:.0f} s")
+
+
 # --- main ------------------------------------------------------------------------------------------
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -269,6 +367,13 @@ def main() -> None:
                    help="our num_process x num_thread[:transport] settings to try")
     p.add_argument("--quick", action="store_true", help="small numbers, about a minute")
     p.add_argument("--memory_only", action="store_true", help="only the memory run")
+    p.add_argument("--pace_only", action="store_true", help="only the pacing benchmarks")
+    p.add_argument("--no_pace", action="store_true", help="skip the pacing benchmarks")
+    p.add_argument("--mix_requests", type=int, default=20000,
+                   help="requests of the latency-mix run (pacing benchmark 5; 0: skip it)")
+    p.add_argument("--pace_rpm", type=float, default=600, help="limit of benchmark 6")
+    p.add_argument("--pace_requests", type=int, default=1500, help="requests of benchmark 6")
+    p.add_argument("--pace_threads", type=int, default=64, help="--num_thread of benchmark 6")
     a = p.parse_args()
     if a.quick:
         a.requests, a.baseline_requests, a.mem_requests = 3000, 1000, 5000
@@ -279,6 +384,9 @@ def main() -> None:
 
     if a.memory_only:
         memory_run(a, tmp)
+        return
+    if a.pace_only:
+        pacing(a, tmp)
         return
     server = Server(a.latency)
     try:
@@ -329,7 +437,17 @@ def main() -> None:
     if httpx_rows:
         print(f"ours default / ours over httpx: {ours_best / max(r[2] for r in httpx_rows):.1f}x")
     print(f"ours at {small} in flight: {small_pct:.0f}% of ideal")
+    if not a.no_pace:
+        pacing(a, tmp, cleanup=False)
     memory_run(a, tmp)
+
+
+def pacing(a: argparse.Namespace, tmp: str, cleanup: bool = True) -> None:
+    if a.mix_requests:
+        latency_mix(a.mix_requests, a.in_flight, tmp)
+    rate_limited(a.pace_rpm, a.pace_requests, a.pace_threads, tmp)
+    if cleanup:
+        subprocess.run(["rm", "-rf", tmp])
 
 
 def memory_run(a: argparse.Namespace, tmp: str) -> None:

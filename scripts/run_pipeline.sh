@@ -214,8 +214,8 @@ infer() {  # infer INPUT OUTPUT (the replay server, if any, was started by run_s
     local args=(--input "$1" --output "$2" --model "$MODEL" --num_thread "$NUM_THREAD"
                 --temperature "$TEMPERATURE" --max_tokens "$MAX_TOKENS" --no_progress)
     [[ -n "$BASE" ]] && args+=(--base_url "$BASE")
-    if [[ "$MODE" == "replay" ]]; then
-        OPENAI_API_KEY=sk-replay-demo "$PY" src/batched_api_inference.py "${args[@]}"
+    if [[ "$MODE" == "replay" ]]; then  # recorded answers: nothing worth caching
+        OPENAI_API_KEY=sk-replay-demo "$PY" src/batched_api_inference.py "${args[@]}" --no_cache
     else
         "$PY" src/batched_api_inference.py "${args[@]}"
     fi

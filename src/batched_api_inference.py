@@ -19,25 +19,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
-import json
 import logging
 import mmap
-import multiprocessing as mp
 import os
-import queue
-import signal
 import sys
 import time
 from collections import Counter
 
-from tqdm import tqdm
-
-from annoy_datasync import cli, status
+from annoy_datasync import cache as cache_lib
+from annoy_datasync import cli, prices
 from annoy_datasync import client as client_lib
-from annoy_datasync.client import (Bitmap, Settings, StopFlag, messages_problem,
-                                   resolve_endpoint, run_shard, scan_indices, scan_input)
-from annoy_datasync.jsonl import Appender, InputError, atomic_write, read_jsonl
+from annoy_datasync.client import (Settings, StopFlag, messages_problem, resolve_endpoint,
+                                   run_shard, scan_indices, scan_input)
+from annoy_datasync.fanout import Progress, rewrite_failures, run_processes
+from annoy_datasync.jsonl import Appender, InputError, read_jsonl
 
 log = logging.getLogger("annoy_datasync")
 
@@ -56,9 +51,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--key", default=None,
                    help="API key; prefer OPENAI_API_KEY / DEEPSEEK_API_KEY in the environment, "
                         "a flag is visible to other users in `ps`")
-    p.add_argument("--base_url", default=None,
+    p.add_argument("--base_url", action="append", default=None,
                    help="server URL, e.g. http://127.0.0.1:8000/v1 for vLLM/sglang (default: "
-                        "$OPENAI_BASE_URL, else DeepSeek for deepseek-*, OpenAI for gpt-*/o*)")
+                        "$OPENAI_BASE_URL, else DeepSeek for deepseek-*, OpenAI for gpt-*/o*); "
+                        "give it several times for several servers of the same model: each "
+                        "request goes to the least-loaded one, a failing one is set aside and "
+                        "probed again later")
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--max_tokens", type=int, default=4096,
                    help="answer length limit; a longer answer is a failure with reason length")
@@ -72,6 +70,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--backoff", type=float, default=1.0,
                    help="seconds before the first retry, doubled each retry up to 60, with "
                         "jitter; a server's Retry-After wins when longer (default 1)")
+    p.add_argument("--rpm", type=float, default=None,
+                   help="requests per minute allowed for the whole run (all processes); "
+                        "default: learned from the provider's x-ratelimit-* headers, if any")
+    p.add_argument("--tpm", type=float, default=None,
+                   help="tokens per minute (prompt + answer) allowed for the whole run; "
+                        "default: learned from the provider's headers, if any")
+    p.add_argument("--no_cache", action="store_true",
+                   help="neither read nor write the response cache")
+    p.add_argument("--cache_dir", default=None,
+                   help="directory of the response cache, responses.sqlite3 (default: "
+                        "$ANNOY_DATASYNC_CACHE, else $XDG_CACHE_HOME/annoy_datasync, else "
+                        "~/.cache/annoy_datasync); delete that file to clear the cache")
+    p.add_argument("--sample", type=int, default=0,
+                   help="sample number, part of the cache key: to draw another sample of the "
+                        "same requests at temperature > 0, run again with another number "
+                        "(default 0)")
+    p.add_argument("--price_in", type=float, default=None,
+                   help="US dollars per million prompt tokens (default: the price table)")
+    p.add_argument("--price_out", type=float, default=None,
+                   help="US dollars per million answer tokens (default: the price table)")
+    p.add_argument("--prices", default=None,
+                   help="YAML price table to use instead of src/annoy_datasync/prices.yaml")
     p.add_argument("--limit", type=int, default=None,
                    help="only the first N lines of the input (try a few before paying for all)")
     p.add_argument("--transport", choices=("auto", "aiohttp", "httpx"), default="auto",
@@ -84,6 +104,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--num_process and --num_thread must be at least 1")
     if args.max_retries < 0 or args.timeout <= 0 or args.backoff < 0:
         p.error("--max_retries and --backoff must be >= 0 and --timeout > 0")
+    for name in ("rpm", "tpm"):
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
+            p.error(f"--{name} must be > 0")
+    for name in ("price_in", "price_out"):
+        if getattr(args, name) is not None and getattr(args, name) < 0:
+            p.error(f"--{name} must be >= 0")
     if args.limit is not None and args.limit < 0:
         p.error("--limit must be >= 0")
     if args.failed_output is None:
@@ -117,143 +143,18 @@ def check_input(path: str) -> None:
         return
 
 
-class Progress:
-    """The bar: done / failed / in flight, requests per second and tokens."""
-
-    def __init__(self, total: int, disable: bool):
-        self.bar = tqdm(total=total, unit="req", dynamic_ncols=True, mininterval=0.5,
-                        disable=disable, smoothing=0.1)
-        self.snaps: dict[int, dict] = {}
-        self.shown = 0
-
-    def update(self, shard: int, snap: dict) -> None:
-        self.snaps[shard] = snap
-        t = self.totals()
-        finished = sum(t["counts"].values())
-        ok = t["counts"].get(status.INFERENCE_SUCCEEDED, 0)
-        self.bar.set_postfix_str(
-            f"ok={ok} failed={finished - ok} in_flight={t['in_flight']} "
-            f"tok_in={t['tokens_in']} tok_out={t['tokens_out']}", refresh=False)
-        self.bar.update(finished - self.shown)
-        self.shown = finished
-
-    def totals(self) -> dict:
-        counts: Counter = Counter()
-        t = {"in_flight": 0, "tokens_in": 0, "tokens_out": 0, "attempts": 0}
-        for s in self.snaps.values():
-            counts.update(s["counts"])
-            for k in t:
-                t[k] += s[k]
-        t["counts"] = counts
-        return t
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-def _die_with_parent() -> None:
-    """Linux: SIGKILL this worker when the parent dies, so a killed run leaves no writer."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-def _worker(settings: Settings, shard: int, nshards: int, out: Appender, failed: Appender,
-            done: Bitmap, answered: mmap.mmap, stop, q, parent: int) -> None:
-    _die_with_parent()
-    if os.getppid() != parent:
-        os._exit(1)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; it sets `stop`
-    try:
-        stats, fatal = asyncio.run(run_shard(settings, shard, nshards, out, failed, done, stop,
-                                             lambda snap: q.put(("stats", shard, snap, None)), answered))
-        q.put(("final", shard, stats.snapshot(), fatal))
-    except BaseException as exc:
-        q.put(("crash", shard, f"{type(exc).__name__}: {exc}", None))
-        raise
-
-
-def run_processes(settings: Settings, nproc: int, out: Appender, failed: Appender, done: Bitmap,
-                  answered: mmap.mmap, progress: Progress) -> str | None:
-    ctx = mp.get_context("fork")
-    stop = ctx.Event()
-    q = ctx.Queue()
-    procs = [ctx.Process(target=_worker, name=f"inference-{i}", daemon=True,
-                         args=(settings, i, nproc, out, failed, done, answered, stop, q, os.getpid()))
-             for i in range(nproc)]
-    for p in procs:
-        p.start()
-    fatal: str | None = None
-    finals: set[int] = set()
-    try:
-        while len(finals) < nproc:
-            try:
-                kind, shard, payload, message = q.get(timeout=0.5)
-            except queue.Empty:
-                dead = [i for i, p in enumerate(procs) if i not in finals and p.exitcode not in (None, 0)]
-                if dead:
-                    fatal = fatal or f"worker {dead[0]} died (exit code {procs[dead[0]].exitcode})"
-                    stop.set()
-                    finals.update(dead)
-                continue
-            if kind == "stats":
-                progress.update(shard, payload)
-            elif kind == "final":
-                progress.update(shard, payload)
-                finals.add(shard)
-                if message and not fatal:
-                    fatal = message
-                    stop.set()
-            else:
-                finals.add(shard)
-                fatal = fatal or f"worker {shard} crashed: {payload}"
-                stop.set()
-    finally:
-        stop.set()
-        for p in procs:
-            p.join(timeout=10)
-            if p.is_alive():
-                p.kill()
-                p.join()
-    return fatal
-
-
-def rewrite_failures(path: str, done: Bitmap, answered: mmap.mmap) -> int:
-    """Keep one line per index still failed (its latest, with the attempts of all runs);
-    drop rows answered since."""
-    if not os.path.exists(path):
-        return 0
-    latest: dict[int, dict] = {}
-    with open(path, "rb") as fh:
-        for raw in fh:
-            try:
-                rec = json.loads(raw)
-                idx = rec.get("index")
-            except (ValueError, AttributeError, RecursionError):
-                continue
-            if not isinstance(idx, int) or idx < 0 or idx in done or (
-                    idx < len(answered) and answered[idx]):
-                continue
-            prev = latest.pop(idx, None)  # order of the latest attempts
-            if prev is not None:          # attempts add up over the runs
-                total = [r.get("attempts") for r in (prev, rec)]
-                if all(isinstance(n, int) for n in total):
-                    rec["attempts"] = sum(total)
-            latest[idx] = rec
-    with atomic_write(path) as w:
-        for rec in latest.values():
-            w.write(rec)
-    return len(latest)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cli.setup_logging()
     for noisy in ("httpx", "httpx2", "httpcore", "openai"):  # one INFO line per request
         logging.getLogger(noisy).setLevel(logging.WARNING)
     check_input(args.input)
-    endpoint = resolve_endpoint(args.model, args.base_url, args.key)
+    endpoints = [resolve_endpoint(args.model, url, args.key) for url in args.base_url or [None]]
+    endpoint = endpoints[0]
+    price = prices.resolve(args.model, args.price_in, args.price_out, args.prices)
+    if price is None:
+        log.info("no price known for %s: costs are not shown (pass --price_in and --price_out, "
+                 "or add the model to %s)", args.model, args.prices or prices.DEFAULT_TABLE)
     if args.key:
         log.warning("--key is visible to other users in `ps`; prefer OPENAI_API_KEY or "
                     "DEEPSEEK_API_KEY in the environment")
@@ -275,15 +176,19 @@ def main(argv: list[str] | None = None) -> int:
     limit = args.limit
     nlines, pending = scan_input(args.input, limit, done)
     answered = mmap.mmap(-1, nlines + 1)   # one byte per line, shared with forked workers
-    settings = Settings(input=args.input, model=args.model, endpoint=endpoint,
+    settings = Settings(input=args.input, model=args.model, endpoint=endpoint, endpoints=endpoints,
                         temperature=args.temperature, max_tokens=args.max_tokens,
                         timeout=args.timeout, max_retries=args.max_retries, backoff=args.backoff,
                         concurrency=args.num_thread, limit=limit,
-                        transport=choose_transport(args.transport))
+                        transport=choose_transport(args.transport), rpm=args.rpm, tpm=args.tpm,
+                        nshards=args.num_process,
+                        cache_path=None if args.no_cache else os.path.join(
+                            args.cache_dir or cache_lib.default_dir(), cache_lib.FILENAME),
+                        sample=args.sample)
     log.info("%s: %d requests to send (%d already answered) to %s as %s, %d in flight (%s)",
-             args.input, pending, done.count, endpoint.base_url, args.model,
+             args.input, pending, done.count, " + ".join(e.base_url for e in endpoints), args.model,
              args.num_process * args.num_thread, settings.transport)
-    progress = Progress(pending, disable=args.no_progress)
+    progress = Progress(pending, disable=args.no_progress, price=price)
     try:
         if args.num_process == 1:
             stats, fatal = asyncio.run(run_shard(settings, 0, 1, out, failed, done, StopFlag(),
@@ -299,9 +204,12 @@ def main(argv: list[str] | None = None) -> int:
     t = progress.totals()
     counts = Counter(t["counts"])
     line = cli.summary(counts, "batched_api_inference:")
-    print(f"{line} already_done={done.count} still_failed={still_failed} "
+    spent = progress.cost(t)
+    print(f"{line} from_cache={t['cached']} already_done={done.count} still_failed={still_failed} "
           f"tokens_in={t['tokens_in']} tokens_out={t['tokens_out']} "
-          f"attempts={t['attempts']} wall={time.monotonic() - start:.1f}s", file=sys.stderr)
+          f"tokens_cached_in={t['tokens_cached']} "
+          f"cost={'unknown' if spent is None else prices.dollars(spent)} "
+          f"attempts={t['attempts']} rate_limited_attempts={t['rejected']} wall={time.monotonic() - start:.1f}s", file=sys.stderr)
     if fatal:
         raise InputError(f"stopped early: {fatal}. Rows not answered are retried by a rerun.")
     if still_failed:

@@ -6,7 +6,7 @@ file that is absent is reported as absent). The side files `<file>.failed.jsonl`
 main file unless named. Out: the report as Markdown (--output_md, also printed) and as
 JSON (--output_json): the funnel from raw files to final records with the drop reasons
 at each step, turn-1 and turn-2 pass rates for input and output prediction, verifier
-statuses, token usage and failed requests, I/O pairs per sample; with --figure, a PNG of
+statuses, token usage, cost and failed requests, I/O pairs per sample; with --figure, a PNG of
 the funnel and the pass rates. Files are streamed: memory does not grow with the run.
 """
 

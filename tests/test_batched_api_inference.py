@@ -418,3 +418,287 @@ def test_resuming_with_another_model_is_refused_and_nothing_is_touched(serve, tm
     assert open(out, "rb").read() == before and len(server.requests) == 3
     assert run(server, inp, out) == 0                 # the same model resumes as before
     assert sorted(r["index"] for r in read(out)) == [0, 1, 2, 3, 4]
+
+
+# --- rate limits and adaptive concurrency -----------------------------------------------------
+def write_long_input(path, n, words=30):
+    with open(path, "w") as fh:
+        for i in range(n):
+            text = " ".join(["word"] * words) + f" question {i}"
+            fh.write(json.dumps({"messages": [{"role": "user", "content": text}]}) + "\n")
+    return str(path)
+
+
+@pytest.mark.parametrize("how, nproc", [("given", 1), ("learned", 2)])
+def test_requests_per_minute_are_kept_given_or_learned(serve, tmp_path, how, nproc):
+    """A server allowing 3,000 requests per minute (50 per second, one second of burst,
+    continuous refill): paced by --rpm or by the limit its headers announce, 32 requests in
+    flight per process answer every row with hardly any 429 (unpaced, 240 rows sent at once
+    would collect ~190)."""
+    server = serve(lambda req: Reply(content=f"answer {row_of(req)}"), rpm=3000)
+    n = 240
+    inp = write_input(tmp_path / "in.jsonl", n)
+    out = str(tmp_path / "out.jsonl")
+    extra = ["--rpm", "3000"] if how == "given" else []
+    assert run(server, inp, out, "--num_thread", "32", "--num_process", str(nproc), *extra) == 0
+    assert sorted(r["index"] for r in read(out)) == list(range(n))
+    assert read(out + ".failed.jsonl") == []
+    assert server.rejected <= 3
+    assert server.count == n + server.rejected          # nothing sent twice but the 429s
+
+
+@pytest.mark.parametrize("how", ["given", "learned"])
+def test_tokens_per_minute_are_kept(serve, tmp_path, how):
+    """60,000 tokens per minute (1,000 a second); a row costs about 33 prompt + 21 answer
+    tokens, so about 18 rows a second pass. The estimate starts far off (4 characters a token,
+    1,000 answer tokens) and is corrected from usage as answers come back."""
+    server = serve(lambda req: Reply(content="yes " * 20), tpm=60_000)
+    n = 60
+    inp = write_long_input(tmp_path / "in.jsonl", n)
+    out = str(tmp_path / "out.jsonl")
+    extra = ["--tpm", "60000"] if how == "given" else []
+    assert run(server, inp, out, "--num_thread", "32", *extra) == 0
+    assert sorted(r["index"] for r in read(out)) == list(range(n))
+    assert server.rejected <= 3
+
+
+def test_without_headers_429s_shrink_the_window_and_every_row_ends_once(serve, tmp_path, capsys):
+    """A server that refuses above 40 requests per second and says nothing of its limits:
+    the run slows down through its window and backoff, and every row is still answered."""
+    server = serve(lambda req: Reply(content=f"answer {row_of(req)}", delay=0.05), rpm=2400,
+                   limit_headers=False, burst=0.25)
+    n = 200
+    inp = write_input(tmp_path / "in.jsonl", n)
+    out = str(tmp_path / "out.jsonl")
+    assert run(server, inp, out, "--num_thread", "32", "--max_retries", "20") == 0
+    assert sorted(r["index"] for r in read(out)) == list(range(n))
+    assert server.rejected > 0
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"rate_limited_attempts={server.rejected}" in line
+
+
+# --- the response cache -------------------------------------------------------------------------
+def test_a_rerun_into_a_new_output_is_answered_from_the_cache(serve, tmp_path):
+    def respond(req):
+        i = row_of(req)
+        if i % 7 == 3:
+            return Reply(content="cut", finish_reason="length")       # failures are not cached
+        return Reply(content=f"answer {i} at t={req.body['temperature']}",
+                     usage={"prompt_tokens": 10, "completion_tokens": 4 + i, "total_tokens": 14 + i})
+
+    server = serve(respond)
+    n = 30
+    failing = [i for i in range(n) if i % 7 == 3]
+    inp = write_input(tmp_path / "in.jsonl", n)
+    cache_dir = str(tmp_path / "cache")
+    first = str(tmp_path / "first.jsonl")
+    assert run(server, inp, first, "--cache_dir", cache_dir, "--num_process", "2") == 0
+    assert server.count == n
+    assert os.path.exists(os.path.join(cache_dir, "responses.sqlite3"))
+
+    again = str(tmp_path / "again.jsonl")
+    assert run(server, inp, again, "--cache_dir", cache_dir) == 0
+    assert server.count == n + len(failing)                 # only the truncated ones again
+    def by_index(rows):
+        return sorted(rows, key=lambda r: r["index"])
+
+    assert by_index(read(again)) == by_index(read(first))   # the same records, usage too
+    assert [f["index"] for f in by_index(read(again + ".failed.jsonl"))] == failing
+
+    for extra in (["--temperature", "0.9"], ["--sample", "1"], ["--max_tokens", "100"],
+                  ["--no_cache"]):
+        before = server.count
+        other = str(tmp_path / f"other{extra[0]}.jsonl")
+        assert run(server, inp, other, "--cache_dir", cache_dir, *extra) == 0
+        assert server.count - before == n, extra            # a different key: all sent
+    before = server.count
+    assert run(server, inp, str(tmp_path / "t09.jsonl"), "--cache_dir", cache_dir,
+               "--temperature", "0.9") == 0
+    assert server.count - before == len(failing)            # that sample is cached in turn
+    assert run(server, inp, str(tmp_path / "other_dir.jsonl"),
+               "--cache_dir", str(tmp_path / "empty")) == 0
+    assert server.count - before == len(failing) + n        # another cache: nothing known
+
+
+def test_cache_keys_and_endpoint_families():
+    from annoy_datasync.cache import ResponseCache, cache_key, endpoint_family
+    assert endpoint_family("https://api.openai.com/v1") == "api.openai.com"
+    assert endpoint_family("https://api.deepseek.com") == "api.deepseek.com"
+    for url in ("http://127.0.0.1:8000/v1", "http://10.0.0.7:30000/v1", "http://localhost/v1",
+                "http://gpu-node-3:8000/v1", "http://[::1]:8000/v1"):
+        assert endpoint_family(url) == "self-hosted", url
+    base = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.7}
+    keys = {cache_key("self-hosted", base, 0),
+            cache_key("api.openai.com", base, 0),
+            cache_key("self-hosted", base, 1),
+            cache_key("self-hosted", {**base, "temperature": 0.0}, 0),
+            cache_key("self-hosted", {**base, "model": "m2"}, 0),
+            cache_key("self-hosted", {**base, "top_p": 0.9}, 0),
+            cache_key("self-hosted", {**base, "messages": [{"role": "user", "content": "hi!"}]}, 0)}
+    assert len(keys) == 7
+    assert cache_key("x", dict(reversed(base.items())), 0) == cache_key("x", base, 0)
+
+
+def test_cache_file_is_shared_by_processes(tmp_path):
+    from annoy_datasync.cache import ResponseCache, cache_key
+    path = str(tmp_path / "c" / "responses.sqlite3")
+    a, b = ResponseCache(path), ResponseCache(path)
+    ka, kb = cache_key("f", {"n": 1}, 0), cache_key("f", {"n": 2}, 0)
+    a.put(ka, {"output": "A"})
+    assert a.get(ka) == {"output": "A"} and b.get(ka) is None      # not written yet
+    b.put(kb, {"output": "B"})
+    a.flush()
+    b.flush()
+    assert b.get(ka) == {"output": "A"} and a.get(kb) == {"output": "B"} and len(a) == 2
+    a.close()
+    b.close()
+    assert ResponseCache(path).get(kb) == {"output": "B"}
+
+
+# --- cost ---------------------------------------------------------------------------------------
+def _cost_server(serve):
+    def respond(req):
+        i = row_of(req)
+        usage = {"prompt_tokens": 100_000 + i, "completion_tokens": 20_000 * (i + 1),
+                 "total_tokens": 0}
+        if i % 2:
+            usage["prompt_tokens_details"] = {"cached_tokens": 60_000}
+        if i == 4:
+            return Reply(content="cut", finish_reason="length", usage=usage)   # paid all the same
+        return Reply(content=f"answer {i}", usage=usage)
+
+    return serve(respond)
+
+
+def _summary_cost(err: str) -> str:
+    line = err.strip().splitlines()[-1]
+    return next(w for w in line.split() if w.startswith("cost="))
+
+
+def test_cost_from_the_price_table_counts_cached_input_tokens(serve, tmp_path, capsys):
+    server = _cost_server(serve)
+    inp, out = write_input(tmp_path / "in.jsonl", 6), str(tmp_path / "out.jsonl")
+    argv = ["--input", inp, "--output", out, "--model", "gpt-4o-mini", "--base_url", server.url,
+            "--no_progress", "--num_thread", "4"]
+    assert bai.main(argv) == 0
+    # gpt-4o-mini in prices.yaml: $0.15 input, $0.075 cached input, $0.60 output per million
+    expected = 0.0
+    for i in range(6):
+        prompt, cached, answer = 100_000 + i, 60_000 if i % 2 else 0, 20_000 * (i + 1)
+        expected += ((prompt - cached) * 0.15 + cached * 0.075 + answer * 0.60) / 1e6
+    assert _summary_cost(capsys.readouterr().err) == f"cost=${expected:.4f}"
+    assert sorted(f["index"] for f in read(out + ".failed.jsonl")) == [4]
+
+    out2 = str(tmp_path / "out2.jsonl")
+    argv2 = ["--input", inp, "--output", out2, "--model", "my-local-model", "--base_url",
+             server.url, "--no_progress", "--price_in", "2", "--price_out", "8", "--no_cache"]
+    assert bai.main(argv2) == 0
+    flat = sum(((100_000 + i) * 2 + 20_000 * (i + 1) * 8) / 1e6 for i in range(6))
+    assert _summary_cost(capsys.readouterr().err) == f"cost=${flat:.4f}"   # flags: no cached price
+
+    out3 = str(tmp_path / "out3.jsonl")
+    assert bai.main(["--input", inp, "--output", out3, "--model", "my-local-model",
+                     "--base_url", server.url, "--no_progress", "--no_cache"]) == 0
+    assert _summary_cost(capsys.readouterr().err) == "cost=unknown"
+
+
+def test_price_lookup_and_bad_tables(tmp_path):
+    from annoy_datasync import prices
+    table = prices.load_table()
+    assert prices.lookup("gpt-4o-2024-08-06", table) == table["gpt-4o"]
+    assert prices.lookup("gpt-4o-mini-2024-07-18", table) == table["gpt-4o-mini"]
+    assert prices.lookup("openai/GPT-4.1-mini", table) == table["gpt-4.1-mini"]
+    assert prices.lookup("Qwen/Qwen2.5-7B", table) is None
+    p = prices.Price(1.0, 4.0, 0.25)
+    assert p.cost(1_000_000, 500_000, 400_000) == pytest.approx(0.6 + 0.1 + 2.0)
+    bad = tmp_path / "p.yaml"
+    bad.write_text("m: {input: 1}\n")
+    with pytest.raises(InputError, match="p.yaml: m: no output price"):
+        prices.load_table(str(bad))
+    bad.write_text("m: {input: -1, output: 2}\n")
+    with pytest.raises(InputError, match="non-negative"):
+        prices.load_table(str(bad))
+    bad.write_text("m: {input: 1, output: 2, cached_input: 0.5}\n")
+    assert prices.resolve("m-2025", None, None, str(bad)) == prices.Price(1, 2, 0.5)
+    assert prices.resolve("m", 3.0, None, str(bad)) == prices.Price(3.0, 2, None)
+    with pytest.raises(InputError, match="go together"):
+        prices.resolve("unknown", 3.0, None, str(bad))
+
+
+# --- several endpoints --------------------------------------------------------------------------
+def test_several_servers_least_loaded_dead_one_set_aside(serve, tmp_path, capsys):
+    """Three servers of one model: a fast one, a slow one and one killed mid-run. Every row
+    ends once in the output; the slow one gets a small share; the dead one costs a few
+    failed attempts, not one per row (it fails fast, so without setting it aside it would
+    look the least loaded of all and draw every attempt)."""
+    import threading
+    fast = serve(lambda req: Reply(content=f"answer {row_of(req)}", delay=0.02))
+    slow = serve(lambda req: Reply(content=f"answer {row_of(req)}", delay=0.4))
+    doomed = serve(lambda req: Reply(content=f"answer {row_of(req)}", delay=0.02))
+
+    def kill_when_busy():
+        while doomed.count < 20:
+            time.sleep(0.005)
+        doomed.stop()
+
+    killer = threading.Thread(target=kill_when_busy, daemon=True)
+    killer.start()
+    n = 400
+    inp, out = write_input(tmp_path / "in.jsonl", n), str(tmp_path / "out.jsonl")
+    argv = ["--input", inp, "--output", out, "--model", "test-model", "--no_progress",
+            "--base_url", fast.url, "--base_url", slow.url, "--base_url", doomed.url,
+            "--num_thread", "12", "--backoff", "0.01", "--max_retries", "3"]
+    assert bai.main(argv) == 0
+    killer.join(5)
+    assert sorted(r["index"] for r in read(out)) == list(range(n))     # every row once
+    assert read(out + ".failed.jsonl") == []
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    attempts = int(line.split("attempts=")[1].split()[0])
+    assert attempts - n <= 30                      # failed attempts: those cut, then probes
+    assert fast.count + slow.count + doomed.count >= n
+    assert slow.count < fast.count / 3            # least loaded: the slow one holds its few
+    assert 20 <= doomed.count < 40
+
+
+def test_pool_sets_aside_and_probes_again(monkeypatch):
+    from annoy_datasync.client import Endpoint, Member, Outcome, Pool
+    clock = [100.0]
+    monkeypatch.setattr(client_mod.time, "monotonic", lambda: clock[0])
+    a, b = (Member(Endpoint(u, "k", "none"), [object()]) for u in ("http://a/v1", "http://b/v1"))
+    pool = Pool([a, b])
+    down = Outcome(False, status.FAIL_CONNECTION, retry=True)
+    for i in range(Pool.FAILS):
+        assert not a.aside
+        a.in_flight += 1                            # as if chosen
+        a.lane_load[0] += 1
+        pool.release(a, 0, down)
+    assert a.aside
+    held = [pool.choose() for _ in range(5)]       # a is set aside: everything goes to b
+    assert all(m is b for m, _ in held)
+    clock[0] += 1.01                               # the cool-down of 1 s is over: one probe
+    probe, lane = pool.choose()
+    assert probe is a and pool.choose()[0] is b    # only one probe at a time
+    pool.release(a, lane, down)                    # the probe failed: aside for 2 s now
+    clock[0] += 1.5
+    assert pool.choose()[0] is b
+    clock[0] += 0.6
+    probe, lane = pool.choose()
+    assert probe is a
+    pool.release(a, lane, Outcome(True))           # back in service
+    assert not a.aside and a.cooldown == Pool.FIRST_COOLDOWN
+
+
+def test_progress_projects_the_cost_of_the_rows_left():
+    from annoy_datasync.fanout import Progress
+    from annoy_datasync.prices import Price
+    p = Progress(total=100, disable=True, price=Price(1.0, 2.0))
+    snap = {"counts": {status.INFERENCE_SUCCEEDED: 30}, "in_flight": 5, "tokens_in": 1_000_000,
+            "tokens_out": 500_000, "tokens_cached": 0, "attempts": 25, "rejected": 2,
+            "window": 12.0, "limits": "req/min=600", "cached": 10}
+    p.update(0, snap)
+    p.update(1, {**snap, "counts": {}, "tokens_in": 0, "tokens_out": 0, "cached": 0})
+    t = p.totals()
+    assert p.cost(t) == pytest.approx(2.0) and t["window"] == 24.0 and t["rejected"] == 4
+    # $2 for the 20 rows sent so far; 90 of the 100 rows cost something: $9 in all
+    assert p.cost_text(t, 30) == " spent=$2.0000 projected=$9.0000"
+    assert Progress(total=5, disable=True).cost_text(t, 30) == ""

@@ -269,3 +269,24 @@ def test_run_dir_and_name_find_the_readme_names(tmp_path):
         with pytest.raises(SystemExit) as exc:
             report.main(bad)
         assert exc.value.code == 2
+
+
+def test_inference_cost_per_step_and_total(tmp_path):
+    """Cost = tokens x the price table's prices, by the model of each answer."""
+    from annoy_datasync.report import inference_stats
+    out = tmp_path / "gens.jsonl"
+    rows = [{"index": 0, "model": "gpt-4o-mini", "output": "a",
+             "usage": {"prompt_tokens": 1_000_000, "completion_tokens": 200_000,
+                       "cached_tokens": 400_000}},
+            {"index": 1, "model": "deepseek-chat", "output": "b",
+             "usage": {"prompt_tokens": 300_000, "completion_tokens": 100_000}},
+            {"index": 1, "model": "deepseek-chat", "output": "again",   # a duplicate: once
+             "usage": {"prompt_tokens": 300_000, "completion_tokens": 100_000}}]
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    s = inference_stats(str(out), None)
+    expected = (600_000 * 0.15 + 400_000 * 0.075 + 200_000 * 0.60) / 1e6 \
+        + (300_000 * 0.27 + 100_000 * 1.10) / 1e6
+    assert s["cost"] == pytest.approx(expected)
+    out.write_text(json.dumps({"index": 0, "model": "my-own-model",
+                               "usage": {"prompt_tokens": 5, "completion_tokens": 5}}) + "\n")
+    assert inference_stats(str(out), None)["cost"] is None

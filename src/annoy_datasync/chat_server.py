@@ -19,6 +19,16 @@ A responder is a function (plain or ``async``) from a `ChatRequest` to a `Reply`
 A `Reply` can answer slowly (``delay``), fail with any status and headers (``Retry-After``),
 cut the connection without answering (``cut``), send a 200 with an empty body (``empty_body``)
 or raw bytes (``body``), and carry ``reasoning_content``, ``finish_reason`` and ``usage``.
+
+``ChatServer(..., rpm=600, tpm=100_000)`` enforces rate limits the way providers do at short
+intervals: token buckets with continuous refill (``rpm / 60`` requests per second) holding
+``burst`` seconds of allowance (default 1). A request over either limit is answered 429
+with ``Retry-After`` / ``retry-after-ms`` (the time until it would pass) without reaching the
+responder; every answer carries ``x-ratelimit-limit-*`` (per minute), ``-remaining-*`` and
+``-reset-*`` headers for the limits set (``limit_headers=False`` leaves them out). Prompt
+tokens are charged when a request is admitted, answer tokens when it is answered; tokens
+are counted as words. ``server.rejected`` counts the 429s it sent (their arrival times are
+in ``server.rejected_at``).
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import math
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -33,7 +44,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
-__all__ = ["ChatRequest", "ChatServer", "Reply", "echo_responder"]
+__all__ = ["ChatRequest", "ChatServer", "RateLimiter", "Reply", "echo_responder"]
 
 
 @dataclass
@@ -47,6 +58,7 @@ class ChatRequest:
     number: int                      # 0-based arrival order over the server's life
     received: float                  # time.monotonic() at arrival
     answered: float | None = None    # time.monotonic() when the reply was sent (or cut)
+    status: int | None = None        # status sent (None: cut, or not answered yet)
 
     @property
     def model(self) -> str | None:
@@ -89,15 +101,23 @@ def _tokens(text: str | None) -> int:
     return len(text.split()) if text else 0
 
 
-def _completion_body(req: ChatRequest, reply: Reply) -> bytes:
-    prompt_tokens = sum(_tokens(m.get("content")) for m in req.messages
-                        if isinstance(m, dict) and isinstance(m.get("content"), str))
+def _prompt_tokens(req: ChatRequest) -> int:
+    return sum(_tokens(m.get("content")) for m in req.messages
+               if isinstance(m, dict) and isinstance(m.get("content"), str))
+
+
+def _usage(req: ChatRequest, reply: Reply) -> dict:
+    prompt_tokens = _prompt_tokens(req)
     completion_tokens = _tokens(reply.content) + _tokens(reply.reasoning_content)
-    usage = reply.usage if reply.usage is not None else {
+    return reply.usage if reply.usage is not None else {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
     }
+
+
+def _completion_body(req: ChatRequest, reply: Reply) -> bytes:
+    usage = _usage(req, reply)
     message: dict[str, Any] = {"role": "assistant", "content": reply.content}
     if reply.reasoning_content is not None:
         message["reasoning_content"] = reply.reasoning_content
@@ -134,6 +154,60 @@ def _head(status: int, headers: dict[str, str], length: int, close: bool) -> byt
         lines.append("Connection: close")
     lines.extend(f"{k}: {v}" for k, v in headers.items())
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+class RateLimiter:
+    """Requests and tokens per minute, as continuous-refill buckets of `burst` seconds."""
+
+    def __init__(self, rpm: float | None, tpm: float | None, burst: float = 1.0) -> None:
+        self.limits = {"requests": rpm, "tokens": tpm}
+        self.level: dict[str, float] = {}
+        self.capacity: dict[str, float] = {}
+        self.stamp = time.monotonic()
+        for kind, per_minute in self.limits.items():
+            if per_minute:
+                self.capacity[kind] = max(1.0, per_minute / 60.0 * burst)
+                self.level[kind] = self.capacity[kind]
+
+    def _refill(self, now: float) -> None:
+        for kind, cap in self.capacity.items():
+            rate = self.limits[kind] / 60.0
+            self.level[kind] = min(cap, self.level[kind] + (now - self.stamp) * rate)
+        self.stamp = now
+
+    def admit(self, prompt_tokens: int, now: float) -> float:
+        """0 if the request passes (and is charged), else seconds until it would pass."""
+        self._refill(now)
+        wait = 0.0
+        # a request passes when its prompt fits in what is left (a prompt larger than the
+        # whole allowance passes on a full bucket)
+        need = {"requests": 1.0, "tokens": float(min(max(prompt_tokens, 1), self.capacity.get("tokens", 1.0)))}
+        for kind, lvl in self.level.items():
+            if lvl < need[kind]:
+                wait = max(wait, (need[kind] - lvl) / (self.limits[kind] / 60.0))
+        if wait > 0:
+            return wait
+        if "requests" in self.level:
+            self.level["requests"] -= 1
+        if "tokens" in self.level:
+            self.level["tokens"] -= prompt_tokens
+        return 0.0
+
+    def charge_tokens(self, tokens: int, now: float) -> None:
+        if "tokens" in self.level:
+            self._refill(now)
+            self.level["tokens"] -= tokens
+
+    def headers(self, now: float) -> dict[str, str]:
+        self._refill(now)
+        out = {}
+        for kind, cap in self.capacity.items():
+            per_minute = self.limits[kind]
+            lvl = self.level[kind]
+            out[f"x-ratelimit-limit-{kind}"] = f"{per_minute:.0f}"
+            out[f"x-ratelimit-remaining-{kind}"] = f"{max(0, int(lvl))}"
+            out[f"x-ratelimit-reset-{kind}"] = f"{(cap - lvl) / (per_minute / 60.0):.3f}s"
+        return out
 
 
 class _Connection(asyncio.Protocol):
@@ -203,8 +277,14 @@ class ChatServer:
     """An OpenAI-compatible server in a background thread. ``url`` is the base_url (…/v1)."""
 
     def __init__(self, responder: Responder = echo_responder, host: str = "127.0.0.1",
-                 port: int = 0, *, record: bool = True, models: list[str] | None = None):
+                 port: int = 0, *, record: bool = True, models: list[str] | None = None,
+                 rpm: float | None = None, tpm: float | None = None, burst: float = 1.0,
+                 limit_headers: bool = True):
         self.responder = responder
+        self.limiter = RateLimiter(rpm, tpm, burst) if (rpm or tpm) else None
+        self.limit_headers = limit_headers
+        self.rejected = 0
+        self.rejected_at: list[float] = []
         self.host = host
         self.port = port
         self.record = record
@@ -311,6 +391,14 @@ class ChatServer:
         req = ChatRequest(method, path, headers, body, number, time.monotonic())
         if self.record:
             self.requests.append(req)
+        if self.limiter is not None:
+            wait = self.limiter.admit(_prompt_tokens(req), req.received)
+            if wait > 0:
+                self.rejected += 1
+                self.rejected_at.append(req.received)
+                self._answer(conn, req, Reply(status=429, error="rate limit reached", headers={
+                    "retry-after-ms": f"{wait * 1000:.0f}", "Retry-After": f"{math.ceil(wait)}"}))
+                return
         if self._async:
             asyncio.ensure_future(self._answer_async(conn, req))
             return
@@ -337,6 +425,14 @@ class ChatServer:
         if reply.cut:
             conn._cut()
             return
+        req.status = reply.status
+        headers = reply.headers
+        if self.limiter is not None:
+            if reply.status < 400:
+                self.limiter.charge_tokens(_usage(req, reply).get("completion_tokens") or 0,
+                                           req.answered)
+            if self.limit_headers:
+                headers = {**self.limiter.headers(req.answered), **headers}
         if reply.empty_body:
             body = b""
         elif reply.body is not None:
@@ -345,4 +441,4 @@ class ChatServer:
             body = _error_body(reply.status, reply.error)
         else:
             body = _completion_body(req, reply)
-        conn._send(reply.status, reply.headers, body)
+        conn._send(reply.status, headers, body)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import status
+from . import prices, status
 from .jsonl import read_jsonl
 
 IO_PREDS = ("i", "o")
@@ -143,6 +143,7 @@ def inference_stats(output: str | None, failed: str | None) -> dict:
     tokens: Counter[str] = Counter()
     finish: Counter[str] = Counter()
     models: Counter[str] = Counter()
+    by_model: dict[str, Counter[str]] = {}     # tokens by model, for the cost
     if out["present"]:
         reader = read_jsonl(output)
         lines = 0
@@ -157,10 +158,12 @@ def inference_stats(output: str | None, failed: str | None) -> dict:
             succeeded += 1
             usage = rec.get("usage")
             if isinstance(usage, dict):
-                for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
+                mine = by_model.setdefault(str(rec.get("model")), Counter())
+                for key in ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens"):
                     v = usage.get(key)
                     if isinstance(v, int) and not isinstance(v, bool):
                         tokens[key] += v
+                        mine[key] += v
             finish[str(rec.get("finish_reason"))] += 1
             if rec.get("model"):
                 models[str(rec["model"])] += 1
@@ -193,8 +196,24 @@ def inference_stats(output: str | None, failed: str | None) -> dict:
         total_tokens=tokens["total_tokens"],
         finish_reasons=_sorted(finish),
         models=_sorted(models),
+        cost=answers_cost(by_model),
     )
     return res
+
+
+def answers_cost(by_model: Mapping[str, Mapping[str, int]]) -> float | None:
+    """Dollars of these tokens by model at the price table's prices (see prices.yaml);
+    None when a model that used tokens has no price."""
+    table = prices.load_table()
+    total = 0.0
+    for model, t in by_model.items():
+        if not (t["prompt_tokens"] or t["completion_tokens"]):
+            continue
+        price = prices.lookup(model, table)
+        if price is None:
+            return None
+        total += price.cost(t["prompt_tokens"], t["completion_tokens"], t["cached_tokens"])
+    return total
 
 
 def _median_of_histogram(hist: Mapping[int, int]) -> float | None:
@@ -433,6 +452,8 @@ def build_report(files: RunFiles) -> dict:
     r["inference_total"] = {"succeeded": sum(s["succeeded"] or 0 for s in steps)}
     for key in ("failed", "prompt_tokens", "completion_tokens", "total_tokens"):
         r["inference_total"][key] = sum(s[key] for s in steps)
+    costs = [s["cost"] for s in steps if s["output"]["present"]]
+    r["inference_total"]["cost"] = None if None in costs else sum(costs)
     r["funnel"] = funnel(r)
     return r
 
@@ -532,22 +553,29 @@ def _md_inference(r: dict) -> list[str]:
     rows = []
     for key, s in r["inference"].items():
         if not s["output"]["present"] and not s["failed_file"]["present"]:
-            rows.append([STEP_NAMES.get(key, key), ABSENT, *["-"] * 5])
+            rows.append([STEP_NAMES.get(key, key), ABSENT, *["-"] * 6])
             continue
         rows.append([STEP_NAMES.get(key, key), _n(s["succeeded"]), _n(s["failed"]),
                      _reasons(s["failed_by_reason"]), _n(s["prompt_tokens"]),
-                     _n(s["completion_tokens"]), _n(s["total_tokens"])])
+                     _n(s["completion_tokens"]), _n(s["total_tokens"]), _cost(s["cost"])])
     t = r["inference_total"]
     rows.append(["total", _n(t["succeeded"]), _n(t["failed"]), "", _n(t["prompt_tokens"]),
-                 _n(t["completion_tokens"]), _n(t["total_tokens"])])
+                 _n(t["completion_tokens"]), _n(t["total_tokens"]), _cost(t["cost"])])
     md = ["## Inference", ""] + _table(
         ["step", "succeeded", "failed", "failed by reason", "prompt tokens",
-         "completion tokens", "total tokens"], rows, right={1, 2, 4, 5, 6})
+         "completion tokens", "total tokens", "cost"], rows, right={1, 2, 4, 5, 6, 7})
+    md += ["", "Cost: the answers kept, at the prices of src/annoy_datasync/prices.yaml "
+           "(\"-\": a model without a price); the inference step's summary line also counts "
+           "paid attempts that failed."]
     dup = {k: s["duplicates"] for k, s in r["inference"].items() if s["duplicates"]}
     if dup:
         md += ["", "Repeated request indices (counted once): "
                + ", ".join(f"{STEP_NAMES.get(k, k)} {v:,}" for k, v in dup.items()) + "."]
     return md
+
+
+def _cost(x: float | None) -> str:
+    return "-" if x is None else prices.dollars(x)
 
 
 def _md_ios(r: dict) -> list[str]:

@@ -1,0 +1,89 @@
+"""What tokens cost: a price table of known models (``prices.yaml``, editable) and the
+arithmetic. Prices are US dollars per million tokens."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from .jsonl import InputError
+
+DEFAULT_TABLE = os.path.join(os.path.dirname(__file__), "prices.yaml")
+
+
+@dataclass(frozen=True)
+class Price:
+    input: float
+    output: float
+    cached_input: float | None = None     # None: cached prompt tokens cost the full price
+
+    def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float:
+        """Dollars for these tokens; `cached_tokens` is the part of `prompt_tokens` the
+        provider served from its prompt cache."""
+        cached = min(max(cached_tokens, 0), prompt_tokens) if self.cached_input is not None else 0
+        return ((prompt_tokens - cached) * self.input + cached * (self.cached_input or 0.0)
+                + completion_tokens * self.output) / 1e6
+
+
+def load_table(path: str = DEFAULT_TABLE) -> dict[str, Price]:
+    """The price table of a YAML file: ``model: {input, output, cached_input}``."""
+    try:
+        with open(path) as fh:
+            raw = yaml.safe_load(fh) or {}
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the price table ({exc})") from exc
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise InputError(f"{path}: a price table maps model names to prices")
+    table = {}
+    for model, entry in raw.items():
+        table[str(model).lower()] = _price(entry, f"{path}: {model}")
+    return table
+
+
+def _price(entry: Any, where: str) -> Price:
+    if not isinstance(entry, Mapping):
+        raise InputError(f"{where}: expected {{input: $, output: $}} per million tokens")
+    values = {}
+    for name in ("input", "output", "cached_input"):
+        v = entry.get(name)
+        if v is None and name != "cached_input":
+            raise InputError(f"{where}: no {name} price")
+        if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0):
+            raise InputError(f"{where}: {name} should be a non-negative number, got {v!r}")
+        values[name] = None if v is None else float(v)
+    return Price(values["input"], values["output"], values["cached_input"])
+
+
+def lookup(model: str, table: Mapping[str, Price]) -> Price | None:
+    """The entry of `model`: exact, else the longest entry it starts with; None if unknown."""
+    name = model.lower().rsplit("/", 1)[-1]
+    if name in table:
+        return table[name]
+    best = max((k for k in table if name.startswith(k)), key=len, default=None)
+    return table[best] if best else None
+
+
+def resolve(model: str, price_in: float | None, price_out: float | None,
+            table_path: str | None = None) -> Price | None:
+    """Flags win; else the table's entry for `model` (cached-input price from the table
+    only when the flags are not given)."""
+    entry = lookup(model, load_table(table_path or DEFAULT_TABLE))
+    if price_in is None and price_out is None:
+        return entry
+    if price_in is None or price_out is None:
+        if entry is None:
+            raise InputError("--price_in and --price_out go together (no table entry for "
+                             f"{model!r} to take the other from)")
+        price_in = entry.input if price_in is None else price_in
+        price_out = entry.output if price_out is None else price_out
+    return Price(price_in, price_out, None)
+
+
+def dollars(x: float) -> str:
+    return f"${x:.4f}" if x < 10 else f"${x:,.2f}"
