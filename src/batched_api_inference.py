@@ -33,7 +33,7 @@ from collections import Counter
 
 from tqdm import tqdm
 
-from annoy_datasync import cli, status
+from annoy_datasync import batch_api, cli, status
 from annoy_datasync import client as client_lib
 from annoy_datasync.client import (Bitmap, Settings, StopFlag, messages_problem,
                                    resolve_endpoint, run_shard, scan_indices, scan_input)
@@ -79,7 +79,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "extra; about half the CPU per request at hundreds in flight) or "
                         "the SDK's default httpx; auto takes aiohttp when installed")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
+    batch_api.add_args(p)
     args = p.parse_args(argv)
+    batch_api.check_args(p, args)
     if args.num_process < 1 or args.num_thread < 1:
         p.error("--num_process and --num_thread must be at least 1")
     if args.max_retries < 0 or args.timeout <= 0 or args.backoff < 0:
@@ -253,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("httpx", "httpx2", "httpcore", "openai"):  # one INFO line per request
         logging.getLogger(noisy).setLevel(logging.WARNING)
     check_input(args.input)
+    if batch_api.requested(args):
+        return batch_api.main(args, rewrite_failures)
     endpoint = resolve_endpoint(args.model, args.base_url, args.key)
     if args.key:
         log.warning("--key is visible to other users in `ps`; prefer OPENAI_API_KEY or "
