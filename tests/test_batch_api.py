@@ -112,18 +112,56 @@ def test_write_batch_file_one_part_keeps_the_name(tmp_path):
     assert len(read(target)) == 5
 
 
+def completion(content, finish="stop"):
+    return {"choices": [{"index": 0, "finish_reason": finish,
+                         "message": {"role": "assistant", "content": content}}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}}
+
+
+@pytest.mark.parametrize("line, ok, reason, text", [
+    ({"response": {"status_code": 200, "body": completion("hi")}, "error": None}, True, None, ""),
+    ({"response": {"status_code": 200, "body": completion("hi", "length")}}, False,
+     status.FAIL_LENGTH, "max_tokens"),
+    ({"response": {"status_code": 200, "body": completion("  ")}}, False, status.FAIL_EMPTY, "empty"),
+    # OpenAI: the error inside the body
+    ({"response": {"status_code": 429, "body": {"error": {"message": "slow down"}}}}, False,
+     status.FAIL_RATE_LIMIT, "slow down"),
+    ({"response": {"status_code": 500, "body": {"error": {"message": "oops"}}}}, False,
+     status.FAIL_SERVER, "oops"),
+    # vLLM: no body, the error object (or a plain message) beside the response
+    ({"response": {"status_code": 400, "body": None},
+      "error": {"object": "error", "message": "too long", "code": 400}}, False,
+     status.FAIL_BAD_REQUEST, "too long"),
+    ({"response": {"status_code": 400}, "error": "bad json in request"}, False,
+     status.FAIL_BAD_REQUEST, "bad json"),
+    # OpenAI's error file for a request the window did not reach
+    ({"response": None, "error": {"code": "batch_expired", "message": "window"}}, False,
+     status.FAIL_BATCH_EXPIRED, "window"),
+    ({"response": None, "error": None}, False, status.FAIL_OTHER, "no response"),
+])
+def test_classify_result(line, ok, reason, text):
+    res = batch_api.classify_result(line, max_tokens=100)
+    assert res.ok is ok
+    assert res.reason == reason
+    assert text in res.error
+    if ok:
+        assert res.output == "hi" and res.usage["completion_tokens"] == 7
+
+
 def vllm_results(request_file, fail=()):
     """What vLLM's run_batch writes for a request file: one line per request, any order."""
     rows = []
     for n, req in enumerate(reversed(read(request_file))):
         cid = req["custom_id"]
+        error = None
         if batch_api.index_of(cid) in fail:
-            resp = {"status_code": 400, "request_id": f"vllm-{n}",
-                    "body": {"object": "error", "message": "prompt too long", "code": 400}}
+            resp = {"status_code": 400, "request_id": f"vllm-{n}", "body": None}
+            error = {"object": "error", "message": "prompt too long", "type": "BadRequestError",
+                     "param": None, "code": 400}
         else:
             code, body = echo(cid, req["body"])
             resp = {"status_code": code, "request_id": f"vllm-{n}", "body": body}
-        rows.append({"id": f"vllm-{n}", "custom_id": cid, "response": resp, "error": None})
+        rows.append({"id": f"vllm-{n}", "custom_id": cid, "response": resp, "error": error})
     return rows
 
 
@@ -279,3 +317,34 @@ def test_killed_run_resumes_without_duplicates(serve, tmp_path, event):
     assert len(server.batches) == 1, "a batch was submitted twice"
     assert Counter(r["index"] for r in read(out)) == Counter(range(7))
     assert read(out + ".failed.jsonl") == []
+
+
+def test_batch_max_active_submits_one_part_at_a_time(serve, tmp_path):
+    running_at_create = []
+
+    def hook(event, detail):
+        if event == "create":
+            running_at_create.append(sum(b["status"] not in batch_api.TERMINAL
+                                         for b in server.batches.values()))
+
+    server = serve(hook=hook, per_poll=2)
+    inp = write_input(tmp_path / "in.jsonl", 9)
+    out = str(tmp_path / "out.jsonl")
+    assert run_batch(server, inp, out, "--batch_max_requests", "3", "--batch_max_active", "1") == 0
+    assert running_at_create == [0, 0, 0]
+    assert Counter(r["index"] for r in read(out)) == Counter(range(9))
+
+
+def test_cancel_before_submission_fails_the_parts_not_sent(serve, tmp_path):
+    server = serve(per_poll=1)
+    inp = write_input(tmp_path / "in.jsonl", 4)
+    out = str(tmp_path / "out.jsonl")
+    assert run_batch(server, inp, out, "--batch_max_requests", "2", "--batch_max_active", "1",
+                     "--batch_no_wait") == 0
+    assert len(server.batches) == 1
+    assert run_batch(server, inp, out, "--batch_cancel") == 0
+    assert len(server.batches) == 1
+    assert sorted(r["index"] for r in read(out)) == [0]
+    fails = {f["index"]: f["reason"] for f in read(out + ".failed.jsonl")}
+    assert fails == {1: status.FAIL_BATCH_CANCELLED, 2: status.FAIL_BATCH_CANCELLED,
+                     3: status.FAIL_BATCH_CANCELLED}

@@ -79,6 +79,10 @@ def add_args(p: argparse.ArgumentParser) -> None:
                    help=f"requests per batch at most (default {MAX_REQUESTS}, OpenAI's limit)")
     g.add_argument("--batch_max_bytes", type=int, default=MAX_BYTES,
                    help=f"bytes per request file at most (default {MAX_BYTES}, OpenAI's limit)")
+    g.add_argument("--batch_max_active", type=int, default=0,
+                   help="batches submitted at a time; the next part goes out when one "
+                        "finishes (default 0: all at once). Keeps a large run under the "
+                        "provider's limit of tokens enqueued per model")
     g.add_argument("--completion_window", default="24h", help="batch window (default 24h)")
     g.add_argument("--batch_no_wait", action="store_true",
                    help="submit (or look once at the batches) and return; rerun to collect")
@@ -96,8 +100,10 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     modes = [args.batch_api, args.write_batch_file is not None, args.read_batch_output is not None]
     if sum(modes) > 1:
         p.error("--batch_api, --write_batch_file and --read_batch_output exclude each other")
-    if args.poll_interval <= 0 or args.batch_max_requests < 1 or args.batch_max_bytes < 1024:
-        p.error("--poll_interval must be > 0, --batch_max_requests >= 1, --batch_max_bytes >= 1024")
+    if (args.poll_interval <= 0 or args.batch_max_requests < 1 or args.batch_max_bytes < 1024
+            or args.batch_max_active < 0):
+        p.error("--poll_interval must be > 0, --batch_max_requests >= 1, --batch_max_bytes "
+                ">= 1024, --batch_max_active >= 0")
     if (args.batch_no_wait or args.batch_cancel) and not args.batch_api:
         p.error("--batch_no_wait and --batch_cancel go with --batch_api")
     if args.batch_state is None:
@@ -227,8 +233,9 @@ def classify_result(line: dict, max_tokens: int | None) -> Outcome:
         return out
     if isinstance(resp, dict) and isinstance(resp.get("status_code"), int):
         body = resp.get("body")
-        # OpenAI nests {"error": {...}}; vLLM sends the error object itself
-        msg = body.get("error") or body if isinstance(body, dict) else body
+        # OpenAI nests {"error": {...}} in the body; vLLM leaves the body empty and puts its
+        # error object (or a plain message) in "error"
+        msg = (body.get("error") or body) if isinstance(body, dict) and body else err
         if isinstance(msg, dict):
             msg = msg.get("message") or json.dumps(msg)
         code = resp["status_code"]
@@ -507,6 +514,41 @@ def submit(client: openai.OpenAI, args: argparse.Namespace, state: dict, part: d
         save_state(args.batch_state, state)
 
 
+def submit_more(client: openai.OpenAI, args: argparse.Namespace, state: dict) -> None:
+    """Submit the parts not submitted yet, at most --batch_max_active running at a time. A
+    part whose file went up is always finished first (its batch may exist already)."""
+    busy = sum(1 for p in state["parts"] if not p["collected"] and p["file_id"])
+    for part in state["parts"]:
+        if part["collected"] or part["batch_id"]:
+            continue
+        if not part["file_id"]:
+            if args.batch_max_active and busy >= args.batch_max_active:
+                continue
+            busy += 1
+        submit(client, args, state, part)
+
+
+def cancel(client: openai.OpenAI, args: argparse.Namespace, endpoint: Endpoint, state: dict,
+           sink: Sink) -> None:
+    """Cancel the running batches (polling then collects what they answered); the requests of
+    parts never submitted become failures with reason batch_cancelled."""
+    for part in state["parts"]:
+        if part["collected"]:
+            continue
+        if not part["batch_id"] and part["file_id"]:
+            found = find_batch(client, part["file_id"],
+                               (part["uploaded_at"] or time.time()) - LOOKBACK)
+            part["batch_id"] = found.id if found else None
+        if part["batch_id"]:
+            client.batches.cancel(part["batch_id"])
+            continue
+        for idx in request_indices(part["request_file"]):
+            if idx not in sink.done:
+                sink.fail(idx, status.FAIL_BATCH_CANCELLED, 0, "cancelled before it was submitted")
+        part["collected"] = True
+        save_state(args.batch_state, state)
+
+
 def download(client: openai.OpenAI, file_id: str, path: str) -> None:
     tmp = path + ".tmp"
     with client.files.with_streaming_response.content(file_id) as resp, open(tmp, "wb") as fh:
@@ -568,7 +610,8 @@ class BatchProgress:
             if p["collected"]:
                 ok, bad = p["count"] - bad, bad
             finished += ok + bad
-            per_batch.append(f"{ok}/{bad}" + ("" if p["collected"] else f" {p['status']}"))
+            per_batch.append(f"{ok}/{bad}" + ("" if p["collected"] else
+                                               f" {p['status'] or 'not submitted'}"))
             if b is not None and not p["collected"] and ok + bad:
                 began = getattr(b, "in_progress_at", None) or b.created_at
                 end = max(end, now + (now - began) * (p["count"] - ok - bad) / (ok + bad))
@@ -598,13 +641,8 @@ def run_live(args: argparse.Namespace, endpoint: Endpoint, client: openai.OpenAI
         log.info("%s: re-attaching to %d batch(es)", args.batch_state,
                  sum(not p["collected"] for p in state["parts"]))
     try:
-        for part in state["parts"]:
-            if not part["collected"]:
-                submit(client, args, state, part)
         if args.batch_cancel:
-            for part in state["parts"]:
-                if not part["collected"]:
-                    client.batches.cancel(part["batch_id"])
+            cancel(client, args, endpoint, state, sink)
         waiting = poll(client, args, endpoint, state, sink)
     except openai.APIError as exc:
         raise InputError(f"{redact(str(exc), endpoint.key)[:500]}; the batches so far are in "
@@ -626,8 +664,9 @@ def poll(client: openai.OpenAI, args: argparse.Namespace, endpoint: Endpoint, st
     seen: dict[str, Any] = {}
     try:
         while True:
+            submit_more(client, args, state)
             for part in state["parts"]:
-                if part["collected"]:
+                if part["collected"] or not part["batch_id"]:
                     continue
                 b = client.batches.retrieve(part["batch_id"])
                 seen[b.id] = b
