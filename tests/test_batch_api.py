@@ -348,3 +348,23 @@ def test_cancel_before_submission_fails_the_parts_not_sent(serve, tmp_path):
     fails = {f["index"]: f["reason"] for f in read(out + ".failed.jsonl")}
     assert fails == {1: status.FAIL_BATCH_CANCELLED, 2: status.FAIL_BATCH_CANCELLED,
                      3: status.FAIL_BATCH_CANCELLED}
+
+
+def test_run_pipeline_sends_the_three_rounds_as_batches(serve, tmp_path):
+    server = serve()
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "run"
+    cmd = ["bash", os.path.join(root, "scripts", "run_pipeline.sh"), "--model", "test-model",
+           "--base_url", server.url, "--out_dir", str(out), "--limit", "1", "--batch_api",
+           "--poll_interval", "0.05"]
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHON": sys.executable})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(server.batches) == 3
+    for name in ("rawcode_unified.jsonl", "spec_gens.jsonl", "spec_gens_rev.jsonl"):
+        rows = read(out / name)
+        assert rows and all(r["output"].startswith("echo: ") for r in rows)
+    # with recorded answers there is no Batch API to send to
+    proc = subprocess.run(cmd[:2] + ["--out_dir", str(tmp_path / "replay"), "--batch_api"],
+                          cwd=root, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "--batch_api" in proc.stderr
