@@ -138,6 +138,7 @@ class Part:
     size: int = 0
     first: int = -1
     last: int = -1
+    offset: int = 0      # byte offset of line `first` in the input: collecting starts there
 
 
 def write_requests(settings: Settings, skip: Bitmap, failed: Appender, counts: Counter,
@@ -149,7 +150,9 @@ def write_requests(settings: Settings, skip: Bitmap, failed: Appender, counts: C
     fh = None
     try:
         with open(settings.input, "rb") as src:
+            offset = 0
             for index, raw in enumerate(src):
+                at, offset = offset, offset + len(raw)
                 if settings.limit is not None and index >= settings.limit:
                     break
                 if index in skip or not raw.strip():
@@ -175,7 +178,7 @@ def write_requests(settings: Settings, skip: Bitmap, failed: Appender, counts: C
                 if part is None or part.count >= max_requests or part.size + len(line) > max_bytes:
                     if fh:
                         fh.close()
-                    part = Part(name(len(parts) + 1), first=index)
+                    part = Part(name(len(parts) + 1), first=index, offset=at)
                     parts.append(part)
                     os.makedirs(os.path.dirname(part.path) or ".", exist_ok=True)
                     fh = open(part.path, "wb")
@@ -310,15 +313,20 @@ class Sink:
         self.counts[reason] += 1
 
 
-def convert(settings: Settings, results: dict[int, tuple[str, int]], sink: Sink) -> None:
+def convert(settings: Settings, results: dict[int, tuple[str, int]], sink: Sink,
+            first: int = 0, offset: int = 0) -> None:
     """Stream the input and write, for each index with a result and not in the output yet, its
-    output row or failure row."""
+    output row or failure row. `first` and its byte `offset` skip the lines before a part."""
     if not results:
         return
+    last = max(results)
     cache: dict = {}
     try:
         with open(settings.input, "rb") as src:
-            for index, raw in enumerate(src):
+            src.seek(offset)
+            for index, raw in enumerate(src, start=first):
+                if index > last:
+                    break
                 if index not in results or index in sink.done:
                     continue
                 res = classify_result(_read_at(*results[index], cache), settings.max_tokens)
@@ -459,7 +467,7 @@ def save_state(path: str, state: dict) -> None:
 
 def check_state(state: dict, args: argparse.Namespace, endpoint: Endpoint, path: str) -> None:
     wanted = {"input": os.path.abspath(args.input), "model": args.model,
-              "base_url": endpoint.base_url}
+              "base_url": endpoint.base_url, "input_bytes": os.path.getsize(args.input)}
     for k, v in wanted.items():
         if state.get(k) != v:
             raise InputError(
@@ -474,9 +482,10 @@ def new_round(args: argparse.Namespace, endpoint: Endpoint, sink: Sink) -> dict:
                            lambda k: os.path.join(args.batch_dir, f"requests-{round_no}.{k:03d}.jsonl"),
                            args.batch_max_requests, args.batch_max_bytes)
     state = {"version": STATE_VERSION, "input": os.path.abspath(args.input), "model": args.model,
-             "base_url": endpoint.base_url, "round": round_no,
+             "base_url": endpoint.base_url, "input_bytes": os.path.getsize(args.input),
+             "round": round_no,
              "parts": [{"request_file": p.path, "count": p.count, "first": p.first, "last": p.last,
-                        "file_id": None, "uploaded_at": None, "batch_id": None,
+                        "offset": p.offset, "file_id": None, "uploaded_at": None, "batch_id": None,
                         "status": None, "collected": False} for p in parts]}
     save_state(args.batch_state, state)
     return state
@@ -572,14 +581,22 @@ def collect(client: openai.OpenAI, args: argparse.Namespace, endpoint: Endpoint,
             path = f"{part['request_file']}.{kind.split('_')[0]}.jsonl"
             download(client, fid, path)
             files.append(path)
+    expected = request_indices(part["request_file"])
     results = index_results(files)
-    convert(settings_of(args, endpoint), results, sink)
+    sent = set(expected)
+    strangers = [i for i in results if i not in sent]
+    if strangers:
+        log.warning("batch %s returned %d results for requests it was not sent (e.g. %s); "
+                    "ignored", batch.id, len(strangers), custom_id(strangers[0]))
+        for i in strangers:
+            del results[i]
+    convert(settings_of(args, endpoint), results, sink, part["first"], part["offset"])
     reason = MISSING_REASON.get(batch.status, status.FAIL_OTHER)
     why = f"batch {batch.id} ended {batch.status} without an answer for this request"
     errors = getattr(batch, "errors", None)
     if errors is not None and getattr(errors, "data", None):
         why += ": " + "; ".join(f"{e.code}: {e.message}" for e in errors.data[:3])
-    for idx in request_indices(part["request_file"]):
+    for idx in expected:
         if idx not in results and idx not in sink.done:
             sink.fail(idx, reason, 1, redact(why, endpoint.key)[:1000])
     part["collected"] = True
