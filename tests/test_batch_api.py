@@ -233,10 +233,9 @@ def test_batch_completes_with_some_failed_requests(serve, tmp_path, capsys):
     server.responder = echo
     assert run_batch(server, inp, out) == 0
     assert len(server.batches) == 4
-    resent = [batch_api.index_of(json.loads(x)["custom_id"]) for x in
-              server.files[server.batches["batch-" + str(max(
-                  int(b.split("-")[1]) for b in server.batches))]["input_file_id"]]
-              ["content"].splitlines()]
+    last = max(server.batches.values(), key=lambda b: int(b["id"].split("-")[1]))
+    resent = [batch_api.index_of(json.loads(x)["custom_id"])
+              for x in server.files[last["input_file_id"]]["content"].splitlines()]
     assert resent == [1, 5, 9]
     assert Counter(r["index"] for r in read(out)) == Counter(i for i in range(10) if i != 6)
 
@@ -368,3 +367,26 @@ def test_run_pipeline_sends_the_three_rounds_as_batches(serve, tmp_path):
     proc = subprocess.run(cmd[:2] + ["--out_dir", str(tmp_path / "replay"), "--batch_api"],
                           cwd=root, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "--batch_api" in proc.stderr
+
+
+def test_collecting_again_writes_no_row_twice(serve, tmp_path):
+    """A kill after a batch's rows were written but before it was marked collected: the
+    rerun downloads and converts it again and skips what is in the output."""
+    server = serve(responder=lambda cid, body: (500, {"error": {"message": "x"}})
+                   if cid == "row-2" else echo(cid, body))
+    inp = write_input(tmp_path / "in.jsonl", 5)
+    out = str(tmp_path / "out.jsonl")
+    assert run_batch(server, inp, out, "--batch_max_requests", "3") == 0
+    state_path = out + ".batch_state.json"
+    state = json.load(open(state_path))
+    for part in state["parts"]:
+        part["collected"] = False
+    # the request files are removed once collected; put them back
+    for part in state["parts"]:
+        with open(part["request_file"], "wb") as fh:
+            fh.write(server.files[part["file_id"]]["content"])
+    json.dump(state, open(state_path, "w"))
+    assert run_batch(server, inp, out) == 0
+    assert len(server.batches) == 2
+    assert Counter(r["index"] for r in read(out)) == Counter([0, 1, 3, 4])
+    assert [f["index"] for f in read(out + ".failed.jsonl")] == [2]

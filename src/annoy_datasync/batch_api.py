@@ -45,7 +45,8 @@ from tqdm import tqdm
 
 from . import cli, status
 from .client import (OUR_FIELDS, Bitmap, Endpoint, Outcome, Settings, classify_completion,
-                     parse_request, redact, request_params, resolve_endpoint, scan_indices)
+                     _sdk_httpx, parse_request, redact, request_params, resolve_endpoint,
+                     scan_indices)
 from .jsonl import Appender, InputError, where
 
 log = logging.getLogger("annoy_datasync")
@@ -559,10 +560,15 @@ def cancel(client: openai.OpenAI, args: argparse.Namespace, endpoint: Endpoint, 
 
 
 def download(client: openai.OpenAI, file_id: str, path: str) -> None:
+    """Stream a file's content to `path` (a temp file renamed at the end)."""
     tmp = path + ".tmp"
-    with client.files.with_streaming_response.content(file_id) as resp, open(tmp, "wb") as fh:
-        for chunk in resp.iter_bytes():
-            fh.write(chunk)
+    try:
+        with client.files.with_streaming_response.content(file_id) as resp, open(tmp, "wb") as fh:
+            for chunk in resp.iter_bytes():
+                fh.write(chunk)
+    except _sdk_httpx().HTTPError as exc:    # a connection cut while the body streams
+        raise openai.APIConnectionError(message=f"download of {file_id} broke off: {exc}",
+                                        request=exc.request) from exc
     os.replace(tmp, path)
 
 
