@@ -479,6 +479,11 @@ def check_state(state: dict, args: argparse.Namespace, endpoint: Endpoint, path:
 def new_round(args: argparse.Namespace, endpoint: Endpoint, sink: Sink) -> dict:
     settings = settings_of(args, endpoint)
     round_no = int(time.time())
+    # what a run killed before its state file was written left behind (no batch names it)
+    if os.path.isdir(args.batch_dir):
+        for name in os.listdir(args.batch_dir):
+            if name.startswith("requests-"):
+                os.unlink(os.path.join(args.batch_dir, name))
     parts = write_requests(settings, sink.done, sink.failed, sink.counts,
                            lambda k: os.path.join(args.batch_dir, f"requests-{round_no}.{k:03d}.jsonl"),
                            args.batch_max_requests, args.batch_max_bytes)
