@@ -255,8 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("httpx", "httpx2", "httpcore", "openai"):  # one INFO line per request
         logging.getLogger(noisy).setLevel(logging.WARNING)
     check_input(args.input)
-    if batch_api.requested(args):
-        return batch_api.main(args, rewrite_failures)
+    if batch_api.requested(args):   # the Batch API, or its offline files
+        print(batch_api.run(args, rewrite_failures), file=sys.stderr)
+        return 0
     endpoint = resolve_endpoint(args.model, args.base_url, args.key)
     if args.key:
         log.warning("--key is visible to other users in `ps`; prefer OPENAI_API_KEY or "

@@ -32,11 +32,10 @@ import json
 import logging
 import os
 import re
-import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -369,19 +368,20 @@ def open_sink(args: argparse.Namespace) -> Sink:
 
 
 def finish(args: argparse.Namespace, sink: Sink, already: int, rewrite: FailureRewriter,
-           start: float, extra: str = "") -> int:
+           start: float, extra: str = "") -> str:
+    """Close the files, rewrite the failures file; the summary line of the run."""
     sink.out.close()
     sink.failed.close()
     still_failed = rewrite(args.failed_output, sink.done, b"")
     line = cli.summary(sink.counts, "batched_api_inference:")
-    print(f"{line} already_done={already} still_failed={still_failed} "
-          f"tokens_in={sink.tokens['in']} tokens_out={sink.tokens['out']}{extra} "
-          f"wall={time.monotonic() - start:.1f}s", file=sys.stderr)
-    return 0
+    return (f"{line} already_done={already} still_failed={still_failed} "
+            f"tokens_in={sink.tokens['in']} tokens_out={sink.tokens['out']}{extra} "
+            f"wall={time.monotonic() - start:.1f}s")
 
 
-def main(args: argparse.Namespace, rewrite: FailureRewriter) -> int:
-    """Run the batch mode the flags ask for (`requested` is true)."""
+def run(args: argparse.Namespace, rewrite: FailureRewriter) -> str:
+    """Run the batch mode the flags ask for (`requested` is true); returns the summary line.
+    `rewrite` is the step's rewrite of the failures file (one line per index still failed)."""
     start = time.monotonic()
     if args.write_batch_file:
         return write_offline(args, rewrite, start)
@@ -398,7 +398,7 @@ def main(args: argparse.Namespace, rewrite: FailureRewriter) -> int:
         client.close()
 
 
-def write_offline(args: argparse.Namespace, rewrite: FailureRewriter, start: float) -> int:
+def write_offline(args: argparse.Namespace, rewrite: FailureRewriter, start: float) -> str:
     sink = open_sink(args)
     already = sink.done.count
     target = args.write_batch_file
@@ -415,7 +415,7 @@ def write_offline(args: argparse.Namespace, rewrite: FailureRewriter, start: flo
     return finish(args, sink, already, rewrite, start, f" files={len(parts)}")
 
 
-def read_offline(args: argparse.Namespace, rewrite: FailureRewriter, start: float) -> int:
+def read_offline(args: argparse.Namespace, rewrite: FailureRewriter, start: float) -> str:
     results = index_results(args.read_batch_output)
     with open(args.input, "rb") as fh:
         nlines = sum(1 for _ in fh)
@@ -653,7 +653,7 @@ class BatchProgress:
 
 
 def run_live(args: argparse.Namespace, endpoint: Endpoint, client: openai.OpenAI,
-             rewrite: FailureRewriter, start: float) -> int:
+             rewrite: FailureRewriter, start: float) -> str:
     sink = open_sink(args)
     already = sink.done.count
     state = load_state(args.batch_state)
