@@ -390,3 +390,26 @@ def test_collecting_again_writes_no_row_twice(serve, tmp_path):
     assert len(server.batches) == 2
     assert Counter(r["index"] for r in read(out)) == Counter([0, 1, 3, 4])
     assert [f["index"] for f in read(out + ".failed.jsonl")] == [2]
+
+
+def test_polling_outlasts_a_few_failed_looks_but_not_many(serve, tmp_path, monkeypatch):
+    server = serve(failing_looks=4)
+    inp = write_input(tmp_path / "in.jsonl", 3)
+    out = str(tmp_path / "out.jsonl")
+    assert run_batch(server, inp, out) == 0
+    assert server.failing_looks == 0
+    assert sorted(r["index"] for r in read(out)) == [0, 1, 2]
+
+    monkeypatch.setattr(batch_api, "MAX_POLL_ERRORS", 2)
+    server.failing_looks = 10
+    inp2 = write_input(tmp_path / "in2.jsonl", 3)
+    out2 = str(tmp_path / "out2.jsonl")
+    rc = bai.cli.run(bai.main, base_argv(inp2, out2, server.url, "--batch_api",
+                                         "--poll_interval", "0.01"))
+    assert rc == 1 and server.failing_looks == 7
+    assert read(out2) == []
+    # the rerun re-attaches to the same batch once the server answers again
+    server.failing_looks = 0
+    assert run_batch(server, inp2, out2) == 0
+    assert len(server.batches) == 2
+    assert sorted(r["index"] for r in read(out2)) == [0, 1, 2]

@@ -577,6 +577,11 @@ def download(client: openai.OpenAI, file_id: str, path: str) -> None:
     os.replace(tmp, path)
 
 
+# errors of a look at a batch that the next poll may not meet; more than this many in a row
+# stop the run (a rerun re-attaches)
+TRANSIENT = (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)
+MAX_POLL_ERRORS = 30
+
 MISSING_REASON = {"expired": status.FAIL_BATCH_EXPIRED, "cancelled": status.FAIL_BATCH_CANCELLED,
                   "failed": status.FAIL_BATCH_FAILED, "completed": status.FAIL_NO_RESULT}
 
@@ -690,13 +695,24 @@ def poll(client: openai.OpenAI, args: argparse.Namespace, endpoint: Endpoint, st
     are collected (or once, with --batch_no_wait). Returns how many are still running."""
     progress = BatchProgress(state, args.no_progress)
     seen: dict[str, Any] = {}
+    looker = client.with_options(max_retries=0)   # the next poll is the retry
+    errors = 0
     try:
         while True:
             submit_more(client, args, state)
             for part in state["parts"]:
                 if part["collected"] or not part["batch_id"]:
                     continue
-                b = client.batches.retrieve(part["batch_id"])
+                try:
+                    b = looker.batches.retrieve(part["batch_id"])
+                except TRANSIENT as exc:
+                    errors += 1
+                    if errors > MAX_POLL_ERRORS:
+                        raise
+                    log.warning("looking at batch %s failed (%s); trying again at the next poll",
+                                part["batch_id"], redact(str(exc), endpoint.key)[:200])
+                    continue
+                errors = 0
                 seen[b.id] = b
                 if b.status != part["status"]:
                     part["status"] = b.status

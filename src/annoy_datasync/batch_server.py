@@ -10,7 +10,7 @@ none is left it is completed, with an output file (status 200 lines) and an erro
 rest). ``expire_after=N`` makes a batch expire after N answered requests: the rest go to the
 error file with code ``batch_expired``. ``fail_validation=True`` fails every batch at once,
 without files. A cancelled batch keeps what it answered; the rest is in no file.
-``hook(event, detail)`` is called for "upload", "create" (before the batch exists),
+``failing_looks=N`` answers the first N retrieves with 503. ``hook(event, detail)`` is called for "upload", "create" (before the batch exists),
 "created" (after it exists, before the answer is sent), "retrieve" and "content"; the tests
 use it to kill the client at those moments.
 """
@@ -44,12 +44,13 @@ def echo(custom_id: str, body: dict) -> tuple[int, dict]:
 class BatchServer:
     def __init__(self, responder: Responder = echo, per_poll: int | None = None,
                  expire_after: int | None = None, fail_validation: bool = False,
-                 hook: Callable[[str, str], None] | None = None):
+                 hook: Callable[[str, str], None] | None = None, failing_looks: int = 0):
         self.responder = responder
         self.per_poll = per_poll
         self.expire_after = expire_after
         self.fail_validation = fail_validation
         self.hook = hook or (lambda event, detail: None)
+        self.failing_looks = failing_looks      # the first this-many retrieves answer 503
         self.files: dict[str, dict] = {}
         self.batches: dict[str, dict] = {}
         self.answered: dict[str, list] = {}      # batch id -> [(custom_id, code, body)]
@@ -127,6 +128,9 @@ class BatchServer:
                         b["cancelling_at"] = int(time.time())
                     return 200, b
                 if method == "GET" and len(parts) == 2:
+                    if self.failing_looks > 0:
+                        self.failing_looks -= 1
+                        return 503, {"error": {"message": "try later", "type": "server_error"}}
                     self.hook("retrieve", b["id"])
                     self.advance(b)
                     return 200, b
