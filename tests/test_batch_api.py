@@ -413,3 +413,17 @@ def test_polling_outlasts_a_few_failed_looks_but_not_many(serve, tmp_path, monke
     assert run_batch(server, inp2, out2) == 0
     assert len(server.batches) == 2
     assert sorted(r["index"] for r in read(out2)) == [0, 1, 2]
+
+
+def test_a_second_run_on_the_same_batches_is_refused(serve, tmp_path, capsys):
+    import fcntl
+    server = serve()
+    inp = write_input(tmp_path / "in.jsonl", 2)
+    out = str(tmp_path / "out.jsonl")
+    with open(out + ".batch_state.json.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        rc = bai.cli.run(bai.main, base_argv(inp, out, server.url, "--batch_api"))
+    assert rc == 1 and "another run" in capsys.readouterr().err
+    assert server.batches == {} and server.files == {}
+    assert run_batch(server, inp, out) == 0
+    assert len(read(out)) == 2

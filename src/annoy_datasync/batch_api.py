@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -35,7 +36,7 @@ import re
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -393,9 +394,23 @@ def run(args: argparse.Namespace, rewrite: FailureRewriter) -> str:
     client = openai.OpenAI(api_key=endpoint.key, base_url=endpoint.base_url, max_retries=5,
                            timeout=max(args.timeout, 600.0))
     try:
-        return run_live(args, endpoint, client, rewrite, start)
+        with state_lock(args.batch_state):
+            return run_live(args, endpoint, client, rewrite, start)
     finally:
         client.close()
+
+
+@contextlib.contextmanager
+def state_lock(path: str) -> Iterator[None]:
+    """Hold ``<state>.lock`` for the run: two runs on one state file would submit twice."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path + ".lock", "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(f"{path}: another run is using these batches (it holds "
+                             f"{path}.lock); wait for it or stop it first") from None
+        yield
 
 
 def write_offline(args: argparse.Namespace, rewrite: FailureRewriter, start: float) -> str:
