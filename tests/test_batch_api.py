@@ -194,6 +194,22 @@ def test_offline_pair_gives_the_live_output(tmp_path):
     assert sorted(r["index"] for r in read(off)) == sorted(got)
 
 
+def test_read_batch_output_counts_lines_without_a_result(tmp_path, capsys):
+    inp = write_input(tmp_path / "in.jsonl", 6)
+    req = str(tmp_path / "req.jsonl")
+    assert bai.main(base_argv(inp, str(tmp_path / "o.jsonl"), "http://x/v1",
+                              "--write_batch_file", req)) == 0
+    results = tmp_path / "results.jsonl"
+    rows = [r for r in vllm_results(req) if r["custom_id"] not in ("row-1", "row-4")]
+    results.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    capsys.readouterr()
+    out = str(tmp_path / "o.jsonl")
+    assert bai.main(base_argv(inp, out, "http://x/v1", "--read_batch_output", str(results))) == 0
+    err = capsys.readouterr().err
+    assert "succeeded=4" in err and "not_in_results=2" in err
+    assert sorted(r["index"] for r in read(out)) == [0, 2, 3, 5]
+
+
 def test_read_batch_output_names_file_and_line(tmp_path, capsys):
     inp = write_input(tmp_path / "in.jsonl", 3)
     bad = tmp_path / "res.jsonl"

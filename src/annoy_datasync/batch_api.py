@@ -446,6 +446,15 @@ def read_offline(args: argparse.Namespace, rewrite: FailureRewriter, start: floa
         sink.out.close()
         sink.failed.close()
         raise
+    # lines these results do not cover (a partial run, or files left out): no row, no failure
+    missing = 0
+    with open(args.input, "rb") as fh:
+        for index, raw in enumerate(fh):
+            if args.limit is not None and index >= args.limit:
+                break
+            missing += bool(raw.strip()) and index not in results and index not in sink.done
+    if missing:
+        sink.counts["not_in_results"] = missing
     return finish(args, sink, already, rewrite, start)
 
 
