@@ -686,8 +686,8 @@ def run_live(args: argparse.Namespace, endpoint: Endpoint, client: openai.OpenAI
     sink = open_sink(args)
     already = sink.done.count
     state = load_state(args.batch_state)
-    if state is not None:
-        check_state(state, args, endpoint, args.batch_state)
+    if state is not None and not all(p["collected"] for p in state["parts"]):
+        check_state(state, args, endpoint, args.batch_state)   # batches of this run only
     if state is None or all(p["collected"] for p in state["parts"]):
         if args.batch_cancel:
             raise InputError(f"{args.batch_state}: no batch left to cancel")
