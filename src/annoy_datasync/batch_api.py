@@ -70,21 +70,21 @@ def add_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch_api", action="store_true",
                    help="send through the provider's Batch API; rerun the same command to "
                         "re-attach after a kill, and again later to resubmit what failed")
-    g.add_argument("--poll_interval", type=float, default=60.0,
+    g.add_argument("--poll_interval", metavar="S", type=float, default=60.0,
                    help="seconds between two looks at the batches (default 60)")
-    g.add_argument("--batch_state", default=None,
+    g.add_argument("--batch_state", metavar="FILE", default=None,
                    help="state file of the batches (default: <output>.batch_state.json)")
-    g.add_argument("--batch_dir", default=None,
+    g.add_argument("--batch_dir", metavar="DIR", default=None,
                    help="directory of request files and downloads (default: <output>.batch)")
-    g.add_argument("--batch_max_requests", type=int, default=MAX_REQUESTS,
+    g.add_argument("--batch_max_requests", metavar="N", type=int, default=MAX_REQUESTS,
                    help=f"requests per batch at most (default {MAX_REQUESTS}, OpenAI's limit)")
-    g.add_argument("--batch_max_bytes", type=int, default=MAX_BYTES,
+    g.add_argument("--batch_max_bytes", metavar="BYTES", type=int, default=MAX_BYTES,
                    help=f"bytes per request file at most (default {MAX_BYTES}, OpenAI's limit)")
-    g.add_argument("--batch_max_active", type=int, default=0,
+    g.add_argument("--batch_max_active", metavar="N", type=int, default=0,
                    help="batches submitted at a time; the next part goes out when one "
                         "finishes (default 0: all at once). Keeps a large run under the "
                         "provider's limit of tokens enqueued per model")
-    g.add_argument("--completion_window", default="24h", help="batch window (default 24h)")
+    g.add_argument("--completion_window", metavar="WINDOW", default="24h", help="batch window (default 24h)")
     g.add_argument("--batch_no_wait", action="store_true",
                    help="submit (or look once at the batches) and return; rerun to collect")
     g.add_argument("--batch_cancel", action="store_true",
