@@ -42,6 +42,10 @@ Options:
   --answer_rule RULE    how answers are read: method (the last JSON object, holding the key)
                         or lenient (see README) [method]
   --drop_failed         leave out of the final file the predictions that failed both turns
+  --batch_api           the three inference rounds go through the endpoint's Batch API (half
+                        the price, answers within 24 h); each round waits for its batches,
+                        and a rerun re-attaches to them (see README, batch mode)
+  --poll_interval S     seconds between two looks at the batches [60]
   -h, --help            this help
 The steps run under $PYTHON (default: python, else python3).
 EOF
@@ -62,6 +66,7 @@ MAX_TOKENS="4096"
 LIMIT=""
 ANSWER_RULE="method"
 DROP_FAILED=()
+BATCH=()
 
 need() { [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value (see --help)"; }
 here() { [[ "$1" == /* ]] && echo "$1" || echo "$CALLER/$1"; }  # a caller's path, absolute
@@ -82,6 +87,8 @@ while [[ $# -gt 0 ]]; do
         --limit) need "$@"; LIMIT="$2"; shift 2 ;;
         --answer_rule) need "$@"; ANSWER_RULE="$2"; shift 2 ;;
         --drop_failed) DROP_FAILED=(--drop_failed); shift ;;
+        --batch_api) BATCH+=(--batch_api); shift ;;
+        --poll_interval) need "$@"; BATCH+=(--poll_interval "$2"); shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; die "unknown argument: $1" ;;
     esac
@@ -105,6 +112,7 @@ fi
 if [[ ${#ANSWERS[@]} -gt 0 ]]; then
     MODE="replay"
     [[ -z "$BASE_URL" ]] || die "--answers and --base_url exclude each other: replay answers, or ask a real endpoint"
+    [[ ${#BATCH[@]} -eq 0 ]] || die "--batch_api and --poll_interval need a real endpoint (--model), not recorded answers"
     for a in "${ANSWERS[@]}"; do [[ -f "$a" ]] || die "$a: no such answers file"; done
     MODEL="${MODEL:-replay}"
     NUM_THREAD="${NUM_THREAD:-1}"   # local answers are instant; one at a time keeps file order stable
@@ -214,6 +222,7 @@ infer() {  # infer INPUT OUTPUT (the replay server, if any, was started by run_s
     local args=(--input "$1" --output "$2" --model "$MODEL" --num_thread "$NUM_THREAD"
                 --temperature "$TEMPERATURE" --max_tokens "$MAX_TOKENS" --no_progress)
     [[ -n "$BASE" ]] && args+=(--base_url "$BASE")
+    args+=(${BATCH[@]+"${BATCH[@]}"})
     if [[ "$MODE" == "replay" ]]; then  # recorded answers: nothing worth caching
         OPENAI_API_KEY=sk-replay-demo "$PY" src/batched_api_inference.py "${args[@]}" --no_cache
     else

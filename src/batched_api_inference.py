@@ -27,7 +27,7 @@ import time
 from collections import Counter
 
 from annoy_datasync import cache as cache_lib
-from annoy_datasync import cli, prices
+from annoy_datasync import batch_api, cli, prices
 from annoy_datasync import client as client_lib
 from annoy_datasync.client import (Settings, StopFlag, messages_problem, resolve_endpoint,
                                    run_shard, scan_indices, scan_input)
@@ -99,7 +99,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "extra; about half the CPU per request at hundreds in flight) or "
                         "the SDK's default httpx; auto takes aiohttp when installed")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
+    batch_api.add_args(p)
     args = p.parse_args(argv)
+    batch_api.check_args(p, args)
     if args.num_process < 1 or args.num_thread < 1:
         p.error("--num_process and --num_thread must be at least 1")
     if args.max_retries < 0 or args.timeout <= 0 or args.backoff < 0:
@@ -149,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("httpx", "httpx2", "httpcore", "openai"):  # one INFO line per request
         logging.getLogger(noisy).setLevel(logging.WARNING)
     check_input(args.input)
+    if batch_api.requested(args):   # the Batch API, or its offline files
+        print(batch_api.run(args, rewrite_failures), file=sys.stderr)
+        return 0
     endpoints = [resolve_endpoint(args.model, url, args.key) for url in args.base_url or [None]]
     endpoint = endpoints[0]
     price = prices.resolve(args.model, args.price_in, args.price_out, args.prices)

@@ -93,6 +93,11 @@ TURN2_UNMATCHED = "turn2_unmatched"             # turn-2 record whose original_i
 # --- inference (batched_api_inference.py): added by the inference helper ---------------
 FAIL_BAD_INPUT = "bad_input"            # input line not JSON, not an object, or no "messages" list
 INFERENCE_SUCCEEDED = "succeeded"       # summary key of answered rows
+# batch mode (--batch_api): requests that a Batch API did not answer; a rerun resubmits them
+FAIL_BATCH_EXPIRED = "batch_expired"    # not processed within the completion window
+FAIL_BATCH_CANCELLED = "batch_cancelled"  # the batch was cancelled before this request ran
+FAIL_BATCH_FAILED = "batch_failed"      # the whole batch failed (e.g. its file did not validate)
+FAIL_NO_RESULT = "no_result"            # a finished batch returned no line for this request
 
 # --- parse_gen_ios.py and verify.py: summary keys ---------------------------------------
 PAIRS_KEPT = "pairs_kept"                       # I/O pairs written in kept samples

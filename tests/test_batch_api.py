@@ -1,0 +1,445 @@
+"""batched_api_inference.py --batch_api and the offline pair, against a Batch API on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+
+import batched_api_inference as bai
+from annoy_datasync import batch_api, status
+from annoy_datasync.batch_server import BatchServer, echo
+from annoy_datasync.chat_server import ChatServer, echo_responder
+
+SRC = os.path.join(os.path.dirname(__file__), os.pardir, "src")
+
+
+def write_input(path, n, bad_lines=()):
+    with open(path, "w") as fh:
+        for i in range(n):
+            if i in bad_lines:
+                fh.write('{"content": "no messages here"}\n')
+            else:
+                fh.write(json.dumps({"messages": [{"role": "user", "content": f"question {i}"}],
+                                     "itemid": i}) + "\n")
+    return str(path)
+
+
+def read(path):
+    if not os.path.exists(path):
+        return []
+    with open(path) as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def base_argv(inp, out, url="http://127.0.0.1:9/v1", *extra):
+    return ["--input", inp, "--output", out, "--model", "test-model", "--base_url", url,
+            "--no_progress", *extra]
+
+
+def run_batch(server, inp, out, *extra):
+    return bai.main(base_argv(inp, out, server.url, "--batch_api", "--poll_interval", "0.02",
+                              *extra))
+
+
+def by_index(rows):
+    return {r["index"]: r for r in rows}
+
+
+@pytest.fixture
+def serve():
+    servers = []
+
+    def start(**kw):
+        s = BatchServer(**kw).start()
+        servers.append(s)
+        return s
+
+    yield start
+    for s in servers:
+        s.stop()
+
+
+# --- request files ---------------------------------------------------------------------------
+def test_custom_id_round_trips():
+    for i in (0, 7, 1_000_000):
+        assert batch_api.index_of(batch_api.custom_id(i)) == i
+    for bad in ("7", "row-", "row-x", "row-1 ", None, 7, "request-1"):
+        assert batch_api.index_of(bad) is None
+
+
+def test_write_batch_file_splits_by_count_and_bytes(tmp_path):
+    inp = write_input(tmp_path / "in.jsonl", 25, bad_lines={3})
+    target = str(tmp_path / "req.jsonl")
+    rc = bai.main(base_argv(inp, str(tmp_path / "out.jsonl"), "http://x/v1",
+                            "--write_batch_file", target, "--batch_max_requests", "10"))
+    assert rc == 0
+    parts = [str(tmp_path / f"req.{k:03d}.jsonl") for k in (1, 2, 3)]
+    assert [len(read(p)) for p in parts] == [10, 10, 4]
+    assert not os.path.exists(target)
+    ids = [batch_api.index_of(x["custom_id"]) for p in parts for x in read(p)]
+    assert ids == [i for i in range(25) if i != 3]
+    first = read(parts[0])[0]
+    assert first["method"] == "POST" and first["url"] == "/v1/chat/completions"
+    assert first["body"]["model"] == "test-model"
+    assert first["body"]["messages"] == [{"role": "user", "content": "question 0"}]
+    assert [f["index"] for f in read(str(tmp_path / "out.jsonl.failed.jsonl"))] == [3]
+
+    # by bytes: each line is about 200 bytes, so a 1024-byte cap holds 4-5 of them
+    target2 = str(tmp_path / "b.jsonl")
+    bai.main(base_argv(inp, str(tmp_path / "out2.jsonl"), "http://x/v1",
+                       "--write_batch_file", target2, "--batch_max_bytes", "1024"))
+    files = sorted(p for p in os.listdir(tmp_path) if p.startswith("b."))
+    assert len(files) > 4
+    seen = []
+    for name in files:
+        path = tmp_path / name
+        assert os.path.getsize(path) <= 1024
+        seen += [batch_api.index_of(x["custom_id"]) for x in read(path)]
+    assert seen == [i for i in range(25) if i != 3]
+
+
+def test_write_batch_file_one_part_keeps_the_name(tmp_path):
+    inp = write_input(tmp_path / "in.jsonl", 5)
+    target = str(tmp_path / "req.jsonl")
+    assert bai.main(base_argv(inp, str(tmp_path / "o.jsonl"), "http://x/v1",
+                              "--write_batch_file", target)) == 0
+    assert len(read(target)) == 5
+
+
+def completion(content, finish="stop"):
+    return {"choices": [{"index": 0, "finish_reason": finish,
+                         "message": {"role": "assistant", "content": content}}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}}
+
+
+@pytest.mark.parametrize("line, ok, reason, text", [
+    ({"response": {"status_code": 200, "body": completion("hi")}, "error": None}, True, None, ""),
+    ({"response": {"status_code": 200, "body": completion("hi", "length")}}, False,
+     status.FAIL_LENGTH, "max_tokens"),
+    ({"response": {"status_code": 200, "body": completion("  ")}}, False, status.FAIL_EMPTY, "empty"),
+    # OpenAI: the error inside the body
+    ({"response": {"status_code": 429, "body": {"error": {"message": "slow down"}}}}, False,
+     status.FAIL_RATE_LIMIT, "slow down"),
+    ({"response": {"status_code": 500, "body": {"error": {"message": "oops"}}}}, False,
+     status.FAIL_SERVER, "oops"),
+    # vLLM: no body, the error object (or a plain message) beside the response
+    ({"response": {"status_code": 400, "body": None},
+      "error": {"object": "error", "message": "too long", "code": 400}}, False,
+     status.FAIL_BAD_REQUEST, "too long"),
+    ({"response": {"status_code": 400}, "error": "bad json in request"}, False,
+     status.FAIL_BAD_REQUEST, "bad json"),
+    # OpenAI's error file for a request the window did not reach
+    ({"response": None, "error": {"code": "batch_expired", "message": "window"}}, False,
+     status.FAIL_BATCH_EXPIRED, "window"),
+    ({"response": None, "error": None}, False, status.FAIL_OTHER, "no response"),
+])
+def test_classify_result(line, ok, reason, text):
+    res = batch_api.classify_result(line, max_tokens=100)
+    assert res.ok is ok
+    assert res.reason == reason
+    assert text in res.error
+    if ok:
+        assert res.output == "hi" and res.usage["completion_tokens"] == 7
+
+
+def vllm_results(request_file, fail=()):
+    """What vLLM's run_batch writes for a request file: one line per request, any order."""
+    rows = []
+    for n, req in enumerate(reversed(read(request_file))):
+        cid = req["custom_id"]
+        error = None
+        if batch_api.index_of(cid) in fail:
+            resp = {"status_code": 400, "request_id": f"vllm-{n}", "body": None}
+            error = {"object": "error", "message": "prompt too long", "type": "BadRequestError",
+                     "param": None, "code": 400}
+        else:
+            code, body = echo(cid, req["body"])
+            resp = {"status_code": code, "request_id": f"vllm-{n}", "body": body}
+        rows.append({"id": f"vllm-{n}", "custom_id": cid, "response": resp, "error": error})
+    return rows
+
+
+def test_offline_pair_gives_the_live_output(tmp_path):
+    inp = write_input(tmp_path / "in.jsonl", 12, bad_lines={5})
+    req = str(tmp_path / "req.jsonl")
+    assert bai.main(base_argv(inp, str(tmp_path / "off.jsonl"), "http://x/v1",
+                              "--write_batch_file", req)) == 0
+    results = tmp_path / "results.jsonl"
+    results.write_text("".join(json.dumps(r) + "\n" for r in vllm_results(req, fail={7})))
+    off = str(tmp_path / "off.jsonl")
+    assert bai.main(base_argv(inp, off, "http://x/v1", "--read_batch_output", str(results))) == 0
+
+    # the same requests answered live by the chat server, which answers "echo: <content>"
+    with ChatServer(echo_responder) as server:
+        live = str(tmp_path / "live.jsonl")
+        assert bai.main(base_argv(inp, live, server.url, "--backoff", "0.01")) == 0
+    got, want = by_index(read(off)), by_index(read(live))
+    assert set(got) == set(want) - {7}
+    for i in got:
+        g, w = dict(got[i]), dict(want[i])
+        assert g.pop("usage") and w.pop("usage")   # token counts differ between the servers
+        assert g == w
+    fails = {f["index"]: f for f in read(off + ".failed.jsonl")}
+    assert fails[5]["reason"] == status.FAIL_BAD_INPUT
+    assert fails[7]["reason"] == status.FAIL_BAD_REQUEST and "prompt too long" in fails[7]["error"]
+
+    # reading the same results again writes nothing twice
+    assert bai.main(base_argv(inp, off, "http://x/v1", "--read_batch_output", str(results))) == 0
+    assert sorted(r["index"] for r in read(off)) == sorted(got)
+
+
+def test_read_batch_output_counts_lines_without_a_result(tmp_path, capsys):
+    inp = write_input(tmp_path / "in.jsonl", 6)
+    req = str(tmp_path / "req.jsonl")
+    assert bai.main(base_argv(inp, str(tmp_path / "o.jsonl"), "http://x/v1",
+                              "--write_batch_file", req)) == 0
+    results = tmp_path / "results.jsonl"
+    rows = [r for r in vllm_results(req) if r["custom_id"] not in ("row-1", "row-4")]
+    results.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    capsys.readouterr()
+    out = str(tmp_path / "o.jsonl")
+    assert bai.main(base_argv(inp, out, "http://x/v1", "--read_batch_output", str(results))) == 0
+    err = capsys.readouterr().err
+    assert "succeeded=4" in err and "not_in_results=2" in err
+    assert sorted(r["index"] for r in read(out)) == [0, 2, 3, 5]
+
+
+def test_read_batch_output_names_file_and_line(tmp_path, capsys):
+    inp = write_input(tmp_path / "in.jsonl", 3)
+    bad = tmp_path / "res.jsonl"
+    bad.write_text('{"custom_id": "row-0", "response": null}\n{"custom_id": "other-1"}\n')
+    rc = bai.cli.run(bai.main, base_argv(inp, str(tmp_path / "o.jsonl"), "http://x/v1",
+                                         "--read_batch_output", str(bad)))
+    assert rc == 1
+    assert f"{bad}:2" in capsys.readouterr().err
+
+
+# --- live ------------------------------------------------------------------------------------
+def test_batch_completes_with_some_failed_requests(serve, tmp_path, capsys):
+    def responder(cid, body):
+        if batch_api.index_of(cid) % 4 == 1:
+            return 500, {"error": {"message": "overloaded", "type": "server_error"}}
+        return echo(cid, body)
+
+    server = serve(responder=responder, per_poll=3)
+    inp = write_input(tmp_path / "in.jsonl", 10, bad_lines={6})
+    out = str(tmp_path / "out.jsonl")
+    assert run_batch(server, inp, out, "--batch_max_requests", "4") == 0
+    assert len(server.batches) == 3
+    rows = read(out)
+    assert sorted(r["index"] for r in rows) == [0, 2, 3, 4, 7, 8]
+    r0 = by_index(rows)[0]
+    assert r0["output"] == "echo: question 0" and r0["itemid"] == 0
+    assert r0["model"] == "test-model" and r0["finish_reason"] == "stop"
+    assert set(r0) == {"messages", "itemid", "output", "model", "reasoning", "index",
+                       "finish_reason", "usage"}
+    fails = {f["index"]: f["reason"] for f in read(out + ".failed.jsonl")}
+    assert fails == {1: status.FAIL_SERVER, 5: status.FAIL_SERVER, 9: status.FAIL_SERVER,
+                     6: status.FAIL_BAD_INPUT}
+    err = capsys.readouterr().err
+    assert "succeeded=6" in err and "server_error=3" in err
+
+    # a rerun resubmits exactly the failed requests
+    server.responder = echo
+    assert run_batch(server, inp, out) == 0
+    assert len(server.batches) == 4
+    last = max(server.batches.values(), key=lambda b: int(b["id"].split("-")[1]))
+    resent = [batch_api.index_of(json.loads(x)["custom_id"])
+              for x in server.files[last["input_file_id"]]["content"].splitlines()]
+    assert resent == [1, 5, 9]
+    assert Counter(r["index"] for r in read(out)) == Counter(i for i in range(10) if i != 6)
+
+
+@pytest.mark.parametrize("how", ["expired", "cancelled", "failed"])
+def test_batch_that_does_not_complete(serve, tmp_path, how):
+    kw = {"expired": {"expire_after": 2}, "failed": {"fail_validation": True},
+          "cancelled": {"per_poll": 2}}[how]
+    server = serve(**kw)
+    inp = write_input(tmp_path / "in.jsonl", 6)
+    out = str(tmp_path / "out.jsonl")
+    if how == "cancelled":
+        # submit and look once (2 answered), then cancel: the answered two are kept
+        assert run_batch(server, inp, out, "--batch_no_wait") == 0
+        assert read(out) == []
+        assert run_batch(server, inp, out, "--batch_cancel") == 0
+    else:
+        assert run_batch(server, inp, out) == 0
+    answered = {"expired": [0, 1], "cancelled": [0, 1], "failed": []}[how]
+    assert sorted(r["index"] for r in read(out)) == answered
+    reason = {"expired": status.FAIL_BATCH_EXPIRED, "cancelled": status.FAIL_BATCH_CANCELLED,
+              "failed": status.FAIL_BATCH_FAILED}[how]
+    fails = read(out + ".failed.jsonl")
+    assert sorted(f["index"] for f in fails) == [i for i in range(6) if i not in answered]
+    assert {f["reason"] for f in fails} == {reason}
+    # the rerun resubmits exactly those, in one new batch
+    server.expire_after = None
+    server.fail_validation = False
+    server.per_poll = None
+    n = len(server.batches)
+    assert run_batch(server, inp, out) == 0
+    assert len(server.batches) == n + 1
+    assert Counter(r["index"] for r in read(out)) == Counter(range(6))
+    assert read(out + ".failed.jsonl") == []
+
+
+def test_state_is_recorded_and_other_flags_refused(serve, tmp_path, capsys):
+    server = serve(per_poll=1)
+    inp = write_input(tmp_path / "in.jsonl", 3)
+    out = str(tmp_path / "out.jsonl")
+    assert run_batch(server, inp, out, "--batch_no_wait") == 0
+    state = json.load(open(out + ".batch_state.json"))
+    assert state["parts"][0]["batch_id"] in server.batches
+    assert state["parts"][0]["file_id"] in server.files
+    rc = bai.cli.run(bai.main, base_argv(inp, out, server.url, "--batch_api") +
+                     ["--model", "other-model"])
+    assert rc == 1 and "batch_state" in capsys.readouterr().err
+
+
+def run_killed(server, inp, out, event, victim):
+    """Run the step in a child process; the server kills it at `event`."""
+    cmd = [sys.executable, os.path.join(SRC, "batched_api_inference.py"),
+           *base_argv(inp, out, server.url, "--batch_api", "--poll_interval", "0.02")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONPATH": SRC})
+    victim.append(proc.pid)
+    rc = proc.wait(timeout=60)
+    return rc
+
+
+@pytest.mark.parametrize("event", ["upload", "create", "created", "retrieve", "content"])
+def test_killed_run_resumes_without_duplicates(serve, tmp_path, event):
+    victim: list[int] = []
+    fired = []
+
+    def hook(ev, detail):
+        if ev == event and not fired and victim:
+            fired.append(detail)
+            os.kill(victim[0], signal.SIGKILL)
+
+    server = serve(hook=hook)
+    inp = write_input(tmp_path / "in.jsonl", 7)
+    out = str(tmp_path / "out.jsonl")
+    assert run_killed(server, inp, out, event, victim) == -signal.SIGKILL
+    assert fired
+    server.hook = lambda ev, detail: None
+    assert run_batch(server, inp, out) == 0
+    assert len(server.batches) == 1, "a batch was submitted twice"
+    assert Counter(r["index"] for r in read(out)) == Counter(range(7))
+    assert read(out + ".failed.jsonl") == []
+
+
+def test_batch_max_active_submits_one_part_at_a_time(serve, tmp_path):
+    running_at_create = []
+
+    def hook(event, detail):
+        if event == "create":
+            running_at_create.append(sum(b["status"] not in batch_api.TERMINAL
+                                         for b in server.batches.values()))
+
+    server = serve(hook=hook, per_poll=2)
+    inp = write_input(tmp_path / "in.jsonl", 9)
+    out = str(tmp_path / "out.jsonl")
+    assert run_batch(server, inp, out, "--batch_max_requests", "3", "--batch_max_active", "1") == 0
+    assert running_at_create == [0, 0, 0]
+    assert Counter(r["index"] for r in read(out)) == Counter(range(9))
+
+
+def test_cancel_before_submission_fails_the_parts_not_sent(serve, tmp_path):
+    server = serve(per_poll=1)
+    inp = write_input(tmp_path / "in.jsonl", 4)
+    out = str(tmp_path / "out.jsonl")
+    assert run_batch(server, inp, out, "--batch_max_requests", "2", "--batch_max_active", "1",
+                     "--batch_no_wait") == 0
+    assert len(server.batches) == 1
+    assert run_batch(server, inp, out, "--batch_cancel") == 0
+    assert len(server.batches) == 1
+    assert sorted(r["index"] for r in read(out)) == [0]
+    fails = {f["index"]: f["reason"] for f in read(out + ".failed.jsonl")}
+    assert fails == {1: status.FAIL_BATCH_CANCELLED, 2: status.FAIL_BATCH_CANCELLED,
+                     3: status.FAIL_BATCH_CANCELLED}
+
+
+def test_run_pipeline_sends_the_three_rounds_as_batches(serve, tmp_path):
+    server = serve()
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "run"
+    cmd = ["bash", os.path.join(root, "scripts", "run_pipeline.sh"), "--model", "test-model",
+           "--base_url", server.url, "--out_dir", str(out), "--limit", "1", "--batch_api",
+           "--poll_interval", "0.05"]
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHON": sys.executable})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(server.batches) == 3
+    for name in ("rawcode_unified.jsonl", "spec_gens.jsonl", "spec_gens_rev.jsonl"):
+        rows = read(out / name)
+        assert rows and all(r["output"].startswith("echo: ") for r in rows)
+    # with recorded answers there is no Batch API to send to
+    proc = subprocess.run(cmd[:2] + ["--out_dir", str(tmp_path / "replay"), "--batch_api"],
+                          cwd=root, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "--batch_api" in proc.stderr
+
+
+def test_collecting_again_writes_no_row_twice(serve, tmp_path):
+    """A kill after a batch's rows were written but before it was marked collected: the
+    rerun downloads and converts it again and skips what is in the output."""
+    server = serve(responder=lambda cid, body: (500, {"error": {"message": "x"}})
+                   if cid == "row-2" else echo(cid, body))
+    inp = write_input(tmp_path / "in.jsonl", 5)
+    out = str(tmp_path / "out.jsonl")
+    assert run_batch(server, inp, out, "--batch_max_requests", "3") == 0
+    state_path = out + ".batch_state.json"
+    state = json.load(open(state_path))
+    for part in state["parts"]:
+        part["collected"] = False
+    # the request files are removed once collected; put them back
+    for part in state["parts"]:
+        with open(part["request_file"], "wb") as fh:
+            fh.write(server.files[part["file_id"]]["content"])
+    json.dump(state, open(state_path, "w"))
+    assert run_batch(server, inp, out) == 0
+    assert len(server.batches) == 2
+    assert Counter(r["index"] for r in read(out)) == Counter([0, 1, 3, 4])
+    assert [f["index"] for f in read(out + ".failed.jsonl")] == [2]
+
+
+def test_polling_outlasts_a_few_failed_looks_but_not_many(serve, tmp_path, monkeypatch):
+    server = serve(failing_looks=4)
+    inp = write_input(tmp_path / "in.jsonl", 3)
+    out = str(tmp_path / "out.jsonl")
+    assert run_batch(server, inp, out) == 0
+    assert server.failing_looks == 0
+    assert sorted(r["index"] for r in read(out)) == [0, 1, 2]
+
+    monkeypatch.setattr(batch_api, "MAX_POLL_ERRORS", 2)
+    server.failing_looks = 10
+    inp2 = write_input(tmp_path / "in2.jsonl", 3)
+    out2 = str(tmp_path / "out2.jsonl")
+    rc = bai.cli.run(bai.main, base_argv(inp2, out2, server.url, "--batch_api",
+                                         "--poll_interval", "0.01"))
+    assert rc == 1 and server.failing_looks == 7
+    assert read(out2) == []
+    # the rerun re-attaches to the same batch once the server answers again
+    server.failing_looks = 0
+    assert run_batch(server, inp2, out2) == 0
+    assert len(server.batches) == 2
+    assert sorted(r["index"] for r in read(out2)) == [0, 1, 2]
+
+
+def test_a_second_run_on_the_same_batches_is_refused(serve, tmp_path, capsys):
+    import fcntl
+    server = serve()
+    inp = write_input(tmp_path / "in.jsonl", 2)
+    out = str(tmp_path / "out.jsonl")
+    with open(out + ".batch_state.json.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        rc = bai.cli.run(bai.main, base_argv(inp, out, server.url, "--batch_api"))
+    assert rc == 1 and "another run" in capsys.readouterr().err
+    assert server.batches == {} and server.files == {}
+    assert run_batch(server, inp, out) == 0
+    assert len(read(out)) == 2
