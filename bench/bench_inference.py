@@ -23,7 +23,7 @@ Pacing (``--pace_only``, or after the above unless ``--no_pace``):
   6. rate limit: a server that allows --pace_rpm requests per minute (continuous refill,
      one second of burst, 429 with Retry-After and x-ratelimit-* headers), the step with
      --rpm, without it (learned from the headers), and against the same server without
-     headers (only the adaptive window and backoff hold it back; 0.5 s latency): the
+     headers (the rate is inferred from 429s; 0.5 s latency): the
      sustained rate after the first minute as a fraction of the limit, and the share of
      requests answered 429 after it.
 
@@ -328,7 +328,7 @@ def latency_mix(n: int, in_flight: int, tmp: str) -> None:
 def rate_limited(rpm: float, n: int, nthread: int, tmp: str) -> None:
     for label, extra, headers in (("--rpm given", ["--rpm", f"{rpm:g}"], True),
                                   ("learned from headers", [], True),
-                                  ("no headers, no --rpm: the window alone", [], False)):
+                                  ("no headers, no --rpm: inferred from 429s", [], False)):
         server = ChatServer(lambda req: Reply(content="The answer is 42.", delay=0.5),
                             rpm=rpm, limit_headers=headers).start()
         try:
