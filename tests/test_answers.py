@@ -128,3 +128,25 @@ def test_method_rule_never_raises_on_garbage():
         text = "".join(r.choice(alphabet) for _ in range(r.randint(0, 60)))
         got = extract_answer(text, "output")
         assert (got.value is None) != (got.reason == "")
+
+
+@pytest.mark.parametrize("text", [
+    "{" * 20_000 + "}" * 20_000,                    # braces nested thousands deep
+    "\\boxed{" * 3_000 + "}" * 3_000,               # boxes inside boxes
+    "{" * 20_000 + '{"output": 1}' + "}" * 20_000,  # an answer under thousands of wrappers
+])
+def test_method_rule_parses_deep_nesting_a_bounded_number_of_times(text, monkeypatch):
+    # Every parse attempt reads the whole span, so one attempt per nesting level made the
+    # rule quadratic (an 80,000-character answer of nested braces took minutes).
+    import annoy_datasync.answers as answers
+    calls = []
+    real = answers._method_loads
+    monkeypatch.setattr(answers, "_method_loads", lambda s: calls.append(len(s)) or real(s))
+    got = extract_answer(text, "output")
+    assert got.value is None and got.reason.startswith(INVALID)
+    assert len(calls) <= answers.MAX_DEPTH + 2
+
+
+def test_method_rule_unwraps_a_few_boxes_and_double_braces():
+    text = "\\boxed{" * 3 + '{{"output": [1, {"a": 2}]}}' + "}" * 3
+    assert extract_answer(text, "output").value == {"output": [1, {"a": 2}]}

@@ -609,9 +609,16 @@ def _method_object(text: str, scanned: bool = False) -> Any:
         return _method_loads(body)
     except _Refused as exc:
         first_error = exc
-    # \boxed{...} or {{...}} around the answer: its last inner object
-    while span.children and (_is_box(text, span) or _first_sig(text, span.start + 1, span.end) == "{"):
+    # \boxed{...} or {{...}} around the answer: its last inner object. At most MAX_DEPTH
+    # wrappers are unwrapped (a deeper answer is refused anyway) and a span that opens
+    # with another "{" is not parsed (it cannot be a JSON object), so text nested
+    # thousands deep costs linear time, not one parse of the whole text per level.
+    for _ in range(MAX_DEPTH):
+        if not (span.children and (_is_box(text, span) or _first_sig(text, span.start + 1, span.end) == "{")):
+            break
         span = span.children[-1]
+        if _first_sig(text, span.start + 1, span.end) == "{":
+            continue
         try:
             return _method_loads(text[span.start:span.end])
         except _Refused:
