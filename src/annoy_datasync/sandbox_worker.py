@@ -706,11 +706,15 @@ class Worker:
                     if bad:
                         killed = (S["CRASHED"], "bad frame", bad)
                     elif len(buf) < unread and not state["done"]:
-                        # a call ended (or loading did): the next one gets its own budget
+                        # a call ended (or loading did): the next one gets its own budget.
+                        # The full measurement is not put off: the job's other processes
+                        # (left out of `mark`) are charged only there, so with calls
+                        # shorter than the check interval a process left computing across
+                        # calls would never be measured.
                         now = time.monotonic()
                         mark = (now,) + self.job_usage(main=pid)
                         state["t_last"] = now
-                        next_check = now + self.check_after(lim, total, mark, mark)
+                        next_check = min(next_check, now + self.check_after(lim, total, mark, mark))
                 if killed or state["done"]:
                     break
                 if exited:
