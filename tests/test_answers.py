@@ -150,3 +150,18 @@ def test_method_rule_parses_deep_nesting_a_bounded_number_of_times(text, monkeyp
 def test_method_rule_unwraps_a_few_boxes_and_double_braces():
     text = "\\boxed{" * 3 + '{{"output": [1, {"a": 2}]}}' + "}" * 3
     assert extract_answer(text, "output").value == {"output": [1, {"a": 2}]}
+
+
+@pytest.mark.parametrize("text", [
+    'So the answer is: ```json\n{"output": 1}\n```',
+    'We have $\\{x\\}$ and \\frac{1}{2}, so ```json\n{"output": 1}\n```\n',
+])
+def test_a_json_block_opened_mid_line_is_read_by_both_rules(text):
+    # the fence that closes it stands alone on the last line: not a block left open
+    for rule in (METHOD, LENIENT):
+        assert extract_answer(text, "output", rule).value == {"output": 1}, rule
+
+
+def test_a_json_block_left_open_is_still_a_cut_off_answer_for_the_lenient_rule():
+    text = '{"output": 1} was a draft.\n```json\n{"output": 2'
+    assert extract_answer(text, "output", LENIENT).reason.startswith("incomplete")

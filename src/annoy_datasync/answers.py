@@ -449,6 +449,8 @@ def _open_fence_at_end(text: str) -> int | None:
     fences = _scan_fences([ln[:-1] if ln.endswith("\r") else ln for ln in lines])
     if not fences or fences[-1].closed or fences[-1].lang not in ("json", "json5", ""):
         return None
+    if not fences[-1].lang and not fences[-1].code.strip():
+        return None     # a bare ``` with nothing after it closes a block opened mid-line
     return sum(len(ln) + 1 for ln in lines[:fences[-1].open_line])
 
 
