@@ -4,8 +4,8 @@
   index of line offsets: memory grows by 8 bytes per parsed line, never with its content; a
   small LRU keeps recently used samples (gens files come grouped by sample).
 - The entry point of a sample is the function its ``funcname`` names (``main_solution`` when
-  the field is absent or null), called as the method calls it: ``f(**input)`` when the input is a JSON
-  object, ``f(input)`` otherwise.
+  the field is absent or null), called as the method calls it: ``f(**input)`` when the
+  input is a JSON object, ``f(input)`` otherwise.
 - Answers are read by `answers.extract_answer` under the rule given (the method's by default).
 - `Verifier.run(items)`: turns a stream of gens records into the same records with
   ``"res": {"status", "message"}`` added, in input order. Output predictions are compared with
