@@ -615,11 +615,14 @@ def _method_object(text: str, scanned: bool = False) -> Any:
     # wrappers are unwrapped (a deeper answer is refused anyway) and a span that opens
     # with another "{" is not parsed (it cannot be a JSON object), so text nested
     # thousands deep costs linear time, not one parse of the whole text per level.
+    def doubled(s: _Span) -> bool:
+        return _first_sig(text, s.start + 1, s.end) == "{"
+
     for _ in range(MAX_DEPTH):
-        if not (span.children and (_is_box(text, span) or _first_sig(text, span.start + 1, span.end) == "{")):
+        if not (span.children and (_is_box(text, span) or doubled(span))):
             break
         span = span.children[-1]
-        if _first_sig(text, span.start + 1, span.end) == "{":
+        if doubled(span):
             continue
         try:
             return _method_loads(text[span.start:span.end])

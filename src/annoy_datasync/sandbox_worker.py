@@ -714,7 +714,8 @@ class Worker:
                         now = time.monotonic()
                         mark = (now,) + self.job_usage(main=pid)
                         state["t_last"] = now
-                        next_check = min(next_check, now + self.check_after(lim, total, mark, mark))
+                        next_check = min(next_check,
+                                         now + self.check_after(lim, total, mark, mark))
                 if killed or state["done"]:
                     break
                 if exited:
