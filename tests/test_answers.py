@@ -165,3 +165,15 @@ def test_a_json_block_opened_mid_line_is_read_by_both_rules(text):
 def test_a_json_block_left_open_is_still_a_cut_off_answer_for_the_lenient_rule():
     text = '{"output": 1} was a draft.\n```json\n{"output": 2'
     assert extract_answer(text, "output", LENIENT).reason.startswith("incomplete")
+
+
+def test_lenient_rule_unescapes_a_bounded_number_of_latex_objects(monkeypatch):
+    # {\{ nested thousands deep: one unescape of the whole span per level was quadratic
+    import annoy_datasync.answers as answers
+    calls = []
+    real = answers._unescape_latex_object
+    monkeypatch.setattr(answers, "_unescape_latex_object", lambda s: calls.append(1) or real(s))
+    text = "{\\{" * 5_000 + "\\}}" * 5_000
+    assert extract_answer(text, "output", LENIENT).value is None
+    assert len(calls) <= answers.MAX_DEPTH
+    assert extract_answer('\\boxed{\\{"output": 7\\}}', "output", LENIENT).value == {"output": 7}

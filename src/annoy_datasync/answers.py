@@ -485,13 +485,15 @@ def _last_object(text: str, roots: list[_Span], key: str | None) -> tuple[_Span 
     saw_keyless = False
     budget = MAX_RIVALS     # objects read around the last answer before giving up
     todo = list(roots)      # popped from the end: reverse document order, parents first
+    unescapes = MAX_DEPTH   # each reads its whole span: a bounded number keeps this linear
     while todo:
         span = todo.pop()
         if last is not None and span.end <= container[0]:
             break
         first = _first_sig(text, span.start + 1, span.end)
         body = None
-        if first == "\\":                  # \boxed{\{"output": 3\}}: LaTeX-escaped braces
+        if first == "\\" and unescapes > 0:  # \boxed{\{"output": 3\}}: LaTeX-escaped braces
+            unescapes -= 1
             body = _unescape_latex_object(text[span.start:span.end])
             first = _first_sig(body, 1, len(body)) if body else first
         if first not in ('"', "'", "}"):
