@@ -1007,6 +1007,27 @@ def main_solution(i):
     assert settle(ex) == []
 
 
+def test_an_ended_child_is_charged_once_not_to_every_later_call(ex):
+    """The first call forks a child that burns 0.35 s and ends, never waited for (a
+    zombie), and outlives it; each later call burns 0.25 s itself. Every call is within
+    the 0.5 s budget: the zombie's CPU must not be charged again to each later call."""
+    code = BURN + """
+def main_solution(i):
+    if i == 0:
+        if os.fork() == 0:
+            burn(0.35)
+            os._exit(0)
+        time.sleep(0.8)
+    else:
+        burn(0.25)
+        time.sleep(0.3)
+    return i
+"""
+    res = ex.run_calls(code, [{"i": i} for i in range(5)], limits=CPU_ONLY).result(120)
+    assert [r.status for r in res] == [status.SUCCESS] * 5, [r.error_type for r in res]
+    assert settle(ex) == []
+
+
 @pytest.mark.parametrize("where", ["process", "thread"])
 def test_load_slows_a_job_but_does_not_time_it_out(ex, where):
     """Under load a job waits for a CPU: its CPU budget is what it was, and its idle
