@@ -128,3 +128,52 @@ def test_method_rule_never_raises_on_garbage():
         text = "".join(r.choice(alphabet) for _ in range(r.randint(0, 60)))
         got = extract_answer(text, "output")
         assert (got.value is None) != (got.reason == "")
+
+
+@pytest.mark.parametrize("text", [
+    "{" * 20_000 + "}" * 20_000,                    # braces nested thousands deep
+    "\\boxed{" * 3_000 + "}" * 3_000,               # boxes inside boxes
+    "{" * 20_000 + '{"output": 1}' + "}" * 20_000,  # an answer under thousands of wrappers
+])
+def test_method_rule_parses_deep_nesting_a_bounded_number_of_times(text, monkeypatch):
+    # Every parse attempt reads the whole span, so one attempt per nesting level made the
+    # rule quadratic (an 80,000-character answer of nested braces took minutes).
+    import annoy_datasync.answers as answers
+    calls = []
+    real = answers._method_loads
+    monkeypatch.setattr(answers, "_method_loads", lambda s: calls.append(len(s)) or real(s))
+    got = extract_answer(text, "output")
+    assert got.value is None and got.reason.startswith(INVALID)
+    assert len(calls) <= answers.MAX_DEPTH + 2
+
+
+def test_method_rule_unwraps_a_few_boxes_and_double_braces():
+    text = "\\boxed{" * 3 + '{{"output": [1, {"a": 2}]}}' + "}" * 3
+    assert extract_answer(text, "output").value == {"output": [1, {"a": 2}]}
+
+
+@pytest.mark.parametrize("text", [
+    'So the answer is: ```json\n{"output": 1}\n```',
+    'We have $\\{x\\}$ and \\frac{1}{2}, so ```json\n{"output": 1}\n```\n',
+])
+def test_a_json_block_opened_mid_line_is_read_by_both_rules(text):
+    # the fence that closes it stands alone on the last line: not a block left open
+    for rule in (METHOD, LENIENT):
+        assert extract_answer(text, "output", rule).value == {"output": 1}, rule
+
+
+def test_a_json_block_left_open_is_still_a_cut_off_answer_for_the_lenient_rule():
+    text = '{"output": 1} was a draft.\n```json\n{"output": 2'
+    assert extract_answer(text, "output", LENIENT).reason.startswith("incomplete")
+
+
+def test_lenient_rule_unescapes_a_bounded_number_of_latex_objects(monkeypatch):
+    # {\{ nested thousands deep: one unescape of the whole span per level was quadratic
+    import annoy_datasync.answers as answers
+    calls = []
+    real = answers._unescape_latex_object
+    monkeypatch.setattr(answers, "_unescape_latex_object", lambda s: calls.append(1) or real(s))
+    text = "{\\{" * 5_000 + "\\}}" * 5_000
+    assert extract_answer(text, "output", LENIENT).value is None
+    assert len(calls) <= answers.MAX_DEPTH
+    assert extract_answer('\\boxed{\\{"output": 7\\}}', "output", LENIENT).value == {"output": 7}

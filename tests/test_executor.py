@@ -982,6 +982,52 @@ def test_budgets_are_per_call(ex):
     assert [r.status for r in res] == [status.SUCCESS] * 3
 
 
+def test_a_process_left_computing_across_short_calls_is_stopped(ex):
+    """The first call leaves a detached process (double fork, setsid, SIGTERM and SIGXCPU
+    ignored) spinning; every later call returns within 0.1 s, less than the interval of
+    the job's full measurement. Its CPU is charged to the call running when it is
+    measured: a batch of 40 such calls (4 s) cannot go on computing past the 0.5 s budget."""
+    code = """
+import os, signal, time
+def main_solution(i):
+    if i == 0 and os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGXCPU, signal.SIG_IGN)
+            while True:
+                pass
+        os._exit(0)
+    time.sleep(0.1)
+    return i
+"""
+    res = ex.run_calls(code, [{"i": i} for i in range(40)], limits=CPU_ONLY).result(120)
+    timeouts = [k for k, r in enumerate(res) if r.status == status.TIMEOUT]
+    assert timeouts and res[timeouts[0]].error_type == "cpu", [r.status for r in res]
+    assert settle(ex) == []
+
+
+def test_an_ended_child_is_charged_once_not_to_every_later_call(ex):
+    """The first call forks a child that burns 0.35 s and ends, never waited for (a
+    zombie), and outlives it; each later call burns 0.25 s itself. Every call is within
+    the 0.5 s budget: the zombie's CPU must not be charged again to each later call."""
+    code = BURN + """
+def main_solution(i):
+    if i == 0:
+        if os.fork() == 0:
+            burn(0.35)
+            os._exit(0)
+        time.sleep(0.8)
+    else:
+        burn(0.25)
+        time.sleep(0.3)
+    return i
+"""
+    res = ex.run_calls(code, [{"i": i} for i in range(5)], limits=CPU_ONLY).result(120)
+    assert [r.status for r in res] == [status.SUCCESS] * 5, [r.error_type for r in res]
+    assert settle(ex) == []
+
+
 @pytest.mark.parametrize("where", ["process", "thread"])
 def test_load_slows_a_job_but_does_not_time_it_out(ex, where):
     """Under load a job waits for a CPU: its CPU budget is what it was, and its idle

@@ -315,3 +315,49 @@ def test_requirements_exec_modules_import(tmp_path):
         r = ex.run_calls(code, [{"names": names}]).result(120)[0]
     assert r.status == status.SUCCESS, r.message
     assert r.value == names
+
+
+def test_an_unmappable_user_namespace_leaves_the_worker_able_to_fork(open_tmp):  # noqa: F811
+    """Where an unprivileged user namespace is created but its uid map may not be written
+    (Ubuntu's AppArmor restriction), the worker carries on without namespaces: it must not
+    already be in a new PID namespace, where the first job's child is PID 1 and no process
+    can be forked once it has ended."""
+    py = _nobody_python()
+    if py is None:
+        pytest.skip("needs root, setpriv and an interpreter readable by uid 65534")
+    script = open_tmp / "unmapped.py"
+    script.write_text(textwrap.dedent(f"""
+        import builtins, json, os, sys
+        sys.path.insert(0, {str(SRC / "annoy_datasync")!r})
+        import sandbox_view
+
+        def refusing_open(path, *args, **kw):
+            if str(path).endswith(("uid_map", "gid_map", "setgroups")):
+                raise PermissionError(1, "Operation not permitted")
+            return builtins.open(path, *args, **kw)
+
+        sandbox_view.open = refusing_open
+        notes = []
+        try:
+            entered = sandbox_view.enter_namespaces(True, (), notes, lambda pid: os._exit(3))
+        except OSError as exc:      # what the worker does with a failed set-up
+            entered = "raised " + type(exc).__name__
+        forks = []
+        for _ in range(3):
+            try:
+                pid = os.fork()
+            except OSError as exc:
+                forks.append(type(exc).__name__)
+                continue
+            if pid == 0:
+                os._exit(0)
+            forks.append(os.waitpid(pid, 0)[1])
+        print(json.dumps([entered, forks, notes]))
+    """))
+    proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                           py, str(script)], capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin"}, cwd=str(open_tmp))
+    assert proc.returncode == 0, proc.stderr
+    entered, forks, notes = json.loads(proc.stdout.splitlines()[-1])
+    assert entered is False and forks == [0, 0, 0], (entered, forks)
+    assert any("no namespaces" in n for n in notes)

@@ -555,6 +555,23 @@ def test_entry_point_is_the_records_funcname(tmp_path, capsys):
     assert "recorded_hits=1" in capsys.readouterr().err
 
 
+def test_a_null_funcname_means_main_solution_and_a_bad_one_is_named(tmp_path):
+    """A file written from a table (pandas & co.) holds null where a record has no
+    funcname: that is main_solution, as for an absent field."""
+    from annoy_datasync.verification import ParsedIndex
+    parsed = tmp_path / "parsed.jsonl"
+    code = "def main_solution(x):\n    return x\n"
+    write_lines(parsed, [json.dumps({"refcode": code, "funcname": f, "ios": []})
+                         for f in (None, "f", "Solution.f", 3)])
+    index = ParsedIndex(parsed)
+    try:
+        assert [index.get(i).func for i in (0, 1)] == ["main_solution", "f"]
+        assert "not a function name" in index.get(2) and index.get(2).endswith("Solution.f\"")
+        assert "not a function name: 3" in index.get(3)
+    finally:
+        index.close()
+
+
 def test_a_raising_call_names_the_function(tmp_path):
     parsed, gens, out = tmp_path / "parsed.jsonl", tmp_path / "gens.jsonl", tmp_path / "v.jsonl"
     write_lines(parsed, [json.dumps({"refcode": "def f(n):\n    return 10 // n\n",

@@ -449,6 +449,8 @@ def _open_fence_at_end(text: str) -> int | None:
     fences = _scan_fences([ln[:-1] if ln.endswith("\r") else ln for ln in lines])
     if not fences or fences[-1].closed or fences[-1].lang not in ("json", "json5", ""):
         return None
+    if not fences[-1].lang and not fences[-1].code.strip():
+        return None     # a bare ``` with nothing after it closes a block opened mid-line
     return sum(len(ln) + 1 for ln in lines[:fences[-1].open_line])
 
 
@@ -483,13 +485,15 @@ def _last_object(text: str, roots: list[_Span], key: str | None) -> tuple[_Span 
     saw_keyless = False
     budget = MAX_RIVALS     # objects read around the last answer before giving up
     todo = list(roots)      # popped from the end: reverse document order, parents first
+    unescapes = MAX_DEPTH   # each reads its whole span: a bounded number keeps this linear
     while todo:
         span = todo.pop()
         if last is not None and span.end <= container[0]:
             break
         first = _first_sig(text, span.start + 1, span.end)
         body = None
-        if first == "\\":                  # \boxed{\{"output": 3\}}: LaTeX-escaped braces
+        if first == "\\" and unescapes > 0:  # \boxed{\{"output": 3\}}: LaTeX-escaped braces
+            unescapes -= 1
             body = _unescape_latex_object(text[span.start:span.end])
             first = _first_sig(body, 1, len(body)) if body else first
         if first not in ('"', "'", "}"):
@@ -609,9 +613,19 @@ def _method_object(text: str, scanned: bool = False) -> Any:
         return _method_loads(body)
     except _Refused as exc:
         first_error = exc
-    # \boxed{...} or {{...}} around the answer: its last inner object
-    while span.children and (_is_box(text, span) or _first_sig(text, span.start + 1, span.end) == "{"):
+    # \boxed{...} or {{...}} around the answer: its last inner object. At most MAX_DEPTH
+    # wrappers are unwrapped (a deeper answer is refused anyway) and a span that opens
+    # with another "{" is not parsed (it cannot be a JSON object), so text nested
+    # thousands deep costs linear time, not one parse of the whole text per level.
+    def doubled(s: _Span) -> bool:
+        return _first_sig(text, s.start + 1, s.end) == "{"
+
+    for _ in range(MAX_DEPTH):
+        if not (span.children and (_is_box(text, span) or doubled(span))):
+            break
         span = span.children[-1]
+        if doubled(span):
+            continue
         try:
             return _method_loads(text[span.start:span.end])
         except _Refused:

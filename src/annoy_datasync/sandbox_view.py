@@ -124,12 +124,22 @@ def enter_namespaces(allowed, proto_fds, notes, outer_wait):
     `proto_fds` and calls ``outer_wait(child_pid)``, which never returns. Returns False (and
     makes us a subreaper) when namespaces are refused or not `allowed`."""
     root = os.geteuid() == 0
-    flags = (CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC
-             | (0 if root else CLONE_NEWUSER))
+    flags = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC
     uid, gid = os.getuid(), os.getgid()
     try:
         if not allowed:
             raise OSError(errno.EPERM, "turned off by the caller")
+        if not root:
+            # The user namespace first, and alone: where it is created but may not be
+            # mapped (Ubuntu's AppArmor restriction of unprivileged user namespaces), the
+            # other namespaces are then refused too, and we carry on without any. Created
+            # together, the PID namespace would already hold our next child, and once that
+            # first job ended, no process could be forked any more.
+            unshare(CLONE_NEWUSER)
+            for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"),
+                               ("gid_map", f"{gid} {gid} 1")):
+                with open(f"/proc/self/{name}", "w") as f:
+                    f.write(text)
         unshare(flags)
     except OSError as exc:
         notes.append(f"no namespaces ({exc.strerror}): no network isolation, whole-tree "
@@ -140,11 +150,6 @@ def enter_namespaces(allowed, proto_fds, notes, outer_wait):
         except OSError:
             pass
         return False
-    if not root:
-        for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"),
-                           ("gid_map", f"{gid} {gid} 1")):
-            with open(f"/proc/self/{name}", "w") as f:
-                f.write(text)
     pid = os.fork()
     if pid:   # stay as the namespace's parent
         for fd in proto_fds:

@@ -637,6 +637,7 @@ class Worker:
         self.devnull = None     # /dev/null, the stdin of every job
         self.no_new_privs = False   # set on the worker itself: every job inherits it
         self.cpu_base = 0.0         # our RUSAGE_CHILDREN CPU time when the running job began
+        self.zombies: dict[int, int] = {}   # pid -> CPU ticks of the job's zombies (last scan)
         self.proc_readable = True   # /proc shows the job's live processes (see probe_proc)
         self.schedstat = True       # ... and their run-queue wait
 
@@ -766,6 +767,7 @@ class Worker:
         self._status = None
         ru = resource.getrusage(resource.RUSAGE_CHILDREN)   # the last job's are all reaped
         self.cpu_base = ru.ru_utime + ru.ru_stime
+        self.zombies = {}           # pid -> CPU ticks of the job's zombies at the last scan
         pid, hooks_ran = job_fork()
         if pid == 0:
             child_main(self.cfg, job, token, workdir,
@@ -875,11 +877,16 @@ class Worker:
                     if bad:
                         killed = (S["CRASHED"], "bad frame", bad)
                     elif len(buf) < unread and not state["done"]:
-                        # a call ended (or loading did): the next one gets its own budget
+                        # a call ended (or loading did): the next one gets its own budget.
+                        # The full measurement is not put off: the job's other processes
+                        # (left out of `mark`) are charged only there, so with calls
+                        # shorter than the check interval a process left computing across
+                        # calls would never be measured.
                         now = time.monotonic()
                         mark = (now,) + self.job_usage(main=pid)
                         state["t_last"] = now
-                        next_check = now + self.check_after(lim, total, mark, mark)
+                        next_check = min(next_check,
+                                         now + self.check_after(lim, total, mark, mark))
                 if killed or state["done"]:
                     break
                 if exited:
@@ -913,9 +920,11 @@ class Worker:
         """(CPU seconds, seconds spent waiting for a CPU) of the running job so far.
 
         With `main` (the job's own process), a quick reading at the end of a call: that
-        process only, no scan of /proc. The CPU time of the job's other live processes is
-        then charged to the next call too (never less than it used, so only code that
-        keeps processes computing across calls is short-changed).
+        process and the zombies the last full reading found, no scan of /proc. The CPU time
+        of the job's other live processes is then charged to the next call too (never less
+        than it used, so only code that keeps processes computing across calls is
+        short-changed); a zombie is charged once more at most, if it ended after the last
+        full reading.
 
         CPU: the job's processes that we reaped (RUSAGE_CHILDREN since the job began, which
         includes what they had reaped themselves) plus the live ones, read from
@@ -931,7 +940,11 @@ class Worker:
             return cpu, 0.0
         me = os.getpid()
         procs = {}
-        for entry in os.listdir("/proc") if main is None else (str(main),):
+        # A zombie's CPU time is final. Seen by a full scan, it is counted in every reading
+        # after it, also in the quick one that marks a call's start: otherwise each later
+        # call would be charged again with what an ended process used before it began.
+        quick = () if main is None else [str(z) for z in self.zombies]
+        for entry in os.listdir("/proc") if main is None else [str(main)] + quick:
             if entry.isdigit() and int(entry) != me:
                 try:
                     with open(f"/proc/{entry}/stat", "rb") as f:
@@ -940,6 +953,13 @@ class Worker:
                     continue     # gone meanwhile: it was reaped, RUSAGE_CHILDREN has it
         if not self.pidns and main is None:
             procs = descendants(procs, me)
+        zombies = {pid: sum(int(x) for x in f[11:15]) for pid, f in procs.items()
+                   if f[0] == b"Z" and pid != main}
+        if main is None:
+            self.zombies = zombies
+        else:       # still the zombie seen (not reaped meanwhile, its pid not reused)
+            procs = {pid: f for pid, f in procs.items()
+                     if pid == main or self.zombies.get(pid) == zombies.get(pid)}
         ticks, wait_ns = 0, 0
         for pid, fields in procs.items():
             ticks += sum(int(x) for x in fields[11:15])   # utime stime cutime cstime

@@ -4,8 +4,8 @@
   index of line offsets: memory grows by 8 bytes per parsed line, never with its content; a
   small LRU keeps recently used samples (gens files come grouped by sample).
 - The entry point of a sample is the function its ``funcname`` names (``main_solution`` when
-  the field is absent), called as the method calls it: ``f(**input)`` when the input is a JSON
-  object, ``f(input)`` otherwise.
+  the field is absent or null), called as the method calls it: ``f(**input)`` when the
+  input is a JSON object, ``f(input)`` otherwise.
 - Answers are read by `answers.extract_answer` under the rule given (the method's by default).
 - `Verifier.run(items)`: turns a stream of gens records into the same records with
   ``"res": {"status", "message"}`` added, in input order. Output predictions are compared with
@@ -234,7 +234,9 @@ class ParsedIndex:
         for field, typ in (("refcode", str), ("ios", list)):
             if not isinstance(rec.get(field), typ):
                 return f'{here} has no "{field}" {typ.__name__}'
-        func = rec.get("funcname", DEFAULT_FUNC)
+        func = rec.get("funcname")
+        if func is None:    # absent, or null as table tools write a missing field
+            func = DEFAULT_FUNC
         if not isinstance(func, str) or not func.isidentifier():
             return f'{here} has a "funcname" that is not a function name: {show(func, 40)}'
         return Sample(rec["refcode"], rec["ios"], func)
