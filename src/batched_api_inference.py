@@ -151,15 +151,16 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("httpx", "httpx2", "httpcore", "openai"):  # one INFO line per request
         logging.getLogger(noisy).setLevel(logging.WARNING)
     check_input(args.input)
-    if batch_api.requested(args):   # the Batch API, or its offline files
-        print(batch_api.run(args, rewrite_failures), file=sys.stderr)
-        return 0
-    endpoints = [resolve_endpoint(args.model, url, args.key) for url in args.base_url or [None]]
-    endpoint = endpoints[0]
-    price = prices.resolve(args.model, args.price_in, args.price_out, args.prices)
+    price = prices.resolve(args.model, args.price_in, args.price_out, args.prices,
+                           args.batch_discount)
     if price is None:
         log.info("no price known for %s: costs are not shown (pass --price_in and --price_out, "
                  "or add the model to %s)", args.model, args.prices or prices.DEFAULT_TABLE)
+    if batch_api.requested(args):   # the Batch API, or its offline files
+        print(batch_api.run(args, rewrite_failures, price), file=sys.stderr)
+        return 0
+    endpoints = [resolve_endpoint(args.model, url, args.key) for url in args.base_url or [None]]
+    endpoint = endpoints[0]
     if args.key:
         log.warning("--key is visible to other users in `ps`; prefer OPENAI_API_KEY or "
                     "DEEPSEEK_API_KEY in the environment")

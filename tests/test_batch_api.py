@@ -443,3 +443,92 @@ def test_a_second_run_on_the_same_batches_is_refused(serve, tmp_path, capsys):
     assert server.batches == {} and server.files == {}
     assert run_batch(server, inp, out) == 0
     assert len(read(out)) == 2
+
+
+# --- cost at the batch price ----------------------------------------------------------------
+def _priced(cid, body):
+    """Token counts that differ per row; odd rows had cached prompt tokens; row 3 is cut
+    (paid all the same), row 5 fails (no usage, nothing paid)."""
+    i = batch_api.index_of(cid)
+    if i == 5:
+        return 500, {"error": {"message": "overloaded"}}
+    usage = {"prompt_tokens": 100_000 + i, "completion_tokens": 30_000 * (i + 1),
+             "total_tokens": 0}
+    if i % 2:
+        usage["prompt_tokens_details"] = {"cached_tokens": 40_000}
+    code, answer = echo(cid, body)
+    answer["usage"] = usage
+    if i == 3:
+        answer["choices"][0]["finish_reason"] = "length"
+    return code, answer
+
+
+def _tokens(i):
+    return 100_000 + i, (40_000 if i % 2 else 0), 30_000 * (i + 1)   # prompt, cached, answer
+
+
+def _summary_words(err):
+    line = err.strip().splitlines()[-1]
+    return dict(w.split("=", 1) for w in line.split() if "=" in w)
+
+
+def test_batch_summary_and_report_cost_at_the_batch_price(serve, tmp_path, capsys):
+    from annoy_datasync.report import inference_stats
+    server = serve(responder=_priced)
+    inp = write_input(tmp_path / "in.jsonl", 6)
+    out = str(tmp_path / "out.jsonl")
+    argv = ["--input", inp, "--output", out, "--model", "gpt-4o-mini", "--base_url", server.url,
+            "--no_progress", "--batch_api", "--poll_interval", "0.02"]
+    assert bai.main(argv) == 0
+    # gpt-4o-mini in prices.yaml: $0.15 input, $0.075 cached input, $0.60 output per million;
+    # through a batch half of each
+    def at_batch(rows):
+        return sum(((p - c) * 0.075 + c * 0.0375 + a * 0.30) / 1e6
+                   for p, c, a in map(_tokens, rows))
+    words = _summary_words(capsys.readouterr().err)
+    assert words["cost"] == f"${at_batch([0, 1, 2, 3, 4]):.4f}"       # the cut row 3 too
+    assert words["tokens_cached_in"] == str(2 * 40_000)
+    rows = by_index(read(out))
+    assert sorted(rows) == [0, 1, 2, 4]
+    assert all(r["usage"]["batch"] is True for r in rows.values())
+    stats = inference_stats(out, out + ".failed.jsonl")
+    assert stats["via_batch"] == 4
+    assert stats["cost"] == pytest.approx(at_batch([0, 1, 2, 4]))      # the rows kept
+
+    # flags are listed prices; --batch_discount overrides the table's share
+    out2 = str(tmp_path / "out2.jsonl")
+    argv2 = ["--input", inp, "--output", out2, "--model", "my-model", "--base_url", server.url,
+             "--no_progress", "--batch_api", "--poll_interval", "0.02", "--price_in", "2",
+             "--price_out", "8", "--batch_discount", "0.25"]
+    assert bai.main(argv2) == 0
+    flat = sum((p * 2 + a * 8) * 0.75 / 1e6 for p, _, a in map(_tokens, [0, 1, 2, 3, 4]))
+    assert _summary_words(capsys.readouterr().err)["cost"] == f"${flat:.4f}"
+
+
+def test_read_batch_output_prices_from_the_table_and_its_batch_discount(tmp_path, capsys):
+    inp = write_input(tmp_path / "in.jsonl", 4)
+    req = str(tmp_path / "req.jsonl")
+    assert bai.main(base_argv(inp, str(tmp_path / "o.jsonl"), "http://x/v1",
+                              "--write_batch_file", req)) == 0
+    words = _summary_words(capsys.readouterr().err)
+    assert words["requests_written"] == "4" and words["cost"] == "unknown"   # test-model
+    results = tmp_path / "results.jsonl"
+    results.write_text("".join(
+        json.dumps({"custom_id": r["custom_id"],
+                    "response": {"status_code": 200,
+                                 "body": _priced(r["custom_id"], r["body"])[1]}}) + "\n"
+        for r in read(req)))
+    table = tmp_path / "prices.yaml"
+    table.write_text("test-model: {input: 4, cached_input: 1, output: 10, batch_discount: 0.4}\n")
+    out = str(tmp_path / "out.jsonl")
+    assert bai.main(base_argv(inp, out, "http://x/v1", "--read_batch_output", str(results),
+                              "--prices", str(table))) == 0
+    expected = sum(((p - c) * 4 + c * 1 + a * 10) * 0.6 / 1e6
+                   for p, c, a in map(_tokens, range(4)))
+    assert _summary_words(capsys.readouterr().err)["cost"] == f"${expected:.4f}"
+    with pytest.raises(SystemExit) as exc:        # no batch to price in the live mode
+        bai.main(base_argv(inp, out, "http://x/v1", "--batch_discount", "0.5"))
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit) as exc:
+        bai.main(base_argv(inp, out, "http://x/v1", "--batch_api", "--batch_discount", "2"))
+    assert exc.value.code == 2

@@ -623,6 +623,17 @@ def test_price_lookup_and_bad_tables(tmp_path):
     assert prices.resolve("m", 3.0, None, str(bad)) == prices.Price(3.0, 2, None)
     with pytest.raises(InputError, match="go together"):
         prices.resolve("unknown", 3.0, None, str(bad))
+    # the batch price: every price less the entry's batch_discount (0.5 when not given)
+    assert prices.Price(1.0, 4.0, 0.25).at_batch() == prices.Price(0.5, 2.0, 0.125, 0.0)
+    bad.write_text("m: {input: 1, output: 2, batch_discount: 0.2}\nn: {input: 1, output: 2}\n")
+    assert prices.load_table(str(bad))["m"].at_batch() == prices.Price(0.8, 1.6, None, 0.0)
+    assert prices.load_table(str(bad))["n"].batch_discount == 0.5
+    assert prices.resolve("m", None, None, str(bad), 0.0).at_batch().input == 1.0
+    assert prices.resolve("m", 3.0, 5.0, str(bad)).batch_discount == 0.2
+    assert prices.resolve("unknown", 3.0, 5.0, str(bad)).batch_discount == 0.5
+    bad.write_text("m: {input: 1, output: 2, batch_discount: 1.5}\n")
+    with pytest.raises(InputError, match="m: batch_discount is the share"):
+        prices.load_table(str(bad))
 
 
 # --- several endpoints --------------------------------------------------------------------------

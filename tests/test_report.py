@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import report
+from annoy_datasync import prices
 from annoy_datasync import report as rep
 
 FIX = Path(__file__).parent / "fixtures" / "report_run"
@@ -290,3 +291,28 @@ def test_inference_cost_per_step_and_total(tmp_path):
     out.write_text(json.dumps({"index": 0, "model": "my-own-model",
                                "usage": {"prompt_tokens": 5, "completion_tokens": 5}}) + "\n")
     assert inference_stats(str(out), None)["cost"] is None
+
+
+def test_rows_answered_through_a_batch_cost_the_batch_price(tmp_path):
+    """``usage.batch`` (written by the batch mode) prices a row at the table's price less its
+    batch discount (0.5 unless the entry says otherwise); rows of the live mode pay in full."""
+    from annoy_datasync.report import inference_stats
+    out = tmp_path / "gens.jsonl"
+    batch = {"prompt_tokens": 1_000_000, "completion_tokens": 200_000, "cached_tokens": 400_000,
+             "batch": True}
+    live = {"prompt_tokens": 300_000, "completion_tokens": 100_000}
+    rows = [{"index": 0, "model": "gpt-4o-mini", "output": "a", "usage": batch},
+            {"index": 1, "model": "gpt-4o-mini", "output": "b", "usage": live},
+            {"index": 2, "model": "gpt-4.1", "output": "c", "usage": {**live, "batch": True}}]
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    s = inference_stats(str(out), None)
+    # gpt-4o-mini $0.15 / $0.075 cached / $0.60; gpt-4.1 $2.00 / $8.00; batch: half of each
+    expected = (600_000 * 0.075 + 400_000 * 0.0375 + 200_000 * 0.30) / 1e6 \
+        + (300_000 * 0.15 + 100_000 * 0.60) / 1e6 \
+        + (300_000 * 1.00 + 100_000 * 4.00) / 1e6
+    assert s["cost"] == pytest.approx(expected) and s["via_batch"] == 2
+    r = rep.build_report(rep.RunFiles(gens=str(out)))
+    assert r["inference_total"]["cost"] == pytest.approx(expected)
+    md = rep.render_markdown(r)
+    assert "| 4 turn-1 predictions | 3 |" in md and prices.dollars(expected) in md
+    assert "Answered through a Batch API: 4 turn-1 predictions 2." in md

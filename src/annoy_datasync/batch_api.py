@@ -22,6 +22,9 @@ unchanged; only the way requests travel differs.
 - Offline: `write_offline` writes the request files and stops (for vLLM's ``run_batch`` or a
   provider's console); `read_offline` turns result files (OpenAI's or vLLM's output format)
   into output rows, joining on ``custom_id``.
+
+A row answered through a batch carries ``"batch": true`` in its ``usage``: the summary line
+and the run report (report.py) price its tokens at the batch price of the price table.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from typing import Any
 import openai
 from tqdm import tqdm
 
-from . import cli, status
+from . import cli, prices, status
 from .client import (OUR_FIELDS, Bitmap, Endpoint, Outcome, Settings, classify_completion,
                      _sdk_httpx, parse_request, redact, request_params, resolve_endpoint,
                      scan_indices)
@@ -89,6 +92,10 @@ def add_args(p: argparse.ArgumentParser) -> None:
                    help="submit (or look once at the batches) and return; rerun to collect")
     g.add_argument("--batch_cancel", action="store_true",
                    help="cancel the batches of the state file, then collect what they answered")
+    g.add_argument("--batch_discount", metavar="F", type=float, default=None,
+                   help="share of the listed price a batch request saves, for the summary's "
+                        "cost (default: the price table's batch_discount of the model, else "
+                        "0.5)")
     g.add_argument("--write_batch_file", default=None, metavar="FILE",
                    help="only write the request file(s) and stop (FILE, or FILE's name with "
                         ".001, .002, ... before the extension when split)")
@@ -105,6 +112,10 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             or args.batch_max_active < 0):
         p.error("--poll_interval must be > 0, --batch_max_requests >= 1, --batch_max_bytes "
                 ">= 1024, --batch_max_active >= 0")
+    if args.batch_discount is not None and not 0 <= args.batch_discount <= 1:
+        p.error("--batch_discount is a share of the price, between 0 and 1 (0.5: half)")
+    if args.batch_discount is not None and not requested(args):
+        p.error("--batch_discount goes with --batch_api or --read_batch_output")
     if (args.batch_no_wait or args.batch_cancel) and not args.batch_api:
         p.error("--batch_no_wait and --batch_cancel go with --batch_api")
     if requested(args) and args.base_url and len(args.base_url) > 1:
@@ -294,10 +305,14 @@ def _read_at(path: str, offset: int, cache: dict) -> dict:
 
 
 def answer_row(rec: dict, index: int, model: str, res: Outcome) -> dict:
+    """The output row of an answer; ``usage.batch`` says its tokens cost the batch price
+    (inside ``usage`` so that the row keeps the live mode's fields, and a later round that
+    answers this row again replaces the mark with its own usage)."""
     for k in OUR_FIELDS:
         rec.pop(k, None)
+    usage = dict(res.usage, batch=True) if isinstance(res.usage, dict) else res.usage
     rec.update(output=res.output, model=model, reasoning=res.reasoning, index=index,
-               finish_reason=res.finish_reason, usage=res.usage)
+               finish_reason=res.finish_reason, usage=usage)
     return rec
 
 
@@ -310,6 +325,7 @@ class Sink:
     done: Bitmap
     counts: Counter
     tokens: Counter
+    price: prices.Price | None = None     # the batch price; None: unknown
 
     def fail(self, index: int, reason: str, attempts: int, error: str) -> None:
         self.failed.write({"index": index, "reason": reason, "attempts": attempts, "error": error})
@@ -336,6 +352,7 @@ def convert(settings: Settings, results: dict[int, tuple[str, int]], sink: Sink,
                 if res.usage:
                     sink.tokens["in"] += res.usage.get("prompt_tokens") or 0
                     sink.tokens["out"] += res.usage.get("completion_tokens") or 0
+                    sink.tokens["cached"] += res.usage.get("cached_tokens") or 0
                 rec, why = parse_request(raw, settings.input, index)
                 if rec is None:
                     sink.fail(index, status.FAIL_BAD_INPUT, 0, why)
@@ -358,7 +375,7 @@ def settings_of(args: argparse.Namespace, endpoint: Endpoint | None) -> Settings
                     timeout=args.timeout, limit=args.limit)
 
 
-def open_sink(args: argparse.Namespace) -> Sink:
+def open_sink(args: argparse.Namespace, price: prices.Price | None) -> Sink:
     models: Counter = Counter()
     done, dups = scan_indices(args.output, models=models)
     others = {m: n for m, n in models.items() if m is not None and m != args.model}
@@ -367,7 +384,8 @@ def open_sink(args: argparse.Namespace) -> Sink:
                          f"write to a new --output (or pass the model that wrote it)")
     if dups:
         log.warning("%s: %d indices appear more than once", args.output, dups)
-    return Sink(Appender(args.output), Appender(args.failed_output), done, Counter(), Counter())
+    return Sink(Appender(args.output), Appender(args.failed_output), done, Counter(), Counter(),
+                price)
 
 
 def finish(args: argparse.Namespace, sink: Sink, already: int, rewrite: FailureRewriter,
@@ -377,19 +395,27 @@ def finish(args: argparse.Namespace, sink: Sink, already: int, rewrite: FailureR
     sink.failed.close()
     still_failed = rewrite(args.failed_output, sink.done, b"")
     line = cli.summary(sink.counts, "batched_api_inference:")
+    t = sink.tokens
+    # every result with a usage is paid for, a truncated answer's too (as in the live mode)
+    cost = ("unknown" if sink.price is None
+            else prices.dollars(sink.price.cost(t["in"], t["out"], t["cached"])))
     return (f"{line} already_done={already} still_failed={still_failed} "
-            f"tokens_in={sink.tokens['in']} tokens_out={sink.tokens['out']}{extra} "
-            f"wall={time.monotonic() - start:.1f}s")
+            f"tokens_in={t['in']} tokens_out={t['out']} tokens_cached_in={t['cached']} "
+            f"cost={cost}{extra} wall={time.monotonic() - start:.1f}s")
 
 
-def run(args: argparse.Namespace, rewrite: FailureRewriter) -> str:
+def run(args: argparse.Namespace, rewrite: FailureRewriter,
+        price: prices.Price | None = None) -> str:
     """Run the batch mode the flags ask for (`requested` is true); returns the summary line.
-    `rewrite` is the step's rewrite of the failures file (one line per index still failed)."""
+    `rewrite` is the step's rewrite of the failures file (one line per index still failed);
+    `price` the model's listed price (None: unknown), of which the summary takes the batch
+    price."""
     start = time.monotonic()
+    price = price.at_batch() if price is not None else None
     if args.write_batch_file:
-        return write_offline(args, rewrite, start)
+        return write_offline(args, rewrite, start, price)
     if args.read_batch_output:
-        return read_offline(args, rewrite, start)
+        return read_offline(args, rewrite, start, price)
     for noisy in ("httpx", "httpx2", "httpcore", "openai"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     endpoint = resolve_endpoint(args.model, (args.base_url or [None])[0], args.key)
@@ -397,7 +423,7 @@ def run(args: argparse.Namespace, rewrite: FailureRewriter) -> str:
                            timeout=max(args.timeout, 600.0))
     try:
         with state_lock(args.batch_state):
-            return run_live(args, endpoint, client, rewrite, start)
+            return run_live(args, endpoint, client, rewrite, start, price)
     finally:
         client.close()
 
@@ -415,8 +441,9 @@ def state_lock(path: str) -> Iterator[None]:
         yield
 
 
-def write_offline(args: argparse.Namespace, rewrite: FailureRewriter, start: float) -> str:
-    sink = open_sink(args)
+def write_offline(args: argparse.Namespace, rewrite: FailureRewriter, start: float,
+                  price: prices.Price | None) -> str:
+    sink = open_sink(args, price)
     already = sink.done.count
     target = args.write_batch_file
     parts = write_requests(settings_of(args, None), sink.done, sink.failed, sink.counts,
@@ -432,7 +459,8 @@ def write_offline(args: argparse.Namespace, rewrite: FailureRewriter, start: flo
     return finish(args, sink, already, rewrite, start, f" files={len(parts)}")
 
 
-def read_offline(args: argparse.Namespace, rewrite: FailureRewriter, start: float) -> str:
+def read_offline(args: argparse.Namespace, rewrite: FailureRewriter, start: float,
+                 price: prices.Price | None) -> str:
     results = index_results(args.read_batch_output)
     with open(args.input, "rb") as fh:
         nlines = sum(1 for _ in fh)
@@ -440,7 +468,7 @@ def read_offline(args: argparse.Namespace, rewrite: FailureRewriter, start: floa
     if beyond:
         raise InputError(f"{beyond} results name lines past the end of {args.input} "
                          f"({nlines} lines); results of another input file?")
-    sink = open_sink(args)
+    sink = open_sink(args, price)
     already = sink.done.count
     try:
         convert(settings_of(args, None), results, sink)
@@ -684,8 +712,8 @@ class BatchProgress:
 
 
 def run_live(args: argparse.Namespace, endpoint: Endpoint, client: openai.OpenAI,
-             rewrite: FailureRewriter, start: float) -> str:
-    sink = open_sink(args)
+             rewrite: FailureRewriter, start: float, price: prices.Price | None) -> str:
+    sink = open_sink(args, price)
     already = sink.done.count
     state = load_state(args.batch_state)
     if state is not None and not all(p["collected"] for p in state["parts"]):

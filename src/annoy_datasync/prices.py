@@ -1,11 +1,13 @@
 """What tokens cost: a price table of known models (``prices.yaml``, editable) and the
-arithmetic. Prices are US dollars per million tokens."""
+arithmetic. Prices are US dollars per million tokens. A request answered through a
+provider's Batch API costs the listed prices less the entry's ``batch_discount`` (a share,
+0.5 unless the entry says otherwise)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import yaml
@@ -13,6 +15,7 @@ import yaml
 from .jsonl import InputError
 
 DEFAULT_TABLE = os.path.join(os.path.dirname(__file__), "prices.yaml")
+BATCH_DISCOUNT = 0.5      # OpenAI's Batch API: half the listed price
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,7 @@ class Price:
     input: float
     output: float
     cached_input: float | None = None     # None: cached prompt tokens cost the full price
+    batch_discount: float = BATCH_DISCOUNT  # share of every price a Batch API request saves
 
     def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float:
         """Dollars for these tokens; `cached_tokens` is the part of `prompt_tokens` the
@@ -28,9 +32,15 @@ class Price:
         return ((prompt_tokens - cached) * self.input + cached * (self.cached_input or 0.0)
                 + completion_tokens * self.output) / 1e6
 
+    def at_batch(self) -> Price:
+        """The prices of a request sent through the Batch API (no further discount)."""
+        keep = 1.0 - self.batch_discount
+        return Price(self.input * keep, self.output * keep,
+                     None if self.cached_input is None else self.cached_input * keep, 0.0)
+
 
 def load_table(path: str = DEFAULT_TABLE) -> dict[str, Price]:
-    """The price table of a YAML file: ``model: {input, output, cached_input}``."""
+    """The price table of a YAML file: ``model: {input, output, cached_input, batch_discount}``."""
     try:
         with open(path) as fh:
             raw = yaml.safe_load(fh) or {}
@@ -50,14 +60,19 @@ def _price(entry: Any, where: str) -> Price:
     if not isinstance(entry, Mapping):
         raise InputError(f"{where}: expected {{input: $, output: $}} per million tokens")
     values = {}
-    for name in ("input", "output", "cached_input"):
+    for name in ("input", "output", "cached_input", "batch_discount"):
         v = entry.get(name)
-        if v is None and name != "cached_input":
+        if v is None and name in ("input", "output"):
             raise InputError(f"{where}: no {name} price")
         if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0):
             raise InputError(f"{where}: {name} should be a non-negative number, got {v!r}")
         values[name] = None if v is None else float(v)
-    return Price(values["input"], values["output"], values["cached_input"])
+    discount = values["batch_discount"]
+    if discount is not None and discount > 1:
+        raise InputError(f"{where}: batch_discount is the share of the price a batch saves, "
+                         f"between 0 and 1 (0.5: half the price), got {discount!r}")
+    return Price(values["input"], values["output"], values["cached_input"],
+                 BATCH_DISCOUNT if discount is None else discount)
 
 
 def lookup(model: str, table: Mapping[str, Price]) -> Price | None:
@@ -70,10 +85,13 @@ def lookup(model: str, table: Mapping[str, Price]) -> Price | None:
 
 
 def resolve(model: str, price_in: float | None, price_out: float | None,
-            table_path: str | None = None) -> Price | None:
+            table_path: str | None = None, batch_discount: float | None = None) -> Price | None:
     """Flags win; else the table's entry for `model` (cached-input price from the table
-    only when the flags are not given)."""
+    only when the flags are not given; the batch discount from the table unless
+    `batch_discount` is given, else 0.5)."""
     entry = lookup(model, load_table(table_path or DEFAULT_TABLE))
+    if batch_discount is not None and entry is not None:
+        entry = replace(entry, batch_discount=batch_discount)
     if price_in is None and price_out is None:
         return entry
     if price_in is None or price_out is None:
@@ -82,7 +100,9 @@ def resolve(model: str, price_in: float | None, price_out: float | None,
                              f"{model!r} to take the other from)")
         price_in = entry.input if price_in is None else price_in
         price_out = entry.output if price_out is None else price_out
-    return Price(price_in, price_out, None)
+    if batch_discount is None:
+        batch_discount = entry.batch_discount if entry is not None else BATCH_DISCOUNT
+    return Price(price_in, price_out, None, batch_discount)
 
 
 def dollars(x: float) -> str:

@@ -130,20 +130,21 @@ def count_records(path: str | None) -> dict:
 
 
 def inference_stats(output: str | None, failed: str | None) -> dict:
-    """Succeeded requests, failed ones by reason, tokens spent, finish reasons.
+    """Succeeded requests, failed ones by reason, tokens spent, finish reasons, cost.
 
-    A request counts once: a repeated ``index`` in the output is counted in
+    Rows answered through a Batch API (``usage.batch`` true, see batch_api.py) are counted in
+    ``via_batch`` and priced at the batch price. A request counts once: a repeated ``index`` in the output is counted in
     ``duplicates``, and a failure whose index later succeeded (a rerun retried it) is
     not a failure. Among repeated failures of one index the last reason is kept.
     """
     out = _file_info(output)
     res: dict[str, Any] = {"output": out, "failed_file": _file_info(failed)}
     done = IndexSet()
-    succeeded = duplicates = no_index = 0
+    succeeded = duplicates = no_index = via_batch = 0
     tokens: Counter[str] = Counter()
     finish: Counter[str] = Counter()
     models: Counter[str] = Counter()
-    by_model: dict[str, Counter[str]] = {}     # tokens by model, for the cost
+    by_model: dict[tuple[str, bool], Counter[str]] = {}   # tokens by (model, batch): the cost
     if out["present"]:
         reader = read_jsonl(output)
         lines = 0
@@ -158,7 +159,9 @@ def inference_stats(output: str | None, failed: str | None) -> dict:
             succeeded += 1
             usage = rec.get("usage")
             if isinstance(usage, dict):
-                mine = by_model.setdefault(str(rec.get("model")), Counter())
+                batch = usage.get("batch") is True
+                via_batch += batch
+                mine = by_model.setdefault((str(rec.get("model")), batch), Counter())
                 for key in ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens"):
                     v = usage.get(key)
                     if isinstance(v, int) and not isinstance(v, bool):
@@ -189,6 +192,7 @@ def inference_stats(output: str | None, failed: str | None) -> dict:
         succeeded=succeeded if out["present"] else None,
         duplicates=duplicates,
         without_index=no_index,
+        via_batch=via_batch,
         failed=sum(failures.values()),
         failed_by_reason=_sorted(failures),
         prompt_tokens=tokens["prompt_tokens"],
@@ -201,17 +205,20 @@ def inference_stats(output: str | None, failed: str | None) -> dict:
     return res
 
 
-def answers_cost(by_model: Mapping[str, Mapping[str, int]]) -> float | None:
-    """Dollars of these tokens by model at the price table's prices (see prices.yaml);
-    None when a model that used tokens has no price."""
+def answers_cost(by_model: Mapping[tuple[str, bool], Mapping[str, int]]) -> float | None:
+    """Dollars of these tokens by (model, answered through a batch) at the price table's
+    prices (see prices.yaml), batch answers at the batch price; None when a model that used
+    tokens has no price."""
     table = prices.load_table()
     total = 0.0
-    for model, t in by_model.items():
+    for (model, batch), t in by_model.items():
         if not (t["prompt_tokens"] or t["completion_tokens"]):
             continue
         price = prices.lookup(model, table)
         if price is None:
             return None
+        if batch:
+            price = price.at_batch()
         total += price.cost(t["prompt_tokens"], t["completion_tokens"], t["cached_tokens"])
     return total
 
@@ -565,8 +572,13 @@ def _md_inference(r: dict) -> list[str]:
         ["step", "succeeded", "failed", "failed by reason", "prompt tokens",
          "completion tokens", "total tokens", "cost"], rows, right={1, 2, 4, 5, 6, 7})
     md += ["", "Cost: the answers kept, at the prices of src/annoy_datasync/prices.yaml "
-           "(\"-\": a model without a price); the inference step's summary line also counts "
-           "paid attempts that failed."]
+           "(\"-\": a model without a price), answers that came through a Batch API at the "
+           "batch price; the inference step's summary line also counts paid attempts that "
+           "failed."]
+    via = {k: s["via_batch"] for k, s in r["inference"].items() if s["via_batch"]}
+    if via:
+        md += ["", "Answered through a Batch API: "
+               + ", ".join(f"{STEP_NAMES.get(k, k)} {v:,}" for k, v in via.items()) + "."]
     dup = {k: s["duplicates"] for k, s in r["inference"].items() if s["duplicates"]}
     if dup:
         md += ["", "Repeated request indices (counted once): "
