@@ -36,7 +36,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -50,7 +49,7 @@ from . import cli, prices, status
 from .client import (OUR_FIELDS, Bitmap, Endpoint, Outcome, Settings, classify_completion,
                      _sdk_httpx, parse_request, redact, request_params, resolve_endpoint,
                      scan_indices)
-from .jsonl import Appender, InputError, where
+from .jsonl import Appender, InputError, atomic_text, where
 
 log = logging.getLogger("annoy_datasync")
 
@@ -504,20 +503,9 @@ def load_state(path: str) -> dict | None:
 
 
 def save_state(path: str, state: dict) -> None:
-    """Write the state whole: a temp file beside it, fsync, rename over it."""
-    parent = os.path.dirname(path) or "."
-    os.makedirs(parent, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(state, fh, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    """Write the state whole (temp file, fsync, rename: a kill leaves the old or the new)."""
+    with atomic_text(path) as fh:
+        json.dump(state, fh, indent=1)
 
 
 def check_state(state: dict, args: argparse.Namespace, endpoint: Endpoint, path: str) -> None:

@@ -215,11 +215,10 @@ def _umask() -> int:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike) -> Iterator[jsonlines.Writer]:
-    """Write a whole JSONL file: a temp file beside `path`, fsync, rename over `path`.
-
-    If the block raises, the temp file is removed and `path` is untouched.
-    """
+def atomic_text(path: str | os.PathLike) -> Iterator[Any]:
+    """Write a whole text file: a temp file beside `path` (with the mode a new file gets),
+    fsync, rename over `path`. If the block raises, the temp file is removed and `path` is
+    untouched."""
     path = os.fspath(path)
     parent = os.path.dirname(path) or "."
     os.makedirs(parent, exist_ok=True)
@@ -227,9 +226,7 @@ def atomic_write(path: str | os.PathLike) -> Iterator[jsonlines.Writer]:
     try:
         os.fchmod(fd, _file_mode(path))   # mkstemp makes 0600; a data file is shared like any
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            writer = jsonlines.Writer(fh, dumps=dumps, flush=False)
-            yield writer
-            writer.close()
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -237,6 +234,15 @@ def atomic_write(path: str | os.PathLike) -> Iterator[jsonlines.Writer]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[jsonlines.Writer]:
+    """Write a whole JSONL file through `atomic_text`."""
+    with atomic_text(path) as fh:
+        writer = jsonlines.Writer(fh, dumps=dumps, flush=False)
+        yield writer
+        writer.close()
 
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[Any]) -> int:
