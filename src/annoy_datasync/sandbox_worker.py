@@ -23,9 +23,9 @@ code and writes one frame per call on fd 3 (tagged with a per-job token; a gener
 counts the inputs it skipped as repeats in a page of memory shared with the worker, which
 reads it, bounded, after the job). The worker enforces the CPU budget of each call
 (counting every process and thread of the job) and the wall-clock backstop for code that
-does not compute, caps the captured output, SIGKILLs everything in the namespace but
-itself (kill(-1) from PID 1), answers, then reaps and removes the directory and empties
-/tmp and /dev/shm.
+does not compute (sandbox_time.py measures the job and keeps its budgets), caps the
+captured output, SIGKILLs everything in the namespace but itself (kill(-1) from PID 1),
+answers, then reaps and removes the directory and empties /tmp and /dev/shm.
 A fresh-state job (Job.run_fresh) executes its code anew before each call, from the random
 state the child started with or a per-call seed, and can run calls of several codes; when
 asked, it counts each call's random draws and clock reads (ClockWatch wraps the clocks of
@@ -54,18 +54,14 @@ import time
 # the namespaces and the file system a job sees (a sibling module: we run as a script)
 from sandbox_view import (PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS, View, drop_capabilities,
                           enter_namespaces, prctl, remove_tree)
+# the CPU and idle time of a running job, its budgets (also a sibling module)
+from sandbox_time import JobClock
 
 RESULT_FD = 3
 MAX_INT = 10 ** 100      # larger ints are not plain JSON for our purposes
 MAX_DEPTH = 100          # deeper nesting is not plain JSON either
 HEADER = struct.Struct(">I")
 COUNTER = struct.Struct("<Q")   # the duplicate count of a generator job, in shared memory
-CLK_TCK = os.sysconf("SC_CLK_TCK")          # unit of the CPU times in /proc/<pid>/stat
-NCPU = max(1, len(os.sched_getaffinity(0)))  # a job uses at most this many CPU-seconds per second
-MIN_CHECK_S = 0.005     # shortest wait between two measurements of a running job
-# Last resort: a call ends after this many times (CPU budget + idle allowance) of wall-clock
-# time whatever it did (a job that hardly gets a CPU on an overloaded machine).
-STALL_FACTOR = 10
 
 # fork(2) for job children, called with the GIL held (see job_fork).
 _libc_gil = ctypes.PyDLL(ctypes.util.find_library("c") or None, use_errno=True)
@@ -636,22 +632,7 @@ class Worker:
         self.counters = None    # a page shared with the job children (made on first use)
         self.devnull = None     # /dev/null, the stdin of every job
         self.no_new_privs = False   # set on the worker itself: every job inherits it
-        self.cpu_base = 0.0         # our RUSAGE_CHILDREN CPU time when the running job began
-        self.zombies: dict[int, int] = {}   # pid -> CPU ticks of the job's zombies (last scan)
-        self.proc_readable = True   # /proc shows the job's live processes (see probe_proc)
-        self.schedstat = True       # ... and their run-queue wait
-
-    def probe_proc(self):
-        """What /proc tells us (as the namespace set it up) about a job's live processes."""
-        me = os.getpid()
-        self.proc_readable = os.path.exists(f"/proc/{me}/stat")
-        self.schedstat = self.proc_readable and os.path.exists(f"/proc/{me}/schedstat")
-        if not self.proc_readable:
-            self.notes.append("no /proc: a job's CPU time is bounded per process (RLIMIT_CPU) "
-                              "and counted only for its processes that have ended")
-        elif not self.schedstat:
-            self.notes.append("no /proc/<pid>/schedstat: the wall-clock backstop also counts "
-                              "the time a job waits for a CPU")
+        self.clock = JobClock(self.S)   # the running job's CPU and idle time (sandbox_time.py)
 
     # -- isolation set-up -------------------------------------------------------------
     def outer_wait(self, pid):
@@ -765,9 +746,7 @@ class Worker:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         self._status = None
-        ru = resource.getrusage(resource.RUSAGE_CHILDREN)   # the last job's are all reaped
-        self.cpu_base = ru.ru_utime + ru.ru_stime
-        self.zombies = {}           # pid -> CPU ticks of the job's zombies at the last scan
+        self.clock.start_job()   # the last job's processes are all reaped
         pid, hooks_ran = job_fork()
         if pid == 0:
             child_main(self.cfg, job, token, workdir,
@@ -819,19 +798,19 @@ class Worker:
         """Relay the job's output and frames until it is done, dies or overruns a limit.
 
         Time limits are per call (a frame starts the next call's): the job's CPU time (all
-        its processes and threads: see job_usage) and its idle time, a backstop for code
-        that does not compute (sleeps, blocks, is stopped) which leaves out the time the
-        job waited for a CPU (see budgets_left). A generator job also has totals: the
-        sample's budget plus one call. The job is measured only when a limit could have
-        been reached (CPU time grows at most NCPU times as fast as wall time) and when a
-        call ends, so a short job is measured at most once."""
+        its processes and threads: see sandbox_time.JobClock.job_usage) and its idle time, a
+        backstop for code that does not compute (sleeps, blocks, is stopped) which leaves
+        out the time the job waited for a CPU (see JobClock.budgets_left). A generator job
+        also has totals: the sample's budget plus one call. The job is measured only when a
+        limit could have been reached (CPU time grows at most NCPU times as fast as wall
+        time) and when a call ends, so a short job is measured at most once."""
         S, lim = self.S, job["limits"]
         t0 = time.monotonic()
         state["t_last"] = t0
         mark = (t0, 0.0, 0.0)   # (monotonic time, CPU, CPU wait) at the current call's start
         # a generator job's own total (the sample's budget plus one call), from its start
         total = (job["budget_s"], t0) if job["kind"] == "gen" else None
-        next_check = t0 + self.check_after(lim, total, mark, (t0, 0.0, 0.0))
+        next_check = t0 + self.clock.check_after(lim, total, mark, (t0, 0.0, 0.0))
         hard_out = max(64 * lim["output_bytes"], 1 << 20)
         total_out = 0
         buf = bytearray()
@@ -846,11 +825,11 @@ class Worker:
             while True:
                 now = time.monotonic()
                 if now >= next_check:
-                    usage = (now,) + self.job_usage()
-                    killed = self.over_limit(lim, total, mark, usage)
+                    usage = (now,) + self.clock.job_usage()
+                    killed = self.clock.over_limit(lim, total, mark, usage)
                     if killed:
                         break
-                    next_check = now + self.check_after(lim, total, mark, usage)
+                    next_check = now + self.clock.check_after(lim, total, mark, usage)
                 for fd, ev in poller.poll(max(1, int((next_check - now) * 1000) + 1)):
                     if fd == pidfd:
                         exited = True
@@ -883,10 +862,10 @@ class Worker:
                         # shorter than the check interval a process left computing across
                         # calls would never be measured.
                         now = time.monotonic()
-                        mark = (now,) + self.job_usage(main=pid)
+                        mark = (now,) + self.clock.job_usage(main=pid)
                         state["t_last"] = now
                         next_check = min(next_check,
-                                         now + self.check_after(lim, total, mark, mark))
+                                         now + self.clock.check_after(lim, total, mark, mark))
                 if killed or state["done"]:
                     break
                 if exited:
@@ -915,117 +894,6 @@ class Worker:
             if self._status is None:
                 self.kill_all(pid)
             state["end"] = self.child_status(job)
-
-    def job_usage(self, main=None):
-        """(CPU seconds, seconds spent waiting for a CPU) of the running job so far.
-
-        With `main` (the job's own process), a quick reading at the end of a call: that
-        process and the zombies the last full reading found, no scan of /proc. The CPU time
-        of the job's other live processes is then charged to the next call too (never less
-        than it used, so only code that keeps processes computing across calls is
-        short-changed); a zombie is charged once more at most, if it ended after the last
-        full reading.
-
-        CPU: the job's processes that we reaped (RUSAGE_CHILDREN since the job began, which
-        includes what they had reaped themselves) plus the live ones, read from
-        /proc/<pid>/stat (user + system time of all the process's threads and of the
-        children it reaped; a zombie still shows its own). With a PID namespace every
-        process but us is the job's (orphans come to us, PID 1, and stay zombies until the
-        job ends); without one, our descendants (a subreaper). CPU wait: the run-queue delay
-        of each live thread, from /proc/<pid>/task/<tid>/schedstat, 0 where the kernel
-        does not have it."""
-        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = ru.ru_utime + ru.ru_stime - self.cpu_base
-        if not self.proc_readable:
-            return cpu, 0.0
-        me = os.getpid()
-        procs = {}
-        # A zombie's CPU time is final. Seen by a full scan, it is counted in every reading
-        # after it, also in the quick one that marks a call's start: otherwise each later
-        # call would be charged again with what an ended process used before it began.
-        quick = () if main is None else [str(z) for z in self.zombies]
-        for entry in os.listdir("/proc") if main is None else [str(main)] + quick:
-            if entry.isdigit() and int(entry) != me:
-                try:
-                    with open(f"/proc/{entry}/stat", "rb") as f:
-                        procs[int(entry)] = f.read().rsplit(b")", 1)[1].split()
-                except (OSError, IndexError):
-                    continue     # gone meanwhile: it was reaped, RUSAGE_CHILDREN has it
-        if not self.pidns and main is None:
-            procs = descendants(procs, me)
-        zombies = {pid: sum(int(x) for x in f[11:15]) for pid, f in procs.items()
-                   if f[0] == b"Z" and pid != main}
-        if main is None:
-            self.zombies = zombies
-        else:       # still the zombie seen (not reaped meanwhile, its pid not reused)
-            procs = {pid: f for pid, f in procs.items()
-                     if pid == main or self.zombies.get(pid) == zombies.get(pid)}
-        ticks, wait_ns = 0, 0
-        for pid, fields in procs.items():
-            ticks += sum(int(x) for x in fields[11:15])   # utime stime cutime cstime
-            if not self.schedstat:
-                continue
-            # per thread: a process's own schedstat is its main thread's only
-            tids = (pid,) if fields[17] == b"1" or main is not None else self.threads(pid)
-            for tid in tids:
-                try:
-                    with open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as f:
-                        wait_ns += int(f.read().split()[1])
-                except (OSError, IndexError, ValueError):
-                    pass
-        return cpu + ticks / CLK_TCK, wait_ns / 1e9
-
-    @staticmethod
-    def threads(pid):
-        try:
-            return os.listdir(f"/proc/{pid}/task")
-        except OSError:
-            return ()
-
-    @staticmethod
-    def budgets_left(lim, total, mark, usage):
-        """(CPU seconds, idle seconds, wall seconds) the job has left at `usage` = (time,
-        CPU, CPU wait): for the current call (since `mark`) and, with a generator's `total`
-        = (budget, start), for the job. Idle time is wall time spent neither computing nor
-        waiting for a CPU (sleeping, blocked, stopped); where the kernel does not report
-        the wait, waiting counts as idle. The plain wall clock is only a last resort
-        against a machine so overloaded that the job hardly runs."""
-        now, cpu, wait = usage
-        used = cpu - mark[1]
-        cpu_left = lim["cpu_time"] - used
-        idle_left = lim["wall_time"] - ((now - mark[0]) - used - max(0.0, wait - mark[2]))
-        wall_left = STALL_FACTOR * (lim["cpu_time"] + lim["wall_time"]) - (now - mark[0])
-        if total is not None:
-            budget, t0 = total
-            cpu_left = min(cpu_left, budget + lim["cpu_time"] - cpu)
-            idle_left = min(idle_left, budget + lim["wall_time"] - ((now - t0) - cpu - wait))
-            wall_left = min(wall_left, STALL_FACTOR * (budget + lim["cpu_time"] + lim["wall_time"])
-                            - (now - t0))
-        return cpu_left, idle_left, wall_left
-
-    def over_limit(self, lim, total, mark, usage):
-        """(status, error_type, message) when the job is out of CPU, idle or wall time."""
-        cpu_left, idle_left, wall_left = self.budgets_left(lim, total, mark, usage)
-        if cpu_left <= 0:
-            return (self.S["TIMEOUT"], "cpu",
-                    f"The code used more than {lim['cpu_time']:g} s of CPU time.")
-        if idle_left <= 0:
-            return (self.S["WALL_TIMEOUT"], "wall",
-                    f"The code stopped computing for more than {lim['wall_time']:g} s "
-                    f"(it slept, blocked or was stopped).")
-        if wall_left <= 0:
-            return (self.S["WALL_TIMEOUT"], "wall",
-                    "The code did not finish within "
-                    f"{STALL_FACTOR * (lim['cpu_time'] + lim['wall_time']):g} s of wall-clock "
-                    "time (the machine may be overloaded).")
-        return None
-
-    def check_after(self, lim, total, mark, usage):
-        """Seconds until a limit could be reached: CPU time accrues at most NCPU times as
-        fast as wall time, idle time at most as fast."""
-        cpu_left, idle_left, wall_left = self.budgets_left(lim, total, mark, usage)
-        return max(MIN_CHECK_S, min(cpu_left / NCPU, idle_left, wall_left))
-
 
     def frames(self, buf, token, state, lim):
         """Consume complete frames from `buf` (a bytearray) into `state`; return an error
@@ -1170,21 +1038,6 @@ class Worker:
             self.cleanup()
 
 
-def descendants(procs, root):
-    """The entries of `procs` (pid -> /proc/<pid>/stat fields after the name) that descend
-    from `root`."""
-    kids = {}
-    for pid, fields in procs.items():
-        kids.setdefault(int(fields[1]), []).append(pid)
-    found, stack = {}, list(kids.get(root, ()))
-    while stack:
-        pid = stack.pop()
-        if pid not in found:
-            found[pid] = procs[pid]
-            stack.extend(kids.get(pid, ()))
-    return found
-
-
 def main():
     cfg = json.loads(sys.argv[1])
     try:
@@ -1216,7 +1069,7 @@ def main():
         worker.no_new_privs = True
     except OSError:
         pass
-    worker.probe_proc()
+    worker.clock.probe_proc(worker.pidns, worker.notes)
     worker.preload()
     if worker.pidns:
         # after the preload imports: the libraries they mapped are part of the view
