@@ -5,7 +5,8 @@ one sandboxed child per job. Results come back as JSON values on a framed pipe a
 judged by the caller, never by the child. The worker side is ``sandbox_worker.py`` (stdlib
 only, so ``python_path`` may be an environment without this package); its docstring
 describes the isolation, and ``sandbox_view.py`` the file system a job sees (an allow-list:
-the interpreter, its libraries, a private /tmp, the run directory, `read_paths`).
+the interpreter, its libraries, a private /tmp, the run directory, `read_paths`);
+``sandbox_job.py`` is the job's child process, ``sandbox_time.py`` its CPU and idle time.
 
 Workers live as long as the Executor or the PROCESS that made it, whichever ends first (they
 watch a pidfd of that process, so an Executor may be made in a short-lived thread). A job
