@@ -3,10 +3,10 @@
 #
 #   bash scripts/pipeline_check.sh PARSED GENS VERIFIED [PYTHON] [RUN_PATH]
 #
-# PYTHON (default: python3) runs the reference code; RUN_PATH (default ./temp/run) holds the
+# PYTHON (default: python3) runs the reference code; RUN_PATH (default: verify.py's) holds the
 # executions' scratch directories. Environment: WORKERS (default: number of CPUs), TIMEOUT
-# (CPU budget in seconds per execution, default 5; code that stops computing for as long is
-# stopped too, as wall_timeout), RETRIES (re-check rounds, default 1; each halves the
+# (CPU budget in seconds per execution, default: verify.py's; code that stops computing for as
+# long is stopped too, as wall_timeout), RETRIES (re-check rounds, default 1; each halves the
 # workers), PIPELINE_PYTHON (interpreter of the steps, default python, else python3;
 # run_pipeline.sh sets it to its own), ANSWER_RULE (verify.py --answer_rule: method, the
 # default, or lenient), READ_PATHS (directories the reference code may read, read-only,
@@ -27,16 +27,21 @@ if [ $# -lt 3 ] || [ $# -gt 5 ]; then
     echo "usage: [READ_PATHS=DIR[:DIR...]] bash $0 PARSED GENS VERIFIED [PYTHON] [RUN_PATH]" >&2
     exit 2
 fi
+SRC="$(cd "$(dirname "$0")/.." && pwd)/src"
+PY=${PIPELINE_PYTHON:-$(command -v python || command -v python3 || echo python3)}
+# RUN_PATH_DEFAULT, CPU_BUDGET_DEFAULT: the defaults every step shares (annoy_datasync/layout.py)
+defaults=$(PYTHONPATH="$SRC${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m annoy_datasync.layout defaults) \
+    || { echo "error: $PY could not read the defaults of $SRC/annoy_datasync/layout.py" >&2; exit 1; }
+eval "$defaults"
 PARSED=$1
 GENS=$2
 VERIFIED=$3
 CODE_PYTHON=${4:-python3}
-RUN_PATH=${5:-./temp/run}
-PY=${PIPELINE_PYTHON:-$(command -v python || command -v python3 || echo python3)}
+RUN_PATH=${5:-$RUN_PATH_DEFAULT}
 WORKERS=${WORKERS:-$(nproc)}
-TIMEOUT=${TIMEOUT:-5}
+TIMEOUT=${TIMEOUT:-$CPU_BUDGET_DEFAULT}
 RETRIES=${RETRIES:-1}
-VERIFY="$(cd "$(dirname "$0")/.." && pwd)/src/verify.py"
+VERIFY="$SRC/verify.py"
 
 for name in WORKERS RETRIES; do
     [[ ${!name} =~ ^[0-9]+$ ]] || { echo "error: $name=${!name}: should be a whole number" >&2; exit 2; }

@@ -2,7 +2,7 @@
 # The whole pipeline of the method's README in one command, step by step:
 #   1.1 build_transform_msg  1.2 inference  2 parse_gen_ios  3 build_spec_msg  4 inference
 #   5 pipeline_check  6.1 build_spec_rev_msg  6.2 inference  6.3 pipeline_check  6.4 assemble
-# then a report (src/report.py) when it exists, and the funnel from raw files to final records.
+# then a report (src/report.py), and the funnel from raw files to final records.
 #
 # Offline demo (default): the demo's raw code set, answered by the replay server from
 # data/demo/answers.jsonl (answers written for the demo, not produced by a model):
@@ -12,8 +12,11 @@
 #         --model deepseek-chat [--base_url https://api.deepseek.com]
 # Re-run an earlier run without the API (its inference outputs as recorded answers):
 #     bash scripts/run_pipeline.sh --raw_code_file data/rawcode_1k.jsonl --out_dir data/run1b \
-#         --answers data/run1/rawcode_unified.jsonl data/run1/spec_gens.jsonl data/run1/spec_gens_rev.jsonl
+#         --answers data/run1/rawcode_1k_unified.jsonl data/run1/spec_1k_gens.jsonl \
+#                   data/run1/spec_1k_gens_rev.jsonl
 #
+# The files of a run are named as in the method's README, after the run's name (--name):
+# data/run1/rawcode_1k_msg.jsonl, data/run1/spec_1k_gens.jsonl, ... (src/annoy_datasync/layout.py).
 # A step that finishes writes a marker in <out_dir>/.done/; a rerun of the same command
 # skips finished steps and resumes the unfinished one (each step resumes on its own).
 # The first failing step stops the run with its message. To start over, remove <out_dir>.
@@ -24,11 +27,13 @@ CALLER="$PWD"
 cd "$ROOT"   # steps run from the repo root; paths given on the command line are the caller's
 
 usage() {
-    sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
     cat <<'EOF'
 Options:
   --raw_code_file FILE  raw code JSONL, one {"content": ...} per line [data/demo/rawcode_demo.jsonl]
   --out_dir DIR         where every file of the run goes [data/demo_run]
+  --name NAME           the run's name in its file names (1k in rawcode_1k_msg.jsonl) [X for a
+                        raw code file rawcode_X.jsonl, else the raw code file's name without .jsonl]
   --answers FILE...     recorded answers for the replay server [data/demo/answers.jsonl when
                         neither --model nor --base_url is given]
   --model NAME          model of a real endpoint (needed with --base_url)
@@ -55,6 +60,7 @@ die() { echo "run_pipeline: error: $*" >&2; exit 1; }
 
 RAW="data/demo/rawcode_demo.jsonl"
 OUT="data/demo_run"
+NAME=""
 ANSWERS=()
 MODEL=""
 BASE_URL=""
@@ -74,6 +80,7 @@ while [[ $# -gt 0 ]]; do
     case "$1" in
         --raw_code_file) need "$@"; RAW="$(here "$2")"; shift 2 ;;
         --out_dir) need "$@"; OUT="$(here "$2")"; shift 2 ;;
+        --name) need "$@"; NAME="$2"; shift 2 ;;
         --answers) shift
             while [[ $# -gt 0 && "$1" != --* ]]; do ANSWERS+=("$(here "$1")"); shift; done
             [[ ${#ANSWERS[@]} -gt 0 ]] || die "--answers needs at least one file (see --help)" ;;
@@ -122,24 +129,27 @@ else
     NUM_THREAD="${NUM_THREAD:-64}"
 fi
 
+# --- files of the run (names as in the method's README, under --out_dir) --------------
+# RUN_NAME and one variable per file: RAW_CODE, TRANSFORM_MSG, UNIFIED, PARSED, SPEC_MSG, GENS,
+# VERIFIED, REV_MSG, REV_GENS, REV_VERIFIED, FINAL (src/annoy_datasync/layout.py names them)
+files=$(PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m annoy_datasync.layout run "$OUT" "$RAW" "$NAME") \
+    || die "--name ${NAME:-(from $RAW)}: no file names for this run (see the message above)"
+eval "$files"
+RAW_USED="$RAW"
+if [[ -n "$LIMIT" ]]; then   # the first --limit raw files, copied into the run
+    RAW_USED="$RAW_CODE"
+    [[ ! "$RAW_USED" -ef "$RAW" ]] \
+        || die "--limit would overwrite the raw code file $RAW with its first $LIMIT lines; give another --out_dir or --name"
+fi
+
 mkdir -p "$OUT" "$OUT/.done"
 DONE="$OUT/.done"
-
-# --- files of the run (names as in the method's README, under --out_dir) --------------
-RAW_USED="$RAW"
-if [[ -n "$LIMIT" ]]; then
-    RAW_USED="$OUT/rawcode.jsonl"
-fi
-MSG="$OUT/rawcode_msg.jsonl"
-UNIFIED="$OUT/rawcode_unified.jsonl"
-PARSED="$OUT/rawcode_parsed.jsonl"
-SPEC_MSG="$OUT/spec_msg.jsonl"
-GENS="$OUT/spec_gens.jsonl"
-VERIFIED="$OUT/spec_gens_verified.jsonl"
-REV_MSG="$OUT/spec_msg_rev.jsonl"
-REV_GENS="$OUT/spec_gens_rev.jsonl"
-REV_VERIFIED="$OUT/spec_gens_rev_verified.jsonl"
-FINAL="$OUT/spec_demo_final.jsonl"
+# finished steps whose files are not there: the directory was written under other names
+for pair in "subset:$RAW_USED" "transform_msg:$TRANSFORM_MSG"; do
+    if [[ -f "$DONE/${pair%%:*}" && ! -f "${pair#*:}" ]]; then
+        die "$OUT holds a run written under other file names (by an older run_pipeline.sh, or with another --name), as ${pair#*:} is missing; remove $OUT or choose another --out_dir"
+    fi
+done
 
 STEPS=(subset transform_msg transform_inference parse spec_msg spec_inference check_turn1
        rev_msg rev_inference check_turn2 assemble report)
@@ -239,10 +249,7 @@ FIGURE="$OUT/report.png"
 [[ "$OUT" == "data/demo_run" && -z "$LIMIT" && "$MODE" == "replay" ]] && FIGURE="figures/demo_run.png"
 
 report() {
-    "$PY" src/report.py --raw_code_file "$RAW_USED" --raw_code_msg_file "$MSG" \
-        --unified_file "$UNIFIED" --parsed_file "$PARSED" --spec_msg_file "$SPEC_MSG" \
-        --gens_file "$GENS" --verified_file "$VERIFIED" --rev_msg_file "$REV_MSG" \
-        --rev_gens_file "$REV_GENS" --rev_verified_file "$REV_VERIFIED" --final_file "$FINAL" \
+    "$PY" src/report.py --run_dir "$OUT" --name "$RUN_NAME" --raw_code_file "$RAW_USED" \
         --output_md "$OUT/report.md" --output_json "$OUT/report.json" \
         --figure "$FIGURE" --title "Run report: $RAW_USED ($MODE mode, model $MODEL)" --quiet
     echo "report: $OUT/report.md, figure: $FIGURE" >&2
@@ -250,8 +257,8 @@ report() {
 
 echo "run_pipeline: $RAW_USED -> $OUT ($MODE mode, model $MODEL)" >&2
 [[ -z "$LIMIT" ]] || run_step subset subset
-run_step transform_msg "$PY" src/build_transform_msg.py --raw_code_file "$RAW_USED" --raw_code_msg_file "$MSG"
-run_step transform_inference infer "$MSG" "$UNIFIED"
+run_step transform_msg "$PY" src/build_transform_msg.py --raw_code_file "$RAW_USED" --raw_code_msg_file "$TRANSFORM_MSG"
+run_step transform_inference infer "$TRANSFORM_MSG" "$UNIFIED"
 run_step parse "$PY" src/parse_gen_ios.py --input_file "$UNIFIED" --output_file "$PARSED" \
     --python_path "$PYTHON_PATH" --run_path "$RUN_PATH"
 run_step spec_msg "$PY" src/build_spec_msg.py --input_file "$PARSED" --output_file "$SPEC_MSG"
@@ -264,52 +271,10 @@ run_step check_turn2 bash scripts/pipeline_check.sh "$PARSED" "$REV_GENS" "$REV_
 run_step assemble "$PY" src/assemble_spec_demo.py --result_file_turn1 "$VERIFIED" \
     --result_file_turn2 "$REV_VERIFIED" --output_file "$FINAL" ${DROP_FAILED[@]+"${DROP_FAILED[@]}"}
 cleanup
+[[ -f "$OUT/report.json" ]] || rm -f "$DONE/report"   # the funnel below reads it
 run_step report report
 
-# --- the funnel, counted from the files on disk ------------------------------------------
-"$PY" - "$MODE" "$RAW_USED" "$UNIFIED" "$PARSED" "$SPEC_MSG" "$VERIFIED" "$REV_VERIFIED" "$FINAL" \
-    "$GENS" "$REV_GENS" <<'EOF'
-import json, os, sys
-from collections import Counter
-
-sys.path.insert(0, "src")
-from annoy_datasync.status import FAIL_BAD_REQUEST, SUCCESS
-
-def lines(path):
-    if not os.path.exists(path):
-        return
-    with open(path, "rb") as fh:
-        for raw in fh:
-            if raw.strip():
-                try:
-                    rec = json.loads(raw)
-                except ValueError:
-                    continue
-                if isinstance(rec, dict):
-                    yield rec
-
-def count(path):
-    return sum(1 for _ in lines(path))
-
-def passed(path):
-    return sum(1 for r in lines(path) if isinstance(r.get("res"), dict) and r["res"].get("status") == SUCCESS)
-
-mode, raw, unified, parsed, spec, verified, rev_verified, final, gens, rev_gens = sys.argv[1:]
-rows = [("raw files", count(raw)), ("unified", count(unified)), ("parsed", count(parsed)),
-        ("prompts", count(spec)), ("turn-1 successes", passed(verified)),
-        ("turn-2 answers", count(rev_verified)), ("turn-2 successes", passed(rev_verified)),
-        ("final records", count(final))]
-print("funnel:")
-for name, n in rows:
-    print(f"  {name:<17} {n}")
-failed = {step: Counter(r.get("reason") for r in lines(out + ".failed.jsonl"))
-          for step, out in (("transform", unified), ("turn 1", gens), ("turn 2", rev_gens))}
-print("failed requests: " + ", ".join(
-    f"{step} {sum(c.values())}" + (" (" + " ".join(f"{k}={v}" for k, v in c.most_common()) + ")" if c else "")
-    for step, c in failed.items()))
-unknown = sum(c[FAIL_BAD_REQUEST] for c in failed.values())
-if mode == "replay" and unknown:
-    print(f"warning: the replay server had no recorded answer for {unknown} request(s): the answers "
-          f"do not match these prompts (for the demo, rebuild them: python data/demo/make_answers.py)")
-print(f"final data: {final}")
-EOF
+# --- the funnel, as the report counted it from the files on disk ----------------------
+FUNNEL=(--funnel_of "$OUT/report.json")
+[[ "$MODE" != "replay" ]] || FUNNEL+=(--replay)
+"$PY" src/report.py "${FUNNEL[@]}"

@@ -38,14 +38,10 @@ EXTRA_FIELDS = ("itemid", "ioid", "io_pred")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--result_file_turn1", default="data/spec_1k_gens_verified.jsonl",
-                   help="verified first-turn predictions (default: %(default)s)")
-    p.add_argument("--result_file_turn2", default="data/spec_1k_gens_rev_verified.jsonl",
-                   help="verified second-turn answers (default: %(default)s)")
-    p.add_argument("--output_file", default="data/spec_demo_final.jsonl",
-                   help="output: final dataset JSONL (default: %(default)s)")
+    p = cli.new_parser(__doc__)
+    cli.add_file_arg(p, "--result_file_turn1", "verified", "verified first-turn predictions")
+    cli.add_file_arg(p, "--result_file_turn2", "rev_verified", "verified second-turn answers")
+    cli.add_file_arg(p, "--output_file", "final", "output: final dataset JSONL")
     p.add_argument("--drop_failed", action="store_true",
                    help='leave out the samples that failed both turns (by default they are '
                         'kept, marked "failed": true, as the method keeps them)')

@@ -27,7 +27,7 @@ import time
 from collections import Counter
 
 from annoy_datasync import cache as cache_lib
-from annoy_datasync import batch_api, cli, prices
+from annoy_datasync import batch_api, cli, layout, prices
 from annoy_datasync import client as client_lib
 from annoy_datasync.client import (Settings, StopFlag, messages_problem, resolve_endpoint,
                                    run_shard, scan_indices, scan_input)
@@ -37,9 +37,8 @@ from annoy_datasync.jsonl import Appender, InputError, read_jsonl
 log = logging.getLogger("annoy_datasync")
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    p = cli.new_parser(__doc__)
     p.add_argument("--input", required=True, help="JSONL of requests, each with \"messages\"")
     p.add_argument("--output", required=True, help="JSONL of answers (appended to; resumable)")
     p.add_argument("--model", required=True, help="model name sent to the server")
@@ -100,7 +99,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "the SDK's default httpx; auto takes aiohttp when installed")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
     batch_api.add_args(p)
-    args = p.parse_args(argv)
+    return p
+
+
+def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Usage errors of flag values and combinations; fills in the default --failed_output."""
     batch_api.check_args(p, args)
     if args.num_process < 1 or args.num_thread < 1:
         p.error("--num_process and --num_thread must be at least 1")
@@ -115,11 +118,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.limit is not None and args.limit < 0:
         p.error("--limit must be >= 0")
     if args.failed_output is None:
-        args.failed_output = args.output + ".failed.jsonl"
+        args.failed_output = layout.side_file(args.output, layout.FAILED)
     paths = {os.path.abspath(x) for x in (args.input, args.output, args.failed_output)}
     if len(paths) < 3:
         p.error("--input, --output and --failed_output must be three different files")
-    return args
 
 
 def choose_transport(wanted: str) -> str:
@@ -146,7 +148,9 @@ def check_input(path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_args(parser, args)
     cli.setup_logging()
     for noisy in ("httpx", "httpx2", "httpcore", "openai"):  # one INFO line per request
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -35,12 +35,9 @@ def positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--input_file", default="data/rawcode_1k_parsed.jsonl",
-                   help="parsed samples JSONL (default: %(default)s)")
-    p.add_argument("--output_file", default="data/spec_1k_msg.jsonl",
-                   help="output: prediction prompts JSONL (default: %(default)s)")
+    p = cli.new_parser(__doc__)
+    cli.add_file_arg(p, "--input_file", "parsed", "parsed samples JSONL")
+    cli.add_file_arg(p, "--output_file", "spec_msg", "output: prediction prompts JSONL")
     p.add_argument("--num_ios", type=positive_int, default=3,
                    help="I/O pairs used per sample, each giving one input- and one "
                         "output-prediction prompt (default: %(default)s)")

@@ -43,12 +43,9 @@ PER_TURN_FIELDS = ("output", "index", "model", "reasoning", "finish_reason", "us
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--input_file", default="data/spec_1k_gens_verified.jsonl",
-                   help="verified predictions JSONL (default: %(default)s)")
-    p.add_argument("--output_file", default="data/spec_1k_msg_rev.jsonl",
-                   help="output: revision conversations JSONL (default: %(default)s)")
+    p = cli.new_parser(__doc__)
+    cli.add_file_arg(p, "--input_file", "verified", "verified predictions JSONL")
+    cli.add_file_arg(p, "--output_file", "rev_msg", "output: revision conversations JSONL")
     p.add_argument("--answer_rule", choices=answers.RULES, default=answers.METHOD,
                    help="how an answer is read when a no-answer verdict has no message to "
                         "reuse (default: %(default)s; see verify.py)")

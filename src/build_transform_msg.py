@@ -21,12 +21,10 @@ from annoy_datasync.prompts import load_prompts
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--raw_code_file", default="data/rawcode_1k.jsonl",
-                   help="raw code JSONL with a \"content\" field (default: %(default)s)")
-    p.add_argument("--raw_code_msg_file", default="data/rawcode_1k_msg.jsonl",
-                   help="output: raw records plus \"messages\" (default: %(default)s)")
+    p = cli.new_parser(__doc__)
+    cli.add_file_arg(p, "--raw_code_file", "raw_code", 'raw code JSONL with a "content" field')
+    cli.add_file_arg(p, "--raw_code_msg_file", "transform_msg",
+                     'output: raw records plus "messages"')
     cli.add_prompts_arg(p)
     return p
 

@@ -23,19 +23,17 @@ import os
 import sys
 from collections import Counter
 
-from annoy_datasync import cli, status
+from annoy_datasync import cli, layout, status
 from annoy_datasync import export as ex
 from annoy_datasync.jsonl import InputError, atomic_write, read_jsonl
 from annoy_datasync.prompts import load_prompts
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--input_file", default="data/spec_demo_final.jsonl",
-                   help="final dataset (assemble_spec_demo.py output) [%(default)s]")
+def build_parser() -> argparse.ArgumentParser:
+    p = cli.new_parser(__doc__)
+    cli.add_file_arg(p, "--input_file", "final", "final dataset (assemble_spec_demo.py output)")
     p.add_argument("--output_file", default=None,
-                   help="exported JSONL [data/export/annoy_<format>.jsonl]")
+                   help=f"exported JSONL (default: {default_output('<format>')})")
     p.add_argument("--format", choices=ex.FORMATS, default="sharegpt",
                    help="sharegpt (from/value) or openai (role/content) [%(default)s]")
     p.add_argument("--drop_tip", action="store_true",
@@ -59,9 +57,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dataset_name", default=None,
                    help="name of the entry [the output file name without extension]")
     p.add_argument("--no_dataset_info", action="store_true", help="do not write dataset_info.json")
-    args = p.parse_args(argv)
+    return p
+
+
+def default_output(fmt: str) -> str:
+    return os.path.join(layout.DATA_DIR, "export", f"annoy_{fmt}.jsonl")
+
+
+def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Usage errors of flag combinations; fills in the default --output_file."""
     if args.output_file is None:
-        args.output_file = f"data/export/annoy_{args.format}.jsonl"
+        args.output_file = default_output(args.format)
     if os.path.abspath(args.output_file) == os.path.abspath(args.input_file):
         p.error("--output_file must differ from --input_file")
     if args.tip_marker is not None and not args.tip_marker:
@@ -70,11 +76,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--tip_marker is used only with --drop_tip")
     if args.raw_feedback and args.drop_feedback:
         p.error("--raw_feedback has no effect with --drop_feedback (there is no feedback turn)")
-    return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_args(parser, args)
     cli.setup_logging()
     prompts = load_prompts(args.prompts)
     tip = None

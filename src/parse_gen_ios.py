@@ -22,11 +22,11 @@ import fcntl
 import logging
 import os
 import sys
-from collections import deque
+from collections import Counter, deque
 from concurrent.futures import FIRST_COMPLETED, wait
 from typing import Any
 
-from annoy_datasync import cli
+from annoy_datasync import cli, layout
 from annoy_datasync import status as st
 from annoy_datasync.executor import DEFAULT_PRELOAD, Executor, Limits
 from annoy_datasync.generation import Rechecker, SampleTask, Settings, done_ids
@@ -44,30 +44,19 @@ HASH_SEEDS = (17, 4099, 8191, 12289, 16411, 20483, 24593, 28687)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.new_parser(__doc__)
     p.add_argument("--input_file", required=True, help="unified responses (inference output JSONL)")
     p.add_argument("--output_file", required=True, help="parsed samples (JSONL, appended)")
     p.add_argument("--dropped_file", default=None,
                    help="dropped responses with reasons (default: <output_file>.dropped.jsonl)")
-    p.add_argument("--python_path", default=None,
-                   help="interpreter that runs the generated code (default: this one)")
-    p.add_argument("--run_path", default="./temp/run",
-                   help="where each execution gets its own scratch directory")
-    cli.add_read_path_arg(p)
+    cli.add_executor_args(p)
     p.add_argument("--seed", type=int, default=0, help="seed of input generation (default 0)")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                   help="worker processes per executor pool (default: the number of CPUs)")
     p.add_argument("--max_ios", type=int, default=10, help="I/O pairs kept per sample (default 10)")
     p.add_argument("--max_calls", type=int, default=50,
                    help="input_generator() calls per sample at most (default 50)")
     p.add_argument("--budget", type=float, default=20.0,
                    help="CPU seconds of generation per sample at most (default 20); CPU "
                         "time, so the pairs a sample keeps do not depend on load")
-    p.add_argument("--timeout", type=float, default=5.0,
-                   help="CPU budget in seconds per call, counting every process and thread "
-                        "(default 5); a call that stops computing (sleeps, blocks) for as long "
-                        "is stopped too")
     p.add_argument("--hash_seeds", type=int, default=len(HASH_SEEDS),
                    help="further hash seeds under which pairs of code that may depend on set "
                         f"order are re-run (0-{len(HASH_SEEDS)}, default {len(HASH_SEEDS)}; each "
@@ -126,18 +115,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     cli.setup_logging(args.verbose)
-    for name in ("workers", "max_ios", "max_calls"):
+    cli.check_executor_args(parser, args)
+    for name in ("max_ios", "max_calls"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
     if args.max_ios < 2:
         parser.error("--max_ios must be at least 2 (samples with fewer pairs are dropped)")
     if not 0 <= args.hash_seeds <= len(HASH_SEEDS):
         parser.error(f"--hash_seeds must be between 0 and {len(HASH_SEEDS)}")
-    if args.budget <= 0 or args.timeout <= 0:
-        parser.error("--budget and --timeout must be positive")
-    args.python_path = cli.python_path_arg(parser, args.python_path)
-    args.read_path = cli.read_paths_arg(parser, args.read_path)
-    dropped_file = args.dropped_file or args.output_file + ".dropped.jsonl"
+    if args.budget <= 0:
+        parser.error("--budget must be positive")
+    dropped_file = args.dropped_file or layout.side_file(args.output_file, layout.DROPPED)
     if os.path.abspath(dropped_file) in (os.path.abspath(args.output_file), os.path.abspath(args.input_file)):
         parser.error("--dropped_file must differ from --input_file and --output_file")
 
@@ -158,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         pool.start_with = hash_pools[k - 1]
     recheck = Rechecker(check_pool, hash_pools)   # merges the re-check jobs of a few samples
 
-    counts = cli.Counter()
+    counts: Counter[str] = Counter()
     seen: set[int] = set()
     # samples with a job running or queued: enough to keep both pools busy. Samples are
     # written in input order, so one that computes for seconds holds back those after it:

@@ -34,18 +34,22 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def build_parser() -> argparse.ArgumentParser:
+    p = cli.new_parser(__doc__)
+    p.add_argument("--answers", nargs="+", required=True, metavar="FILE",
+                   help="recorded answers (JSONL); several files are merged")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
+    p.add_argument("--port_file", help="write the bound port here (atomically) once listening")
+    p.add_argument("--model", default="replay", help="model name listed by GET /v1/models")
+    p.add_argument("--exit_with_pid", type=int, metavar="PID",
+                   help="also stop when process PID is gone (so a killed launcher never "
+                        "leaves the server behind)")
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--answers", nargs="+", required=True, metavar="FILE",
-                        help="recorded answers (JSONL); several files are merged")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
-    parser.add_argument("--port_file", help="write the bound port here (atomically) once listening")
-    parser.add_argument("--model", default="replay", help="model name listed by GET /v1/models")
-    parser.add_argument("--exit_with_pid", type=int, metavar="PID",
-                        help="also stop when process PID is gone (so a killed launcher never "
-                             "leaves the server behind)")
+    parser = build_parser()
     args = parser.parse_args(argv)
     if not 0 <= args.port < 65536:
         parser.error(f"--port {args.port}: should be 0..65535")

@@ -17,47 +17,24 @@ import json
 import os
 import sys
 
-from annoy_datasync import cli
-from annoy_datasync.report import RunFiles, build_report, render_markdown
+from annoy_datasync import cli, layout
+from annoy_datasync.jsonl import InputError
+from annoy_datasync.report import RunFiles, build_report, render_funnel, render_markdown
 
-# file names of a run named NAME in --run_dir (the README's pattern, NAME = 1k there)
-PATTERNS = {
-    "raw_code": "rawcode_{name}.jsonl", "transform_msg": "rawcode_{name}_msg.jsonl",
-    "unified": "rawcode_{name}_unified.jsonl", "parsed": "rawcode_{name}_parsed.jsonl",
-    "spec_msg": "spec_{name}_msg.jsonl", "gens": "spec_{name}_gens.jsonl",
-    "verified": "spec_{name}_gens_verified.jsonl", "rev_msg": "spec_{name}_msg_rev.jsonl",
-    "rev_gens": "spec_{name}_gens_rev.jsonl",
-    "rev_verified": "spec_{name}_gens_rev_verified.jsonl", "final": "spec_{name}_final.jsonl",
+# flag -> (RunFiles field, help): a flag per role of the run's layout (--<role>_file; the
+# transform prompts keep build_transform_msg.py's flag), then the side files
+FILE_FLAGS = {
+    **{("--raw_code_msg_file" if role == "transform_msg" else f"--{role}_file"): (role, about)
+       for role, (_, about) in layout.FILES.items()},
+    "--unified_failed_file": ("unified_failed", "failed transform requests"),
+    "--dropped_file": ("parsed_dropped", "samples dropped by parsing"),
+    "--gens_failed_file": ("gens_failed", "failed turn-1 requests"),
+    "--rev_gens_failed_file": ("rev_gens_failed", "failed turn-2 requests"),
 }
 
-# flag -> (RunFiles field, default, help)
-FILE_FLAGS = (
-    ("--raw_code_file", "raw_code", "data/rawcode_1k.jsonl", "raw code (step 1.1 input)"),
-    ("--raw_code_msg_file", "transform_msg", "data/rawcode_1k_msg.jsonl", "transform prompts (1.1)"),
-    ("--unified_file", "unified", "data/rawcode_1k_unified.jsonl", "unified responses (1.2)"),
-    ("--unified_failed_file", "unified_failed", None,
-     "failed transform requests (default: next to --unified_file)"),
-    ("--parsed_file", "parsed", "data/rawcode_1k_parsed.jsonl", "parsed samples (2)"),
-    ("--dropped_file", "parsed_dropped", None,
-     "samples dropped by parsing (default: next to --parsed_file)"),
-    ("--spec_msg_file", "spec_msg", "data/spec_1k_msg.jsonl", "prediction prompts (3)"),
-    ("--gens_file", "gens", "data/spec_1k_gens.jsonl", "turn-1 answers (4)"),
-    ("--gens_failed_file", "gens_failed", None,
-     "failed turn-1 requests (default: next to --gens_file)"),
-    ("--verified_file", "verified", "data/spec_1k_gens_verified.jsonl", "turn-1 verdicts (5)"),
-    ("--rev_msg_file", "rev_msg", "data/spec_1k_msg_rev.jsonl", "revision prompts (6.1)"),
-    ("--rev_gens_file", "rev_gens", "data/spec_1k_gens_rev.jsonl", "turn-2 answers (6.2)"),
-    ("--rev_gens_failed_file", "rev_gens_failed", None,
-     "failed turn-2 requests (default: next to --rev_gens_file)"),
-    ("--rev_verified_file", "rev_verified", "data/spec_1k_gens_rev_verified.jsonl",
-     "turn-2 verdicts (6.3)"),
-    ("--final_file", "final", "data/spec_demo_final.jsonl", "final dataset (6.4)"),
-)
 
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    p = cli.new_parser(__doc__)
     files = p.add_argument_group(
         "files of the run",
         "each defaults to the README's name; with --run_dir/--name, to DIR/<pattern with NAME>, "
@@ -66,31 +43,61 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                        help="directory holding the run's files")
     files.add_argument("--name", default=None,
                        help="the run's name in its file names (1k in rawcode_1k_unified.jsonl)")
-    for flag, dest, default, help_ in FILE_FLAGS:
+    for flag, (dest, about) in FILE_FLAGS.items():
+        default = layout.DEFAULTS.get(dest, "next to its main file")
         files.add_argument(flag, dest=dest, default=None, metavar="FILE",
-                           help=help_ + (f" [{default}]" if default else ""))
+                           help=f"{about} [{default}]")
+    out_dir = os.path.join("RUN_DIR", "")
     p.add_argument("--output_md", default=None,
-                   help="Markdown report [RUN_DIR/report.md, or data/report.md]")
+                   help=f"Markdown report [{out_dir}report.md, or "
+                        f"{os.path.join(layout.DATA_DIR, 'report.md')}]")
     p.add_argument("--output_json", default=None,
-                   help="JSON report [RUN_DIR/report.json, or data/report.json]")
+                   help=f"JSON report [{out_dir}report.json, or "
+                        f"{os.path.join(layout.DATA_DIR, 'report.json')}]")
     p.add_argument("--figure", default=None,
                    help="also draw the funnel and pass rates to this PNG (e.g. figures/run.png)")
     p.add_argument("--title", default="Run report", help="title of the report and figure")
     p.add_argument("--quiet", action="store_true", help="do not print the Markdown")
-    args = p.parse_args(argv)
+    p.add_argument("--funnel_of", default=None, metavar="REPORT_JSON",
+                   help="only print the funnel summary of an earlier report (its --output_json) "
+                        "and stop: the lines scripts/run_pipeline.sh ends with")
+    p.add_argument("--replay", action="store_true",
+                   help="with --funnel_of: the answers came from the replay server; warn when "
+                        "it had no answer for some requests")
+    return p
+
+
+def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Usage errors of flag combinations; fills in every file the flags leave unnamed."""
+    if args.replay and args.funnel_of is None:
+        p.error("--replay goes with --funnel_of")
     if args.figure is not None and not args.figure.lower().endswith(".png"):
         p.error(f"--figure {args.figure}: the figure is a PNG; name it *.png")
     if (args.run_dir is None) != (args.name is None):
         p.error("--run_dir and --name go together (e.g. --run_dir data --name 1k)")
-    for _, dest, default, _ in FILE_FLAGS:
+    if args.run_dir is not None:
+        try:
+            run = layout.run_files(args.run_dir, args.name)
+        except ValueError as exc:
+            p.error(f"--name: {exc}")
+    else:
+        run = layout.DEFAULTS
+    for dest, _ in FILE_FLAGS.values():
         if getattr(args, dest) is None:
-            if args.run_dir is not None and dest in PATTERNS:
-                default = os.path.join(args.run_dir, PATTERNS[dest].format(name=args.name))
-            setattr(args, dest, default)
-    out_dir = args.run_dir if args.run_dir is not None else "data"
+            setattr(args, dest, run.get(dest))
+    out_dir = args.run_dir if args.run_dir is not None else layout.DATA_DIR
     args.output_md = args.output_md or os.path.join(out_dir, "report.md")
     args.output_json = args.output_json or os.path.join(out_dir, "report.json")
-    return args
+
+
+def read_report(path: str) -> dict:
+    """The report an earlier run wrote with --output_json."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: no report to read ({exc}); src/report.py writes it "
+                         "(--output_json)") from None
 
 
 def write_text(path: str, text: str) -> None:
@@ -105,9 +112,14 @@ def write_text(path: str, text: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_args(parser, args)
     cli.setup_logging()
-    files = RunFiles(**{dest: getattr(args, dest) for _, dest, _, _ in FILE_FLAGS})
+    if args.funnel_of is not None:
+        print(render_funnel(read_report(args.funnel_of), replay=args.replay), end="")
+        return 0
+    files = RunFiles(**{dest: getattr(args, dest) for dest, _ in FILE_FLAGS.values()})
     report = build_report(files)
     md = render_markdown(report, title=args.title)
     write_text(args.output_json, json.dumps(report, indent=2, ensure_ascii=False) + "\n")

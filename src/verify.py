@@ -32,10 +32,11 @@ import argparse
 import logging
 import os
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-from annoy_datasync import answers, cli
+from annoy_datasync import answers, cli, layout
 from annoy_datasync import status as st
 from annoy_datasync.executor import Executor, Limits
 from annoy_datasync.jsonl import InputError, atomic_write, read_jsonl, where, write_jsonl
@@ -45,8 +46,7 @@ log = logging.getLogger("annoy_datasync.verify")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.new_parser(__doc__)
     p.add_argument("--parsed_file", required=True, help="parsed samples (parse_gen_ios output)")
     p.add_argument("--gens_file", required=True, help="predictions to verify (JSONL)")
     p.add_argument("--output_file", required=True, help="verified predictions (JSONL)")
@@ -58,18 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how the answer is read from the model's text: method (default; the "
                         "last JSON object, which must hold the key) or lenient (the last object "
                         "holding the key, Python literals accepted)")
-    p.add_argument("--python_path", default=None,
-                   help="interpreter that runs the reference code (default: this one)")
-    p.add_argument("--run_path", default="./temp/run",
-                   help="where each execution gets its own scratch directory")
-    cli.add_read_path_arg(p)
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                   help="executor worker processes (default: the number of CPUs)")
-    p.add_argument("--timeout", type=float, default=5.0,
-                   help="CPU budget in seconds per execution, counting every process and "
-                        "thread of it (default 5): code computing longer is a timeout, final "
-                        "on any machine. Code that stops computing (sleeps, blocks) for as "
-                        "long is stopped as wall_timeout")
+    cli.add_executor_args(p)
     p.add_argument("--recheck", default="",
                    help="comma-separated statuses (e.g. 'wall_timeout') or 'load': the gens "
                         "file is already verified; check again only lines whose res.status is "
@@ -126,16 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     cli.setup_logging(args.verbose)
-    if args.workers < 1:
-        parser.error("--workers must be at least 1")
+    cli.check_executor_args(parser, args)
     if args.batch is None:
         args.batch = 16 if args.always_run else 1
     if args.batch < 1:
         parser.error("--batch must be at least 1")
-    if args.timeout <= 0:
-        parser.error("--timeout must be positive")
-    args.python_path = cli.python_path_arg(parser, args.python_path)
-    args.read_path = cli.read_paths_arg(parser, args.read_path)
     recheck = {s.strip() for s in args.recheck.split(",") if s.strip()}
     unknown = recheck - set(st.VERDICTS) - set(st.ORIGINAL_VERDICTS) - {st.RECHECK_LOAD}
     if unknown:
@@ -146,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     if (recheck and not args.resume_from and os.path.exists(args.output_file)
             and os.path.samefile(args.output_file, args.gens_file)):
         # re-checking a verified file in place: leave it untouched when nothing qualifies
-        statuses = cli.Counter()
+        statuses: Counter[str] = Counter()
         for _, rec in gens:
             prev = reusable(rec.get("res"), recheck)
             statuses[prev["status"] if prev else "to_recheck"] += 1
@@ -183,9 +167,9 @@ def main(argv: list[str] | None = None) -> int:
             executor.close()
         parsed.close()
 
-    rejects = args.rejects_file or f"{args.output_file}.rejects.jsonl"
+    rejects = args.rejects_file or layout.side_file(args.output_file, layout.REJECTS)
     write_rejects(args.gens_file, gens.bad, rejects)
-    counts = cli.Counter(verifier.counts)
+    counts = Counter(verifier.counts)
     counts[st.REJECTED] += len(gens.bad)
     counts[st.EXECUTIONS] = verifier.cache.runs
     counts[st.CACHE_HITS] = verifier.cache.hits

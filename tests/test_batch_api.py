@@ -376,7 +376,7 @@ def test_run_pipeline_sends_the_three_rounds_as_batches(serve, tmp_path):
                           env={**os.environ, "PYTHON": sys.executable})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(server.batches) == 3
-    for name in ("rawcode_unified.jsonl", "spec_gens.jsonl", "spec_gens_rev.jsonl"):
+    for name in ("rawcode_demo_unified.jsonl", "spec_demo_gens.jsonl", "spec_demo_gens_rev.jsonl"):
         rows = read(out / name)
         assert rows and all(r["output"].startswith("echo: ") for r in rows)
     # with recorded answers there is no Batch API to send to

@@ -48,13 +48,13 @@ def _funnel_on_disk(out):
     def passed(name):
         return sum(r["res"]["status"] == status.SUCCESS for r in _records(out / name))
     return {
-        "raw files": len(_records(out / "rawcode.jsonl")),
-        "unified": len(_records(out / "rawcode_unified.jsonl")),
-        "parsed": len(_records(out / "rawcode_parsed.jsonl")),
-        "prompts": len(_records(out / "spec_msg.jsonl")),
-        "turn-1 successes": passed("spec_gens_verified.jsonl"),
-        "turn-2 answers": len(_records(out / "spec_gens_rev_verified.jsonl")),
-        "turn-2 successes": passed("spec_gens_rev_verified.jsonl"),
+        "raw files": len(_records(out / "rawcode_demo.jsonl")),
+        "unified": len(_records(out / "rawcode_demo_unified.jsonl")),
+        "parsed": len(_records(out / "rawcode_demo_parsed.jsonl")),
+        "prompts": len(_records(out / "spec_demo_msg.jsonl")),
+        "turn-1 successes": passed("spec_demo_gens_verified.jsonl"),
+        "turn-2 answers": len(_records(out / "spec_demo_gens_rev_verified.jsonl")),
+        "turn-2 successes": passed("spec_demo_gens_rev_verified.jsonl"),
         "final records": len(_records(out / "spec_demo_final.jsonl")),
     }
 
@@ -78,7 +78,7 @@ def test_demo_subset_final_file_has_the_released_format(demo_run):
     out, _ = demo_run
     final = _records(out / "spec_demo_final.jsonl")
     assert final, "no final record"
-    verified = {(r["itemid"], r["ioid"], r["io_pred"]): r for r in _records(out / "spec_gens_verified.jsonl")}
+    verified = {(r["itemid"], r["ioid"], r["io_pred"]): r for r in _records(out / "spec_demo_gens_verified.jsonl")}
     for rec in final:
         assert {"prompt", "turn_1", "feedback_1", "turn_2", "feedback_2"} <= set(rec)
         assert isinstance(rec["prompt"], str) and isinstance(rec["turn_1"], str)
@@ -110,20 +110,20 @@ def test_demo_subset_prints_the_funnel_of_the_files_on_disk(demo_run):
 def test_demo_subset_exercises_every_branch_and_every_request_was_recorded(demo_run):
     out, _ = demo_run
     # every request found a recorded answer: only the deliberate truncations failed
-    for name in ("rawcode_unified.jsonl", "spec_gens.jsonl", "spec_gens_rev.jsonl"):
+    for name in ("rawcode_demo_unified.jsonl", "spec_demo_gens.jsonl", "spec_demo_gens_rev.jsonl"):
         failed_path = out / (name + ".failed.jsonl")
         failed = _records(failed_path) if failed_path.exists() else []
         reasons = {f["reason"] for f in failed}
         assert reasons <= {status.FAIL_LENGTH}, (
             f"{name}: requests the replay server could not answer ({reasons}); "
             "the demo answers are stale: run python data/demo/make_answers.py")
-    assert [f["reason"] for f in _records(out / "rawcode_unified.jsonl.failed.jsonl")] == [status.FAIL_LENGTH]
-    assert [f["reason"] for f in _records(out / "spec_gens.jsonl.failed.jsonl")] == [status.FAIL_LENGTH]
-    drops = {d["reason"] for d in _records(out / "rawcode_parsed.jsonl.dropped.jsonl")}
+    assert [f["reason"] for f in _records(out / "rawcode_demo_unified.jsonl.failed.jsonl")] == [status.FAIL_LENGTH]
+    assert [f["reason"] for f in _records(out / "spec_demo_gens.jsonl.failed.jsonl")] == [status.FAIL_LENGTH]
+    drops = {d["reason"] for d in _records(out / "rawcode_demo_parsed.jsonl.dropped.jsonl")}
     assert {status.DROP_NO_MAIN, status.DROP_NO_GENERATOR, status.DROP_FEW_IOS} <= drops
-    turn1 = {r["res"]["status"] for r in _records(out / "spec_gens_verified.jsonl")}
+    turn1 = {r["res"]["status"] for r in _records(out / "spec_demo_gens_verified.jsonl")}
     assert {status.SUCCESS, status.WRONG_ANSWER, status.NO_ANSWER, status.EXCEPTION} <= turn1
-    turn2 = [r["res"]["status"] for r in _records(out / "spec_gens_rev_verified.jsonl")]
+    turn2 = [r["res"]["status"] for r in _records(out / "spec_demo_gens_rev_verified.jsonl")]
     assert status.SUCCESS in turn2 and any(s != status.SUCCESS for s in turn2)
 
 
@@ -175,8 +175,47 @@ def test_a_failing_step_stops_the_run_with_its_message(tmp_path):
     assert 'no "content" field' in proc.stderr
     assert "step 'transform_msg' failed" in proc.stderr
     assert not (tmp_path / "o" / ".done" / "transform_msg").exists()
-    assert not (tmp_path / "o" / "rawcode_unified.jsonl").exists()
+    assert not (tmp_path / "o" / "rawcode_raw_unified.jsonl").exists()
     assert "funnel:" not in proc.stdout
+
+
+def test_files_are_named_after_the_run_and_limit_never_overwrites_the_raw_file(tmp_path):
+    demo = os.path.join(ROOT, "data", "demo", "rawcode_demo.jsonl")
+    raw = tmp_path / "rawcode_tiny.jsonl"   # the run name is "tiny", as in the method's README
+    with open(demo) as src:
+        raw.write_text(next(src))
+    out = tmp_path / "run"
+    proc = subprocess.run(["bash", SCRIPT, "--raw_code_file", str(raw), "--out_dir", str(out),
+                           "--answers", os.path.join(ROOT, "data", "demo", "answers.jsonl")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=ENV)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("rawcode_tiny_msg.jsonl", "rawcode_tiny_unified.jsonl", "rawcode_tiny_parsed.jsonl",
+                 "spec_tiny_msg.jsonl", "spec_tiny_gens.jsonl", "spec_tiny_gens_verified.jsonl",
+                 "spec_tiny_msg_rev.jsonl", "spec_tiny_gens_rev.jsonl",
+                 "spec_tiny_gens_rev_verified.jsonl", "spec_tiny_final.jsonl", "report.json"):
+        assert (out / name).is_file(), name
+    assert f"final data: {out / 'spec_tiny_final.jsonl'}" in proc.stdout
+    # --limit copies the first lines to <out_dir>/rawcode_<name>.jsonl: never over the input
+    before = raw.read_bytes()
+    proc = subprocess.run(["bash", SCRIPT, "--raw_code_file", str(raw), "--out_dir", str(tmp_path),
+                           "--limit", "1"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          env=ENV)
+    assert proc.returncode == 1 and "--limit would overwrite the raw code file" in proc.stderr
+    assert raw.read_bytes() == before
+    assert not (tmp_path / ".done").exists()
+
+
+def test_an_out_dir_written_under_other_names_is_refused_with_what_to_do(tmp_path):
+    out = tmp_path / "old"
+    (out / ".done").mkdir(parents=True)
+    for step in ("transform_msg", "transform_inference"):   # the names of an older driver
+        (out / ".done" / step).touch()
+    (out / "rawcode_msg.jsonl").write_text("")
+    proc = subprocess.run(["bash", SCRIPT, "--out_dir", str(out)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60, env=ENV)
+    assert proc.returncode == 1
+    assert f"{out} holds a run written under other file names" in proc.stderr
+    assert f"remove {out}" in proc.stderr and "[run]" not in proc.stderr
 
 
 def _processes_mentioning(text: str) -> list[str]:
@@ -245,7 +284,7 @@ def test_stale_answers_stop_the_run_at_the_inference_step_with_a_hint(tmp_path):
         answers.write_text("".join(line for _, line in zip(range(n_raw), src)))
     out = tmp_path / "run"
     proc = _run(out, "--answers", str(answers))
-    failed = _records(out / "spec_gens.jsonl.failed.jsonl")
+    failed = _records(out / "spec_demo_gens.jsonl.failed.jsonl")
     assert {f["reason"] for f in failed} == {status.FAIL_BAD_REQUEST}
     assert "no recorded answer for this request" in failed[0]["error"]
     assert "python data/demo/make_answers.py" in proc.stdout + proc.stderr

@@ -15,6 +15,7 @@ import pytest
 import report
 from annoy_datasync import prices
 from annoy_datasync import report as rep
+from annoy_datasync.jsonl import InputError
 
 FIX = Path(__file__).parent / "fixtures" / "report_run"
 # flag -> fixture file (the side files are found next to their main file)
@@ -165,6 +166,46 @@ def test_funnel_counts_each_stage_from_its_file(tmp_path):
     assert r["final"]["single_turn"] == sum(x["turn_2"] is None for x in final)
     assert r["final"]["multi_turn"] == sum(x["turn_2"] is not None for x in final)
     assert f"| parsed samples | samples | {expect['parsed']} |" in md
+
+
+def test_funnel_of_a_report_prints_the_drivers_summary(tmp_path, capsys):
+    run(tmp_path)
+    capsys.readouterr()
+    assert report.main(["--funnel_of", str(tmp_path / "report.json")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "funnel:"
+    rows = dict(line.rsplit(None, 1) for line in lines[1:9])
+    rver = records("spec_fix_gens_rev_verified.jsonl")
+    assert {k.strip(): int(v) for k, v in rows.items()} == {
+        "raw files": len(records("rawcode_fix.jsonl")),
+        "unified": len({r["index"] for r in records("rawcode_fix_unified.jsonl")}),
+        "parsed": len(records("rawcode_fix_parsed.jsonl")),
+        "prompts": len(records("spec_fix_msg.jsonl")),
+        "turn-1 successes": sum(x["res"]["status"] == "success"
+                                for x in records("spec_fix_gens_verified.jsonl")),
+        "turn-2 answers": len(records("spec_fix_gens_rev.jsonl")),
+        "turn-2 successes": sum(x["res"]["status"] == "success" for x in rver),
+        "final records": len(records("spec_fix_final.jsonl")),
+    }
+    failed = []
+    for step, name in (("transform", "rawcode_fix_unified.jsonl"), ("turn 1", "spec_fix_gens.jsonl"),
+                       ("turn 2", "spec_fix_gens_rev.jsonl")):
+        _, reasons, _ = inference_expect(name, name + ".failed.jsonl")
+        text = " ".join(f"{k}={v}" for k, v in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])))
+        failed.append(f"{step} {sum(reasons.values())}" + (f" ({text})" if text else ""))
+    assert lines[9] == "failed requests: " + ", ".join(failed)
+    assert lines[10:] == [f"final data: {FIX / 'spec_fix_final.jsonl'}"]
+    # only a replayed run whose server lacked answers (bad_request) gets the warning
+    r = json.loads((tmp_path / "report.json").read_text())
+    assert "warning" not in rep.render_funnel(r, replay=True)
+    r["inference"]["turn_1"]["failed_by_reason"]["bad_request"] = 2
+    assert "warning" not in rep.render_funnel(r, replay=False)
+    assert ("warning: the replay server had no recorded answer for 2 request(s)"
+            in rep.render_funnel(r, replay=True))
+    with pytest.raises(SystemExit):
+        report.main(["--replay"])   # only with --funnel_of
+    with pytest.raises(InputError, match="none.json: no report to read"):
+        report.main(["--funnel_of", str(tmp_path / "none.json")])
 
 
 def test_missing_files_are_reported_absent(tmp_path, capsys):

@@ -1,5 +1,6 @@
-"""Small helpers shared by the step scripts: logging set-up, error exit, summary line,
-the --prompts flag, and the read-convert-write loop of the steps that only rewrite records."""
+"""Small helpers shared by the step scripts: the parser and the flags several steps share
+(files of a run, the executor's flags, --prompts), logging set-up, error exit, summary line,
+and the read-convert-write loop of the steps that only rewrite records."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from . import status
+from . import layout, status
 from .executor import read_path_problem
 from .jsonl import InputError, atomic_write, read_jsonl
 
@@ -50,6 +51,49 @@ def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None 
         return 130
 
 
+def new_parser(doc: str | None) -> argparse.ArgumentParser:
+    """A step's parser: its module docstring, kept as written, is the --help text."""
+    return argparse.ArgumentParser(description=doc,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_file_arg(parser: argparse.ArgumentParser, flag: str, role: str, help: str) -> None:
+    """A file flag whose default is the file of `role` in the method README's run
+    (`layout.DEFAULTS`)."""
+    parser.add_argument(flag, default=layout.DEFAULTS[role], metavar="FILE",
+                        help=f"{help} (default: %(default)s)")
+
+
+def add_executor_args(parser: argparse.ArgumentParser) -> None:
+    """The flags of the steps that run model-written code in the sandboxed executor;
+    `check_executor_args` checks them after parsing."""
+    parser.add_argument("--python_path", default=None,
+                        help="interpreter that runs the model-written code (default: this one)")
+    parser.add_argument("--run_path", default=layout.RUN_PATH,
+                        help="where each execution gets its own scratch directory "
+                             "(default: %(default)s)")
+    parser.add_argument("--read_path", action="append", default=[], metavar="DIR",
+                        help="a directory the executed code may read (read-only; repeatable), "
+                             "e.g. a corpus or nltk_data; nothing else of the machine is visible")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="worker processes per executor pool (default: the number of CPUs)")
+    parser.add_argument("--timeout", type=float, default=layout.CPU_BUDGET,
+                        help="CPU budget in seconds per execution, counting every process and "
+                             "thread of it (default %(default)g): code computing longer is a "
+                             "timeout, the same on any machine; code that stops computing "
+                             "(sleeps, blocks) for as long is stopped too (wall_timeout)")
+
+
+def check_executor_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Usage errors for the flags of `add_executor_args`; resolves --python_path."""
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    if args.timeout <= 0:
+        parser.error("--timeout must be positive")
+    args.python_path = python_path_arg(parser, args.python_path)
+    args.read_path = read_paths_arg(parser, args.read_path)
+
+
 def python_path_arg(parser: argparse.ArgumentParser, value: str | None) -> str | None:
     """--python_path as given, or a bare name ("python") looked up on our PATH: the
     executed code gets a minimal PATH of its own. Unknown names are a usage error."""
@@ -59,12 +103,6 @@ def python_path_arg(parser: argparse.ArgumentParser, value: str | None) -> str |
     if found is None:
         parser.error(f"--python_path {value}: not found on PATH")
     return found
-
-
-def add_read_path_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--read_path", action="append", default=[], metavar="DIR",
-                        help="a directory the executed code may read (read-only; repeatable), "
-                             "e.g. a corpus or nltk_data; nothing else of the machine is visible")
 
 
 def read_paths_arg(parser: argparse.ArgumentParser, values: Sequence[str]) -> list[str]:
@@ -113,5 +151,6 @@ def convert_file(input_file: str | os.PathLike, output_file: str | os.PathLike,
     return counts
 
 
-__all__ = ["Counter", "add_prompts_arg", "add_read_path_arg", "convert_file", "exit_on_sigterm",
-           "python_path_arg", "read_paths_arg", "run", "setup_logging", "summary", "view_counts"]
+__all__ = ["add_executor_args", "add_file_arg", "add_prompts_arg", "check_executor_args",
+           "convert_file", "exit_on_sigterm", "new_parser", "python_path_arg", "read_paths_arg",
+           "run", "setup_logging", "summary", "view_counts"]

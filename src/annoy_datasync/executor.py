@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import status
+from . import layout, status
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class Limits:
       re-check with fewer workers (`status.RETRYABLE`).
     """
     wall_time: float | None = None  # idle seconds per call (None: the same as cpu_time)
-    cpu_time: float = 5.0       # CPU seconds per call, all the job's processes and threads
+    cpu_time: float = layout.CPU_BUDGET  # CPU seconds per call, all the job's processes and threads
     memory_mb: int = 2048       # address space (RLIMIT_AS)
     nproc: int = 32             # processes (RLIMIT_NPROC, as an unprivileged uid)
     fsize_mb: int = 16          # largest file the job may write (RLIMIT_FSIZE)
@@ -235,7 +235,7 @@ class Executor:
     ValueError for one that is not a directory or holds /etc, /dev, /proc or /tmp.
     """
 
-    def __init__(self, python_path: str | None = None, run_path: str = "./temp/run",
+    def __init__(self, python_path: str | None = None, run_path: str = layout.RUN_PATH,
                  workers: int | None = None, limits: Limits | None = None,
                  preload: tuple[str, ...] = DEFAULT_PRELOAD, hash_seed: int = 0,
                  wait: bool = True, read_paths: tuple[str, ...] | list[str] = ()) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import prices, status
+from . import layout, prices, status
 from .jsonl import read_jsonl
 
 IO_PREDS = ("i", "o")
@@ -43,15 +43,15 @@ class RunFiles:
     final: str | None = None
 
 
-def sidecar(path: str | None, suffix: str) -> str | None:
-    """The side file a step writes next to `path`: ``x.jsonl`` -> ``x.jsonl.<suffix>.jsonl``
-    (the default of batched_api_inference.py and parse_gen_ios.py), or else
-    ``x.<suffix>.jsonl`` if only that one exists.
+def sidecar(path: str | None, kind: str) -> str | None:
+    """The side file a step writes next to `path`: ``x.jsonl`` -> ``x.jsonl.<kind>.jsonl``
+    (`layout.side_file`, the default of batched_api_inference.py and parse_gen_ios.py), or
+    else ``x.<kind>.jsonl`` if only that one exists.
     """
     if not path:
         return None
     stem = path[: -len(".jsonl")] if path.endswith(".jsonl") else path
-    candidates = [f"{path}.{suffix}.jsonl", f"{stem}.{suffix}.jsonl"]
+    candidates = [layout.side_file(path, kind), f"{stem}.{kind}.jsonl"]
     for c in candidates:
         if os.path.isfile(c):
             return c
@@ -61,13 +61,13 @@ def sidecar(path: str | None, suffix: str) -> str | None:
 def fill_sidecars(files: RunFiles) -> RunFiles:
     """Derive the side files the caller did not name from their main files."""
     if files.unified_failed is None:
-        files.unified_failed = sidecar(files.unified, "failed")
+        files.unified_failed = sidecar(files.unified, layout.FAILED)
     if files.parsed_dropped is None:
-        files.parsed_dropped = sidecar(files.parsed, "dropped")
+        files.parsed_dropped = sidecar(files.parsed, layout.DROPPED)
     if files.gens_failed is None:
-        files.gens_failed = sidecar(files.gens, "failed")
+        files.gens_failed = sidecar(files.gens, layout.FAILED)
     if files.rev_gens_failed is None:
-        files.rev_gens_failed = sidecar(files.rev_gens, "failed")
+        files.rev_gens_failed = sidecar(files.rev_gens, layout.FAILED)
     return files
 
 
@@ -463,6 +463,37 @@ def build_report(files: RunFiles) -> dict:
     r["inference_total"]["cost"] = None if None in costs else sum(costs)
     r["funnel"] = funnel(r)
     return r
+
+
+# --- the funnel in a few lines (the end of scripts/run_pipeline.sh) ------------------------
+
+# printed name -> key of the stage in `funnel`
+FUNNEL_LINES = (("raw files", "raw"), ("unified", "unified"), ("parsed", "parsed"),
+                ("prompts", "spec_msg"), ("turn-1 successes", "turn_1_passed"),
+                ("turn-2 answers", "turn_2_answers"), ("turn-2 successes", "turn_2_passed"),
+                ("final records", "final"))
+
+
+def render_funnel(r: dict, replay: bool = False) -> str:
+    """The funnel of a report in a few lines: the count of each stage (0 when absent), the
+    failed requests of each inference step by reason, and where the final data is. With
+    `replay` (the answers came from the replay server), a warning when it had no answer
+    for some requests: the recorded answers do not match the prompts."""
+    counts = {f["key"]: f["count"] for f in r["funnel"]}
+    lines = ["funnel:", *(f"  {name:<17} {counts[key] or 0}" for name, key in FUNNEL_LINES)]
+    steps = []
+    for step, s in r["inference"].items():
+        reasons = " ".join(f"{k}={v}" for k, v in s["failed_by_reason"].items())
+        steps.append(f"{step.replace('_', ' ')} {s['failed']}" + (f" ({reasons})" if reasons else ""))
+    lines.append("failed requests: " + ", ".join(steps))
+    unknown = sum(s["failed_by_reason"].get(status.FAIL_BAD_REQUEST, 0)
+                  for s in r["inference"].values())
+    if replay and unknown:
+        lines.append(f"warning: the replay server had no recorded answer for {unknown} "
+                     f"request(s): the answers do not match these prompts (for the demo, "
+                     f"rebuild them: python data/demo/make_answers.py)")
+    lines.append(f"final data: {r['files']['final']['path']}")
+    return "\n".join(lines) + "\n"
 
 
 # --- Markdown ------------------------------------------------------------------------------
