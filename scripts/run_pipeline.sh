@@ -27,7 +27,7 @@ CALLER="$PWD"
 cd "$ROOT"   # steps run from the repo root; paths given on the command line are the caller's
 
 usage() {
-    sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "${BASH_SOURCE[0]}"
     cat <<'EOF'
 Options:
   --raw_code_file FILE  raw code JSONL, one {"content": ...} per line [data/demo/rawcode_demo.jsonl]
@@ -132,14 +132,16 @@ fi
 # --- files of the run (names as in the method's README, under --out_dir) --------------
 # RUN_NAME and one variable per file: RAW_CODE, TRANSFORM_MSG, UNIFIED, PARSED, SPEC_MSG, GENS,
 # VERIFIED, REV_MSG, REV_GENS, REV_VERIFIED, FINAL (src/annoy_datasync/layout.py names them)
-files=$(PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m annoy_datasync.layout run "$OUT" "$RAW" "$NAME") \
+files=$(PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}" \
+        "$PY" -m annoy_datasync.layout run "$OUT" "$RAW" "$NAME") \
     || die "--name ${NAME:-(from $RAW)}: no file names for this run (see the message above)"
 eval "$files"
 RAW_USED="$RAW"
 if [[ -n "$LIMIT" ]]; then   # the first --limit raw files, copied into the run
     RAW_USED="$RAW_CODE"
     [[ ! "$RAW_USED" -ef "$RAW" ]] \
-        || die "--limit would overwrite the raw code file $RAW with its first $LIMIT lines; give another --out_dir or --name"
+        || die "--limit would overwrite the raw code file $RAW with its first $LIMIT lines;" \
+               "give another --out_dir or --name"
 fi
 
 mkdir -p "$OUT" "$OUT/.done"
@@ -147,7 +149,8 @@ DONE="$OUT/.done"
 # finished steps whose files are not there: the directory was written under other names
 for pair in "subset:$RAW_USED" "transform_msg:$TRANSFORM_MSG"; do
     if [[ -f "$DONE/${pair%%:*}" && ! -f "${pair#*:}" ]]; then
-        die "$OUT holds a run written under other file names (by an older run_pipeline.sh, or with another --name), as ${pair#*:} is missing; remove $OUT or choose another --out_dir"
+        die "$OUT holds a run written under other file names (by an older run_pipeline.sh," \
+            "or with another --name), as ${pair#*:} is missing; remove $OUT or choose another --out_dir"
     fi
 done
 

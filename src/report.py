@@ -47,13 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
         default = layout.DEFAULTS.get(dest, "next to its main file")
         files.add_argument(flag, dest=dest, default=None, metavar="FILE",
                            help=f"{about} [{default}]")
-    out_dir = os.path.join("RUN_DIR", "")
     p.add_argument("--output_md", default=None,
-                   help=f"Markdown report [{out_dir}report.md, or "
-                        f"{os.path.join(layout.DATA_DIR, 'report.md')}]")
+                   help=f"Markdown report [RUN_DIR/report.md, or {layout.DATA_DIR}/report.md]")
     p.add_argument("--output_json", default=None,
-                   help=f"JSON report [{out_dir}report.json, or "
-                        f"{os.path.join(layout.DATA_DIR, 'report.json')}]")
+                   help=f"JSON report [RUN_DIR/report.json, or {layout.DATA_DIR}/report.json]")
     p.add_argument("--figure", default=None,
                    help="also draw the funnel and pass rates to this PNG (e.g. figures/run.png)")
     p.add_argument("--title", default="Run report", help="title of the report and figure")

@@ -57,11 +57,11 @@ def new_parser(doc: str | None) -> argparse.ArgumentParser:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
-def add_file_arg(parser: argparse.ArgumentParser, flag: str, role: str, help: str) -> None:
+def add_file_arg(parser: argparse.ArgumentParser, flag: str, role: str, about: str) -> None:
     """A file flag whose default is the file of `role` in the method README's run
     (`layout.DEFAULTS`)."""
     parser.add_argument(flag, default=layout.DEFAULTS[role], metavar="FILE",
-                        help=f"{help} (default: %(default)s)")
+                        help=f"{about} (default: %(default)s)")
 
 
 def add_executor_args(parser: argparse.ArgumentParser) -> None:
@@ -90,11 +90,11 @@ def check_executor_args(parser: argparse.ArgumentParser, args: argparse.Namespac
         parser.error("--workers must be at least 1")
     if args.timeout <= 0:
         parser.error("--timeout must be positive")
-    args.python_path = python_path_arg(parser, args.python_path)
-    args.read_path = read_paths_arg(parser, args.read_path)
+    args.python_path = _python_path(parser, args.python_path)
+    args.read_path = _read_paths(parser, args.read_path)
 
 
-def python_path_arg(parser: argparse.ArgumentParser, value: str | None) -> str | None:
+def _python_path(parser: argparse.ArgumentParser, value: str | None) -> str | None:
     """--python_path as given, or a bare name ("python") looked up on our PATH: the
     executed code gets a minimal PATH of its own. Unknown names are a usage error."""
     if not value or os.sep in value:
@@ -105,7 +105,7 @@ def python_path_arg(parser: argparse.ArgumentParser, value: str | None) -> str |
     return found
 
 
-def read_paths_arg(parser: argparse.ArgumentParser, values: Sequence[str]) -> list[str]:
+def _read_paths(parser: argparse.ArgumentParser, values: Sequence[str]) -> list[str]:
     """--read_path values, each an existing directory (else a usage error)."""
     for value in values:
         problem = read_path_problem(value)
@@ -152,5 +152,5 @@ def convert_file(input_file: str | os.PathLike, output_file: str | os.PathLike,
 
 
 __all__ = ["add_executor_args", "add_file_arg", "add_prompts_arg", "check_executor_args",
-           "convert_file", "exit_on_sigterm", "new_parser", "python_path_arg", "read_paths_arg",
-           "run", "setup_logging", "summary", "view_counts"]
+           "convert_file", "exit_on_sigterm", "new_parser", "run", "setup_logging", "summary",
+           "view_counts"]

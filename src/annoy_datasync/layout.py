@@ -3,10 +3,10 @@
 A run's files are named after the run in the pattern of the method's README: with directory
 `data` and run name `1k`, the transform prompts are `data/rawcode_1k_msg.jsonl`, the turn-1
 verdicts `data/spec_1k_gens_verified.jsonl`. Each file has a role (`ROLES`, in pipeline
-order) and its pattern in `FILES`; `run_files(directory, name)` gives every path of a run. The README calls the final
-file of its own run (`1k`) `spec_demo_final.jsonl`, not `spec_1k_final.jsonl`; that name is
-kept for that run, and any other run `NAME` gets `spec_NAME_final.jsonl`. The step scripts'
-defaults are the README's run (`DEFAULTS`).
+order) and a pattern (`FILES`); `run_files(directory, name)` gives every path of a run. The
+README calls the final file of its own run (`1k`) `spec_demo_final.jsonl`, not
+`spec_1k_final.jsonl`; that run keeps the name, any other run `NAME` gets
+`spec_NAME_final.jsonl`. The step scripts' defaults are the README's run (`DEFAULTS`).
 
 A step writes side files next to its main output: `side_file(path, FAILED)` is
 `<path>.failed.jsonl`.
@@ -63,7 +63,8 @@ def file_name(role: str, name: str) -> str:
 def run_files(directory: str, name: str) -> dict[str, str]:
     """role -> path of every file of the run `name` in `directory`."""
     if not name or os.sep in name:
-        raise ValueError(f"run name {name!r}: should be a non-empty part of a file name, without {os.sep}")
+        raise ValueError(f"run name {name!r}: should be a non-empty part of a file name, "
+                         f"without {os.sep}")
     return {role: os.path.join(directory, file_name(role, name)) for role in ROLES}
 
 

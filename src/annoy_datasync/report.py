@@ -484,7 +484,8 @@ def render_funnel(r: dict, replay: bool = False) -> str:
     steps = []
     for step, s in r["inference"].items():
         reasons = " ".join(f"{k}={v}" for k, v in s["failed_by_reason"].items())
-        steps.append(f"{step.replace('_', ' ')} {s['failed']}" + (f" ({reasons})" if reasons else ""))
+        steps.append(f"{step.replace('_', ' ')} {s['failed']}"
+                     + (f" ({reasons})" if reasons else ""))
     lines.append("failed requests: " + ", ".join(steps))
     unknown = sum(s["failed_by_reason"].get(status.FAIL_BAD_REQUEST, 0)
                   for s in r["inference"].values())
