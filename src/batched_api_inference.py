@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_tokens", type=int, default=4096,
                    help="answer length limit; a longer answer is a failure with reason length")
     p.add_argument("--failed_output", default=None,
-                   help="failures file (default: <output>.failed.jsonl)")
+                   help=f"failures file (default: {layout.side_file('<output>', layout.FAILED)})")
     p.add_argument("--max_retries", type=int, default=8,
                    help="retries per request of rate limits, 5xx, timeouts, connection errors "
                         "and empty answers (default 8)")

@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input_file", required=True, help="unified responses (inference output JSONL)")
     p.add_argument("--output_file", required=True, help="parsed samples (JSONL, appended)")
     p.add_argument("--dropped_file", default=None,
-                   help="dropped responses with reasons (default: <output_file>.dropped.jsonl)")
+                   help="dropped responses with reasons (default: "
+                        f"{layout.side_file('<output_file>', layout.DROPPED)})")
     cli.add_executor_args(p)
     p.add_argument("--seed", type=int, default=0, help="seed of input generation (default 0)")
     p.add_argument("--max_ios", type=int, default=10, help="I/O pairs kept per sample (default 10)")

@@ -52,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_file", required=True, help="verified predictions (JSONL)")
     p.add_argument("--rejects_file", default=None,
                    help="lines of the gens file that are not JSON objects, with their line "
-                        "numbers (default: the output file's name + .rejects.jsonl); written "
-                        "only when there are some, removed otherwise")
+                        f"numbers (default: {layout.side_file('<output_file>', layout.REJECTS)}); "
+                        "written only when there are some, removed otherwise")
     p.add_argument("--answer_rule", choices=answers.RULES, default=answers.METHOD,
                    help="how the answer is read from the model's text: method (default; the "
                         "last JSON object, which must hold the key) or lenient (the last object "

@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+from annoy_datasync import layout
 from annoy_datasync import status as st
 from testutil import read
 
@@ -182,3 +183,18 @@ def test_read_paths_reach_verify(tmp_path):
     proc = run_script(tmp_path, parsed, gens, verified, RETRIES="0", READ_PATHS=str(corpus))
     assert proc.returncode == 0, proc.stderr
     assert read(verified)[0]["res"]["status"] == st.SUCCESS
+
+
+def test_defaults_are_the_steps_shared_ones(tmp_path):
+    parsed, gens, verified = tmp_path / "parsed.jsonl", tmp_path / "gens.jsonl", tmp_path / "v.jsonl"
+    make_parsed(parsed)
+    write(gens, [gens_row(0, 0, "i", {"input": {"x": 3}}, 0)])   # runs the code
+    env = {k: v for k, v in os.environ.items() if k not in ("TIMEOUT", "RETRIES")}
+    proc = subprocess.run(["bash", str(SCRIPT), str(parsed), str(gens), str(verified),
+                           sys.executable],   # no RUN_PATH
+                          env={**env, "WORKERS": "1", "PIPELINE_PYTHON": sys.executable},
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert f"timeout={layout.CPU_BUDGET:g}s" in proc.stderr
+    assert (tmp_path / layout.RUN_PATH).is_dir()   # relative to where the script runs
+    assert read(verified)[0]["res"]["status"] == st.WRONG_ANSWER
