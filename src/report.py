@@ -8,6 +8,8 @@ JSON (--output_json): the funnel from raw files to final records with the drop r
 at each step, turn-1 and turn-2 pass rates for input and output prediction, verifier
 statuses, token usage, cost and failed requests, I/O pairs per sample; with --figure, a PNG of
 the funnel and the pass rates. Files are streamed: memory does not grow with the run.
+With --funnel_of REPORT_JSON it only prints the funnel of an earlier report in a few lines,
+as scripts/run_pipeline.sh does at its end.
 """
 
 from __future__ import annotations
@@ -31,6 +33,16 @@ FILE_FLAGS = {
     "--gens_failed_file": ("gens_failed", "failed turn-1 requests"),
     "--rev_gens_failed_file": ("rev_gens_failed", "failed turn-2 requests"),
 }
+
+
+def read_report(path: str) -> dict:
+    """The report an earlier run wrote with --output_json."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: no report to read ({exc}); src/report.py writes it "
+                         "(--output_json)") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,16 +97,6 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     out_dir = args.run_dir if args.run_dir is not None else layout.DATA_DIR
     args.output_md = args.output_md or os.path.join(out_dir, "report.md")
     args.output_json = args.output_json or os.path.join(out_dir, "report.json")
-
-
-def read_report(path: str) -> dict:
-    """The report an earlier run wrote with --output_json."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: no report to read ({exc}); src/report.py writes it "
-                         "(--output_json)") from None
 
 
 def write_text(path: str, text: str) -> None:
