@@ -31,6 +31,7 @@ from collections import Counter
 
 from annoy_datasync import cli, status
 from annoy_datasync.jsonl import InputError, atomic_write, read_jsonl, require, require_type, where
+from annoy_datasync.verification import read_verdict
 
 log = logging.getLogger("annoy_datasync")
 
@@ -50,18 +51,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help='leave out the samples that failed both turns (by default they are '
                         'kept, marked "failed": true, as the method keeps them)')
     return p
-
-
-def verdict(rec: dict, path: str, lineno: int) -> tuple[bool, str]:
-    """(passed, verifier message) of a verified record."""
-    require(rec, ["res"], path, lineno)
-    res = rec["res"]
-    require_type(res, dict, "res", path, lineno)
-    require(res, ["status"], path, lineno)
-    require_type(res["status"], str, "res.status", path, lineno)
-    message = res.get("message", "")
-    require_type(message, str, "res.message", path, lineno)
-    return res["status"] == status.SUCCESS, message
 
 
 def answer(rec: dict, path: str, lineno: int) -> str:
@@ -118,7 +107,7 @@ def load_turn2(path: str, counts: Counter) -> dict[int, tuple[bool, int]]:
     for lineno, rec in reader:
         require(rec, ["original_id"], path, lineno)
         require_type(rec["original_id"], int, "original_id", path, lineno)
-        passed, _ = verdict(rec, path, lineno)
+        passed = read_verdict(rec, path, lineno).passed
         answer(rec, path, lineno)
         oid = rec["original_id"]
         if oid in turn2:
@@ -150,14 +139,15 @@ def main(argv: list[str] | None = None) -> int:
                 counts["turn1_" + status.DUPLICATE_ID] += 1
                 continue
             seen.add(idx)
-            passed1, fb1 = verdict(rec, path, lineno)
+            verdict1 = read_verdict(rec, path, lineno)
+            passed1 = verdict1.passed
             if not passed1 and not isinstance(rec.get("output"), str):
                 # a failure without a model answer: verify.py gave it no_answer (null) or
                 # not_runnable (another type), build_spec_rev_msg.py skipped it; no turn 2
                 counts[status.SKIP_NO_ANSWER_TEXT] += 1
                 continue
             final = {"prompt": first_prompt(rec, path, lineno), "turn_1": answer(rec, path, lineno),
-                     "feedback_1": fb1, "turn_2": None, "feedback_2": None}
+                     "feedback_1": verdict1.message, "turn_2": None, "feedback_2": None}
             final.update({k: rec[k] for k in EXTRA_FIELDS if k in rec})
             if passed1:
                 counts[status.KEPT_TURN1] += 1
@@ -166,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
                 if second is not None:
                     used.add(idx)
                     rec2 = lines2.record(second[1])
-                    final["turn_2"], final["feedback_2"] = rec2["output"], rec2["res"].get("message", "")
+                    final["turn_2"] = rec2["output"]
+                    final["feedback_2"] = read_verdict(rec2, args.result_file_turn2, second[1]).message
                 if second is not None and second[0]:
                     counts[status.KEPT_TURN2] += 1
                 elif second is None:

@@ -13,6 +13,9 @@
   predicted input through the executor (a bounded window of jobs in flight) and compare the
   result with the recorded output. Each record keeps its own future: verdicts cannot land on
   another record. Executions are cached by (sha256 of code, canonical input).
+- `read_verdict`: a verified record's ``res`` read back by the later steps
+  (build_spec_rev_msg.py, assemble_spec_demo.py), checked, errors naming file and line; only
+  ``success`` passes, in our vocabulary and the original implementation's.
 - The messages are the feedback a model sees in its second turn: one sentence each, values
   shown as JSON and shortened when long.
 """
@@ -35,7 +38,7 @@ from typing import Any
 from . import answers
 from . import status as st
 from .compare import canonical, exec_key, json_equal
-from .jsonl import InputError, where
+from .jsonl import InputError, require, require_type, where
 
 log = logging.getLogger("annoy_datasync.verify")
 
@@ -69,6 +72,39 @@ def res(status: str, message: str, limit: str | None = None) -> dict:
     if limit is not None:
         out["limit"] = limit
     return out
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The verdict of a verified record as the later steps read it back (`read_verdict`)."""
+    res: dict           # the record's "res", as written (other fields such as "limit" kept)
+
+    @property
+    def status(self) -> str:
+        return self.res["status"]
+
+    @property
+    def message(self) -> str:
+        return self.res.get("message", "")
+
+    @property
+    def passed(self) -> bool:
+        # one passing status in both vocabularies: ours (status.VERDICTS) and the original
+        # implementation's (status.ORIGINAL_VERDICTS), where every other status is a failure
+        return self.status == st.SUCCESS
+
+
+def read_verdict(record: dict, path: str | os.PathLike, lineno: int) -> Verdict:
+    """The verdict of line `lineno` of the verified file `path`; `InputError` naming file
+    and line when ``res`` is missing or is not ``{"status": str, "message": str}`` (the
+    message may be absent, as in the original implementation's files)."""
+    require(record, ["res"], path, lineno)
+    verdict = record["res"]
+    require_type(verdict, dict, "res", path, lineno)
+    require(verdict, ["status"], path, lineno)
+    require_type(verdict["status"], str, "res.status", path, lineno)
+    require_type(verdict.get("message", ""), str, "res.message", path, lineno)
+    return Verdict(verdict)
 
 
 MSG_SUCCESS = "Your answer is correct."
