@@ -39,6 +39,7 @@ from . import answers
 from . import status as st
 from .compare import canonical, exec_key, json_equal
 from .jsonl import InputError, require, require_type, where
+from .sections import MAIN_FUNC
 
 log = logging.getLogger("annoy_datasync.verify")
 
@@ -108,7 +109,7 @@ def read_verdict(record: dict, path: str | os.PathLike, lineno: int) -> Verdict:
 
 
 MSG_SUCCESS = "Your answer is correct."
-DEFAULT_FUNC = "main_solution"  # entry point of a parsed record without "funcname"
+DEFAULT_FUNC = MAIN_FUNC  # entry point of a parsed record without "funcname"
 
 
 def msg_output_wrong(inp: Any, pred: Any) -> str:
