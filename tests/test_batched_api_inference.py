@@ -16,7 +16,7 @@ import batched_api_inference as bai
 from annoy_datasync import status
 from annoy_datasync.chat_server import ChatServer, Reply
 from annoy_datasync import client as client_mod
-from annoy_datasync.client import (Bitmap, backoff_delay, parse_retry_after, redact,
+from annoy_datasync.client import (backoff_delay, parse_retry_after, redact,
                                    resolve_endpoint)
 from annoy_datasync.jsonl import InputError
 
@@ -337,14 +337,6 @@ def test_retry_after_headers_and_backoff():
     assert 30 <= delays[3] <= 60
     assert backoff_delay(1, 0.01, 60.0, retry_after=3.0) == 3.0
     assert redact(f"bad key {KEY}!", KEY) == "bad key ***!"
-
-
-def test_bitmap_is_a_set_of_indices():
-    b = Bitmap()
-    for i in (0, 7, 8, 1_000_003):
-        assert b.add(i)
-    assert not b.add(7) and b.count == 4
-    assert 1_000_003 in b and 1_000_002 not in b and 5 not in b and 10**9 not in b
 
 
 def test_an_unreachable_server_stops_the_run_early(tmp_path, transport):

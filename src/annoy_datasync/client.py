@@ -47,6 +47,7 @@ from .cache import ResponseCache, cache_key, endpoint_family
 from .endpoints import (ERROR_CHARS, MAX_RETRY_AFTER, NO_KEY, Endpoint, Outcome,  # noqa: F401
                         backoff_delay, classify_completion, classify_exception, model_family,
                         parse_retry_after, redact, resolve_endpoint)
+from .indexset import IndexSet
 from .jsonl import Appender, where
 from .pacing import Pacer, Window, message_chars, parse_limit_headers
 
@@ -286,34 +287,11 @@ async def complete(pool: Pool | openai.AsyncOpenAI, settings: Settings, messages
 
 
 # --- the input, the done set ----------------------------------------------------------------
-class Bitmap:
-    """A growable set of non-negative ints, one bit each (1M indices: 125 kB)."""
-
-    def __init__(self) -> None:
-        self.bits = bytearray()
-        self.count = 0
-
-    def add(self, i: int) -> bool:
-        byte = i >> 3
-        if byte >= len(self.bits):
-            self.bits.extend(bytes(max(byte + 1 - len(self.bits), len(self.bits))))
-        mask = 1 << (i & 7)
-        if self.bits[byte] & mask:
-            return False
-        self.bits[byte] |= mask
-        self.count += 1
-        return True
-
-    def __contains__(self, i: int) -> bool:
-        byte = i >> 3
-        return byte < len(self.bits) and bool(self.bits[byte] & (1 << (i & 7)))
-
-
 def scan_indices(path: str, what: str = "index",
-                 models: Counter | None = None) -> tuple[Bitmap, int]:
+                 models: Counter | None = None) -> tuple[IndexSet, int]:
     """Indices (field `what`) present in a JSONL file, streamed. Returns (set, duplicates).
     When `models` is given, it counts the "model" field of the lines too."""
-    done = Bitmap()
+    done = IndexSet()
     dups = 0
     if not os.path.exists(path):
         return done, 0
@@ -334,7 +312,7 @@ def scan_indices(path: str, what: str = "index",
     return done, dups
 
 
-def scan_input(path: str, limit: int | None, done: Bitmap) -> tuple[int, int]:
+def scan_input(path: str, limit: int | None, done: IndexSet) -> tuple[int, int]:
     """(lines in the file, requests still to send: non-blank, index < limit, not done)."""
     lines = pending = 0
     with open(path, "rb") as fh:
@@ -346,7 +324,7 @@ def scan_input(path: str, limit: int | None, done: Bitmap) -> tuple[int, int]:
 
 
 def iter_shard(path: str, shard: int, nshards: int, limit: int | None,
-               done: Bitmap) -> Iterator[tuple[int, bytes]]:
+               done: IndexSet) -> Iterator[tuple[int, bytes]]:
     """(index, raw line) of this shard's lines that are not done, streamed."""
     with open(path, "rb") as fh:
         for index, raw in enumerate(fh):
@@ -426,7 +404,7 @@ FIRST_FAILURES = 8
 
 
 async def run_shard(settings: Settings, shard: int, nshards: int, out: Appender, failed: Appender,
-                    done: Bitmap, stop: Any = None,
+                    done: IndexSet, stop: Any = None,
                     report: Callable[[dict], None] | None = None,
                     answered: Any = None) -> tuple[Stats, str | None]:
     """Answer this shard's pending lines. Returns the stats and a fatal message or None.
