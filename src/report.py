@@ -18,6 +18,7 @@ import os
 import sys
 
 from annoy_datasync import cli
+from annoy_datasync.jsonl import atomic_text
 from annoy_datasync.report import RunFiles, build_report, render_markdown
 
 # file names of a run named NAME in --run_dir (the README's pattern, NAME = 1k there)
@@ -93,25 +94,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def write_text(path: str, text: str) -> None:
-    """Write through a temp file and rename, so a reader never sees half a report."""
-    parent = os.path.dirname(path)
-    if parent:
-        os.makedirs(parent, exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cli.setup_logging()
     files = RunFiles(**{dest: getattr(args, dest) for _, dest, _, _ in FILE_FLAGS})
     report = build_report(files)
     md = render_markdown(report, title=args.title)
-    write_text(args.output_json, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    write_text(args.output_md, md)
+    with atomic_text(args.output_json) as fh:     # a reader never sees half a report
+        fh.write(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    with atomic_text(args.output_md) as fh:
+        fh.write(md)
     if args.figure:
         from annoy_datasync.report_plot import plot_report  # matplotlib only when asked
         plot_report(report, args.figure, title=args.title)

@@ -219,6 +219,20 @@ def test_figure_is_a_png_of_sensible_size(tmp_path):
     assert not list(fig.parent.glob("*.tmp*"))
 
 
+def test_a_rewritten_report_keeps_its_mode_and_leaves_no_temp_file(tmp_path):
+    # every whole-file writer goes through jsonl.atomic_text: a rerun keeps the mode the
+    # user gave the old files (a plain write-and-rename gave them the umask's)
+    fig = tmp_path / "run.png"
+    run(tmp_path, extra=["--figure", str(fig)])
+    for f in (tmp_path / "report.md", tmp_path / "report.json", fig):
+        f.chmod(0o640)
+    run(tmp_path, extra=["--figure", str(fig)])
+    for f in (tmp_path / "report.md", tmp_path / "report.json", fig):
+        assert f.stat().st_mode & 0o777 == 0o640, f.name
+    png_size(fig)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json", "report.md", "run.png"]
+
+
 def test_printed_markdown_and_summary(tmp_path, capsys):
     argv = [x for flag, name in FILES.items() for x in (flag, str(FIX / name))]
     argv += ["--output_md", str(tmp_path / "r.md"), "--output_json", str(tmp_path / "r.json")]

@@ -5,8 +5,11 @@
   line is not a JSON object is not JSONL at all: that raises `InputError`.
 - `Appender` appends one record per ``write`` call with a single ``os.write`` of the whole
   line, and repairs a torn tail left by a killed writer before its first append.
-- `atomic_write` rewrites a whole file through a temp file and an atomic rename, so a kill
-  leaves either the old or the new file.
+- `atomic_text` rewrites a whole file through a temp file, fsync and an atomic rename, so a
+  kill leaves either the old or the new file, with the old file's mode; `atomic_write` is
+  the same for a JSONL file. Every file the project rewrites whole goes through them (step
+  outputs, the run report and its figure, dataset_info.json, the batch state file, the
+  replay server's port file).
 """
 
 from __future__ import annotations
