@@ -26,11 +26,11 @@ import argparse
 import json
 import logging
 import sys
-from array import array
 from collections import Counter
 
 from annoy_datasync import cli, status
-from annoy_datasync.jsonl import InputError, atomic_write, read_jsonl, require, require_type, where
+from annoy_datasync.jsonl import (InputError, LineIndex, atomic_write, read_jsonl, require,
+                                  require_type, where)
 from annoy_datasync.verification import read_verdict
 
 log = logging.getLogger("annoy_datasync")
@@ -68,36 +68,6 @@ def first_prompt(rec: dict, path: str, lineno: int) -> str:
             require_type(m.get("content"), str, "messages[].content", path, lineno)
             return m["content"]
     raise InputError(f"{where(path, lineno)}: messages hold no user prompt")
-
-
-class LineIndex:
-    """Random access to the lines of a file by 1-based line number, through byte offsets.
-
-    Keeps only the offsets in memory, so the second-turn answers (often half of a large
-    file) are read from disk when they are joined instead of being held in memory.
-    """
-
-    def __init__(self, path: str):
-        self.offsets = array("q")
-        pos = 0
-        with open(path, "rb") as fh:
-            for line in fh:            # the same physical lines as read_jsonl's numbering
-                self.offsets.append(pos)
-                pos += len(line)
-        self._fh = open(path, "rb")
-
-    def record(self, lineno: int) -> dict:
-        self._fh.seek(self.offsets[lineno - 1])
-        return json.loads(self._fh.readline())
-
-    def close(self) -> None:
-        self._fh.close()
-
-    def __enter__(self) -> LineIndex:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def load_turn2(path: str, counts: Counter) -> dict[int, tuple[bool, int]]:
@@ -155,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                 second = turn2.get(idx)
                 if second is not None:
                     used.add(idx)
-                    rec2 = lines2.record(second[1])
+                    rec2 = json.loads(lines2.line(second[1]))
                     final["turn_2"] = rec2["output"]
                     final["feedback_2"] = read_verdict(rec2, args.result_file_turn2, second[1]).message
                 if second is not None and second[0]:

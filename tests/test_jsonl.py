@@ -4,7 +4,8 @@ import stat
 
 import pytest
 
-from annoy_datasync.jsonl import Appender, InputError, read_jsonl, repair_tail, require, write_jsonl
+from annoy_datasync.jsonl import (Appender, InputError, LineIndex, read_jsonl, repair_tail, require,
+                                  write_jsonl)
 
 
 def test_read_skips_bad_lines_with_count(tmp_path, caplog):
@@ -98,3 +99,20 @@ def test_lines_json_cannot_hold_are_skipped_not_a_crash(tmp_path, caplog):
     with Appender(p) as w:
         w.write({"a": 2})
     assert [json.loads(x)["a"] for x in p.read_text().splitlines()] == [1, 2]
+
+
+def test_line_index_reads_the_lines_read_jsonl_numbers(tmp_path):
+    p = tmp_path / "x.jsonl"
+    # blank lines, a multi-byte character, a line that is not JSON, a torn last line
+    p.write_bytes('{"a": 1}\n\n{"b": "é\u2028"}\nnot json\r\n{"c": 3}\n{"d":'.encode("utf-8"))
+    with LineIndex(p) as idx:
+        assert len(idx) == 6
+        for lineno, rec in read_jsonl(p):
+            assert json.loads(idx.line(lineno)) == rec
+        assert idx.line(2) == b"\n" and idx.line(4) == b"not json\r\n" and idx.line(6) == b'{"d":'
+        assert idx.line(1) == b'{"a": 1}\n'        # again, after later lines
+        for bad in (0, 7):
+            with pytest.raises(IndexError):
+                idx.line(bad)
+    with pytest.raises(InputError, match="no such file"):
+        LineIndex(tmp_path / "missing.jsonl")

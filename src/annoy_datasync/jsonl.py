@@ -3,6 +3,7 @@
 - `read_jsonl` streams records as ``(lineno, record)``; a torn or invalid line is reported
   with file and line number and skipped (counted in ``Reader.bad``). A file whose first
   line is not a JSON object is not JSONL at all: that raises `InputError`.
+- `LineIndex` reads single lines of a large file by number, keeping only their offsets.
 - `Appender` appends one record per ``write`` call with a single ``os.write`` of the whole
   line, and repairs a torn tail left by a killed writer before its first append.
 - `atomic_text` rewrites a whole file through a temp file, fsync and an atomic rename, so a
@@ -19,6 +20,7 @@ import json
 import logging
 import os
 import tempfile
+from array import array
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -81,6 +83,47 @@ class Reader:
 def read_jsonl(path: str | os.PathLike) -> Reader:
     """Stream ``(lineno, record)`` pairs; see `Reader`."""
     return Reader(path)
+
+
+class LineIndex:
+    """Random access to the lines of a file by 1-based line number (the numbering of
+    `read_jsonl`), through an index of byte offsets.
+
+    Memory holds 8 bytes per line, never the lines: each `line` call reads one from disk.
+    Used where a step joins a large file on demand (the parsed file in verify.py, the
+    second-turn answers in assemble_spec_demo.py).
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+        if not os.path.isfile(self.path):
+            raise InputError(f"{self.path}: no such file")
+        self.offsets = array("q")
+        pos = 0
+        with open(self.path, "rb") as fh:
+            for line in fh:            # the same physical lines as read_jsonl's numbering
+                self.offsets.append(pos)
+                pos += len(line)
+        self._fh = open(self.path, "rb")
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def line(self, lineno: int) -> bytes:
+        """Line `lineno` (1-based), with its newline if it has one."""
+        if not 1 <= lineno <= len(self.offsets):
+            raise IndexError(f"{self.path} has no line {lineno} ({len(self.offsets)} lines)")
+        self._fh.seek(self.offsets[lineno - 1])
+        return self._fh.readline()
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> LineIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def require(record: dict, fields: Iterable[str], path: str | os.PathLike, lineno: int) -> None:

@@ -1,7 +1,7 @@
 """Verdicts on predictions (the library behind ``verify.py``).
 
-- `ParsedIndex`: random access to a parsed file by ``itemid`` (its 0-based line) through an
-  index of line offsets: memory grows by 8 bytes per parsed line, never with its content; a
+- `ParsedIndex`: random access to a parsed file by ``itemid`` (its 0-based line) through a
+  `jsonl.LineIndex` of line offsets: memory grows by 8 bytes per parsed line, never with its content; a
   small LRU keeps recently used samples (gens files come grouped by sample).
 - The entry point of a sample is the function its ``funcname`` names (``main_solution`` when
   the field is absent or null), called as the method calls it: ``f(**input)`` when the
@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import threading
-from array import array
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
@@ -38,7 +37,7 @@ from typing import Any
 from . import answers
 from . import status as st
 from .compare import canonical, exec_key, json_equal
-from .jsonl import InputError, require, require_type, where
+from .jsonl import InputError, LineIndex, require, require_type, where
 from .sections import MAIN_FUNC
 
 log = logging.getLogger("annoy_datasync.verify")
@@ -213,17 +212,9 @@ class ParsedIndex:
 
     def __init__(self, path: str | os.PathLike, cache_size: int = 1024):
         self.path = os.fspath(path)
-        if not os.path.isfile(self.path):
-            raise InputError(f"{self.path}: no such file")
-        self.offsets = array("q")
-        first = None
-        with open(self.path, "rb") as fh:
-            pos = 0
-            for line in fh:
-                self.offsets.append(pos)
-                if first is None and line.strip():
-                    first = (len(self.offsets), line)
-                pos += len(line)
+        self.lines = LineIndex(self.path)
+        first = next(((n, raw) for n in range(1, len(self.lines) + 1)
+                      if (raw := self.lines.line(n)).strip()), None)
         if first is not None:
             try:
                 rec = json.loads(first[1])
@@ -238,12 +229,11 @@ class ParsedIndex:
                 raise InputError(f'{where(self.path, first[0])}: no "refcode" and no "ios" '
                                  f"field (keys: {keys}); is this the parsed file "
                                  "(parse_gen_ios.py output)?")
-        self._fh = open(self.path, "rb")
         self._cache: OrderedDict[int, Sample | str] = OrderedDict()
         self._cache_size = cache_size
 
     def __len__(self) -> int:
-        return len(self.offsets)
+        return len(self.lines)
 
     def get(self, itemid: int) -> Sample | str:
         hit = self._cache.get(itemid)
@@ -257,11 +247,10 @@ class ParsedIndex:
         return got
 
     def _load(self, itemid: int) -> Sample | str:
-        if not 0 <= itemid < len(self.offsets):
-            return f"itemid {itemid} is not a line of {self.path} ({len(self.offsets)} lines)"
+        if not 0 <= itemid < len(self.lines):
+            return f"itemid {itemid} is not a line of {self.path} ({len(self.lines)} lines)"
         here = where(self.path, itemid + 1)
-        self._fh.seek(self.offsets[itemid])
-        raw = self._fh.readline()
+        raw = self.lines.line(itemid + 1)
         try:
             rec = json.loads(raw)
         except (ValueError, RecursionError):
@@ -279,7 +268,7 @@ class ParsedIndex:
         return Sample(rec["refcode"], rec["ios"], func)
 
     def close(self) -> None:
-        self._fh.close()
+        self.lines.close()
 
 
 # --- checking one record ---------------------------------------------------------------
