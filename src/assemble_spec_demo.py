@@ -29,7 +29,7 @@ import sys
 from collections import Counter
 
 from annoy_datasync import cli, status
-from annoy_datasync.jsonl import (InputError, LineIndex, atomic_write, read_jsonl, require,
+from annoy_datasync.jsonl import (LineIndex, atomic_write, read_jsonl, require, require_messages,
                                   require_type, where)
 from annoy_datasync.verification import read_verdict
 
@@ -60,14 +60,9 @@ def answer(rec: dict, path: str, lineno: int) -> str:
 
 
 def first_prompt(rec: dict, path: str, lineno: int) -> str:
-    require(rec, ["messages"], path, lineno)
-    msgs = rec["messages"]
-    require_type(msgs, list, "messages", path, lineno)
-    for m in msgs:
-        if isinstance(m, dict) and m.get("role") == "user":
-            require_type(m.get("content"), str, "messages[].content", path, lineno)
-            return m["content"]
-    raise InputError(f"{where(path, lineno)}: messages hold no user prompt")
+    """The first user turn: the prompt of the final record."""
+    msgs = require_messages(rec, path, lineno, prompt_last=True)
+    return next(m["content"] for m in msgs if m["role"] == "user")
 
 
 def load_turn2(path: str, counts: Counter) -> dict[int, tuple[bool, int]]:

@@ -34,7 +34,7 @@ from collections import Counter
 from collections.abc import Iterator
 
 from annoy_datasync import answers, cli, status
-from annoy_datasync.jsonl import InputError, require, require_type, where
+from annoy_datasync.jsonl import require, require_messages, require_type
 from annoy_datasync.prompts import load_prompts
 from annoy_datasync.verification import Verdict, msg_no_answer, read_verdict
 
@@ -54,19 +54,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "reuse (default: %(default)s; see verify.py)")
     cli.add_prompts_arg(p)
     return p
-
-
-def check_messages(rec: dict, path: str, lineno: int) -> list:
-    require(rec, ["messages"], path, lineno)
-    msgs = rec["messages"]
-    require_type(msgs, list, "messages", path, lineno)
-    for k, m in enumerate(msgs):
-        if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
-            raise InputError(f'{where(path, lineno)}: messages[{k}] should be {{"role": str, "content": str}}')
-    if not msgs or msgs[-1]["role"] != "user":
-        raise InputError(f"{where(path, lineno)}: messages should end with a user turn "
-                         f"(the prompt the model answered)")
-    return msgs
 
 
 def check_history(rec: dict, path: str, lineno: int) -> None:
@@ -125,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             # the model's: asking it to revise would teach it nothing
             counts[status.SKIP_NOT_RUNNABLE] += 1
             return
-        msgs = check_messages(rec, path, lineno)
+        msgs = require_messages(rec, path, lineno, prompt_last=True)
         check_history(rec, path, lineno)
         answer = answer_text(rec, path, lineno)
         if answer is None:

@@ -18,7 +18,7 @@ from annoy_datasync.chat_server import ChatServer, Reply
 from annoy_datasync import client as client_mod
 from annoy_datasync.client import (backoff_delay, parse_retry_after, redact,
                                    resolve_endpoint)
-from annoy_datasync.jsonl import InputError
+from annoy_datasync.jsonl import MESSAGES_HINT, InputError
 
 SRC = os.path.join(os.path.dirname(__file__), os.pardir, "src")
 KEY = "sk-test-0123456789abcdefSECRET"
@@ -251,6 +251,15 @@ def test_a_file_that_is_not_requests_is_a_clear_error(serve, tmp_path):
                                          r'got str; is this a messages file'):
         run(server, str(raw), out)
     assert server.count == 0
+
+
+def test_a_request_line_is_checked_by_the_one_messages_rule():
+    ok = json.dumps({"messages": [{"role": "user", "content": "q"}]}).encode() + b"\n"
+    assert client_mod.parse_request(ok, "in.jsonl", 0)[0] is not None
+    bad = json.dumps({"messages": [{"role": "user"}]}).encode() + b"\n"
+    rec, why = client_mod.parse_request(bad, "in.jsonl", 4)
+    assert rec is None and why.startswith('in.jsonl:5: messages[0]["content"] should be str')
+    assert why.endswith(MESSAGES_HINT)
 
 
 def _ids(path):

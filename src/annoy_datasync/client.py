@@ -48,7 +48,7 @@ from .endpoints import (ERROR_CHARS, MAX_RETRY_AFTER, NO_KEY, Endpoint, Outcome,
                         backoff_delay, classify_completion, classify_exception, model_family,
                         parse_retry_after, redact, resolve_endpoint)
 from .indexset import IndexSet
-from .jsonl import Appender, where
+from .jsonl import Appender, messages_problem, where
 from .pacing import Pacer, Window, message_chars, parse_limit_headers
 
 log = logging.getLogger("annoy_datasync")
@@ -347,18 +347,6 @@ def parse_request(raw: bytes, path: str, index: int) -> tuple[dict | None, str]:
         return None, f"{where(path, lineno)}: a JSON {type(rec).__name__}, not an object"
     why = messages_problem(rec, path, lineno)
     return (None, why) if why else (rec, "")
-
-
-def messages_problem(rec: dict, path: str, lineno: int) -> str:
-    """Why `rec` (line `lineno` of `path`) has no usable "messages", or ""."""
-    if "messages" not in rec:
-        keys = ", ".join(sorted(rec)) or "none"
-        return f'{where(path, lineno)}: no "messages" field (keys: {keys})'
-    msgs = rec["messages"]
-    if not isinstance(msgs, list) or not msgs:
-        what = "an empty list" if isinstance(msgs, list) else type(msgs).__name__
-        return f'{where(path, lineno)}: "messages" should be a non-empty list, got {what}'
-    return ""
 
 
 # --- the worker -----------------------------------------------------------------------------
