@@ -90,7 +90,7 @@ def revise(rec: dict, res: dict, msgs: list, answer: str, feedback: str) -> dict
 def default_feedback(rec: dict, verdict: Verdict, answer: str, rule: str) -> str:
     """Feedback for a verdict that came without a message: for no answer, what verify says
     (why no answer could be read, and the format to use); else the verdict named."""
-    if verdict.status in status.NO_ANSWER_VERDICTS:
+    if verdict.no_answer:
         key = "input" if rec.get("io_pred") == "i" else "output"
         return msg_no_answer(key, answers.extract_answer(answer, key, rule).reason)
     return f"Your answer was not accepted ({verdict.status})."

@@ -666,16 +666,19 @@ def test_read_path_lets_reference_code_read_a_directory(tmp_path, capsys, monkey
     assert f"{st.VIEW_UNRESTRICTED}=1" in summary
 
 
-@pytest.mark.parametrize("res, passed, message", [
-    ({"status": "success", "message": "Your answer is correct."}, True, "Your answer is correct."),
-    ({"status": "wrong_answer", "message": "no", "limit": "cpu"}, False, "no"),
-    ({"status": "success"}, True, ""),          # the original's files carry no message
-    ({"status": "failed", "message": ""}, False, ""),   # the original's vocabulary
-    ({"status": "Success", "message": ""}, False, ""),  # only the exact word passes
+@pytest.mark.parametrize("res, passed, message, no_answer", [
+    ({"status": "success", "message": "Your answer is correct."}, True, "Your answer is correct.", False),
+    ({"status": "wrong_answer", "message": "no", "limit": "cpu"}, False, "no", False),
+    ({"status": "no_answer", "message": "Your answer has no JSON"}, False, "Your answer has no JSON", True),
+    # the original implementation's vocabulary; its files need not carry a message
+    ({"status": "success"}, True, "", False),
+    ({"status": "failed", "message": ""}, False, "", False),
+    ({"status": "no answer"}, False, "", True),
+    ({"status": "Success", "message": ""}, False, "", False),  # only the exact word passes
 ])
-def test_read_verdict(res, passed, message):
+def test_read_verdict(res, passed, message, no_answer):
     v = read_verdict({"res": res}, "v.jsonl", 3)
-    assert (v.passed, v.message, v.status) == (passed, message, res["status"])
+    assert (v.passed, v.message, v.status, v.no_answer) == (passed, message, res["status"], no_answer)
     assert v.res is res         # kept whole: the revision step carries it into history_errors
 
 

@@ -93,6 +93,12 @@ class Verdict:
         # implementation's (status.ORIGINAL_VERDICTS), where every other status is a failure
         return self.status == st.SUCCESS
 
+    @property
+    def no_answer(self) -> bool:
+        """No answer could be read from the model's text (ours "no_answer", the original's
+        "no answer")."""
+        return self.status in st.NO_ANSWER_VERDICTS
+
 
 def read_verdict(record: dict, path: str | os.PathLike, lineno: int) -> Verdict:
     """The verdict of line `lineno` of the verified file `path`; `InputError` naming file
