@@ -26,11 +26,12 @@ import argparse
 import json
 import logging
 import sys
-from array import array
 from collections import Counter
 
 from annoy_datasync import cli, status
-from annoy_datasync.jsonl import InputError, atomic_write, read_jsonl, require, require_type, where
+from annoy_datasync.jsonl import (LineIndex, atomic_write, read_jsonl, require, require_messages,
+                                  require_type, where)
+from annoy_datasync.verification import read_verdict
 
 log = logging.getLogger("annoy_datasync")
 
@@ -48,18 +49,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def verdict(rec: dict, path: str, lineno: int) -> tuple[bool, str]:
-    """(passed, verifier message) of a verified record."""
-    require(rec, ["res"], path, lineno)
-    res = rec["res"]
-    require_type(res, dict, "res", path, lineno)
-    require(res, ["status"], path, lineno)
-    require_type(res["status"], str, "res.status", path, lineno)
-    message = res.get("message", "")
-    require_type(message, str, "res.message", path, lineno)
-    return res["status"] == status.SUCCESS, message
-
-
 def answer(rec: dict, path: str, lineno: int) -> str:
     require(rec, ["output"], path, lineno)
     require_type(rec["output"], str, "output", path, lineno)
@@ -67,44 +56,9 @@ def answer(rec: dict, path: str, lineno: int) -> str:
 
 
 def first_prompt(rec: dict, path: str, lineno: int) -> str:
-    require(rec, ["messages"], path, lineno)
-    msgs = rec["messages"]
-    require_type(msgs, list, "messages", path, lineno)
-    for m in msgs:
-        if isinstance(m, dict) and m.get("role") == "user":
-            require_type(m.get("content"), str, "messages[].content", path, lineno)
-            return m["content"]
-    raise InputError(f"{where(path, lineno)}: messages hold no user prompt")
-
-
-class LineIndex:
-    """Random access to the lines of a file by 1-based line number, through byte offsets.
-
-    Keeps only the offsets in memory, so the second-turn answers (often half of a large
-    file) are read from disk when they are joined instead of being held in memory.
-    """
-
-    def __init__(self, path: str):
-        self.offsets = array("q")
-        pos = 0
-        with open(path, "rb") as fh:
-            for line in fh:            # the same physical lines as read_jsonl's numbering
-                self.offsets.append(pos)
-                pos += len(line)
-        self._fh = open(path, "rb")
-
-    def record(self, lineno: int) -> dict:
-        self._fh.seek(self.offsets[lineno - 1])
-        return json.loads(self._fh.readline())
-
-    def close(self) -> None:
-        self._fh.close()
-
-    def __enter__(self) -> LineIndex:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    """The first user turn: the prompt of the final record."""
+    msgs = require_messages(rec, path, lineno, prompt_last=True)
+    return next(m["content"] for m in msgs if m["role"] == "user")
 
 
 def load_turn2(path: str, counts: Counter) -> dict[int, tuple[bool, int]]:
@@ -114,7 +68,7 @@ def load_turn2(path: str, counts: Counter) -> dict[int, tuple[bool, int]]:
     for lineno, rec in reader:
         require(rec, ["original_id"], path, lineno)
         require_type(rec["original_id"], int, "original_id", path, lineno)
-        passed, _ = verdict(rec, path, lineno)
+        passed = read_verdict(rec, path, lineno).passed
         answer(rec, path, lineno)
         oid = rec["original_id"]
         if oid in turn2:
@@ -146,14 +100,15 @@ def main(argv: list[str] | None = None) -> int:
                 counts["turn1_" + status.DUPLICATE_ID] += 1
                 continue
             seen.add(idx)
-            passed1, fb1 = verdict(rec, path, lineno)
+            verdict1 = read_verdict(rec, path, lineno)
+            passed1 = verdict1.passed
             if not passed1 and not isinstance(rec.get("output"), str):
                 # a failure without a model answer: verify.py gave it no_answer (null) or
                 # not_runnable (another type), build_spec_rev_msg.py skipped it; no turn 2
                 counts[status.SKIP_NO_ANSWER_TEXT] += 1
                 continue
             final = {"prompt": first_prompt(rec, path, lineno), "turn_1": answer(rec, path, lineno),
-                     "feedback_1": fb1, "turn_2": None, "feedback_2": None}
+                     "feedback_1": verdict1.message, "turn_2": None, "feedback_2": None}
             final.update({k: rec[k] for k in EXTRA_FIELDS if k in rec})
             if passed1:
                 counts[status.KEPT_TURN1] += 1
@@ -161,8 +116,9 @@ def main(argv: list[str] | None = None) -> int:
                 second = turn2.get(idx)
                 if second is not None:
                     used.add(idx)
-                    rec2 = lines2.record(second[1])
-                    final["turn_2"], final["feedback_2"] = rec2["output"], rec2["res"].get("message", "")
+                    rec2 = json.loads(lines2.line(second[1]))
+                    final["turn_2"] = rec2["output"]
+                    final["feedback_2"] = read_verdict(rec2, args.result_file_turn2, second[1]).message
                 if second is not None and second[0]:
                     counts[status.KEPT_TURN2] += 1
                 elif second is None:

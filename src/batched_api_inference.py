@@ -29,10 +29,10 @@ from collections import Counter
 from annoy_datasync import cache as cache_lib
 from annoy_datasync import batch_api, cli, layout, prices
 from annoy_datasync import client as client_lib
-from annoy_datasync.client import (Settings, StopFlag, messages_problem, resolve_endpoint,
-                                   run_shard, scan_indices, scan_input)
+from annoy_datasync.client import (Settings, StopFlag, resolve_endpoint, run_shard, scan_indices,
+                                   scan_input)
 from annoy_datasync.fanout import Progress, rewrite_failures, run_processes
-from annoy_datasync.jsonl import Appender, InputError, read_jsonl
+from annoy_datasync.jsonl import Appender, InputError, read_jsonl, require_messages
 
 log = logging.getLogger("annoy_datasync")
 
@@ -141,9 +141,7 @@ def choose_transport(wanted: str) -> str:
 def check_input(path: str) -> None:
     """Fail fast on a file that is not JSONL of requests (a wrong path, a raw-code file)."""
     for lineno, rec in read_jsonl(path):
-        why = messages_problem(rec, path, lineno)
-        if why:
-            raise InputError(f"{why}; is this a messages file (e.g. from build_transform_msg.py)?")
+        require_messages(rec, path, lineno)
         return
 
 

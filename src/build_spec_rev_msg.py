@@ -34,9 +34,9 @@ from collections import Counter
 from collections.abc import Iterator
 
 from annoy_datasync import answers, cli, status
-from annoy_datasync.jsonl import InputError, require, require_type, where
+from annoy_datasync.jsonl import require, require_messages, require_type
 from annoy_datasync.prompts import load_prompts
-from annoy_datasync.verification import msg_no_answer
+from annoy_datasync.verification import Verdict, msg_no_answer, read_verdict
 
 # written by batched_api_inference.py and verify.py for one turn; not carried to the next
 PER_TURN_FIELDS = ("output", "index", "model", "reasoning", "finish_reason", "usage", "res")
@@ -51,29 +51,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "reuse (default: %(default)s; see verify.py)")
     cli.add_prompts_arg(p)
     return p
-
-
-def check_res(rec: dict, path: str, lineno: int) -> dict:
-    require(rec, ["res"], path, lineno)
-    res = rec["res"]
-    require_type(res, dict, "res", path, lineno)
-    require(res, ["status"], path, lineno)
-    require_type(res["status"], str, "res.status", path, lineno)
-    require_type(res.get("message", ""), str, "res.message", path, lineno)
-    return res
-
-
-def check_messages(rec: dict, path: str, lineno: int) -> list:
-    require(rec, ["messages"], path, lineno)
-    msgs = rec["messages"]
-    require_type(msgs, list, "messages", path, lineno)
-    for k, m in enumerate(msgs):
-        if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
-            raise InputError(f'{where(path, lineno)}: messages[{k}] should be {{"role": str, "content": str}}')
-    if not msgs or msgs[-1]["role"] != "user":
-        raise InputError(f"{where(path, lineno)}: messages should end with a user turn "
-                         f"(the prompt the model answered)")
-    return msgs
 
 
 def check_history(rec: dict, path: str, lineno: int) -> None:
@@ -107,13 +84,13 @@ def revise(rec: dict, res: dict, msgs: list, answer: str, feedback: str) -> dict
     return new
 
 
-def default_feedback(rec: dict, res: dict, answer: str, rule: str) -> str:
+def default_feedback(rec: dict, verdict: Verdict, answer: str, rule: str) -> str:
     """Feedback for a verdict that came without a message: for no answer, what verify says
     (why no answer could be read, and the format to use); else the verdict named."""
-    if res["status"] in status.NO_ANSWER_VERDICTS:
+    if verdict.no_answer:
         key = "input" if rec.get("io_pred") == "i" else "output"
         return msg_no_answer(key, answers.extract_answer(answer, key, rule).reason)
-    return f"Your answer was not accepted ({res['status']})."
+    return f"Your answer was not accepted ({verdict.status})."
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,25 +100,25 @@ def main(argv: list[str] | None = None) -> int:
     path = args.input_file
 
     def convert(lineno: int, rec: dict, counts: Counter) -> Iterator[dict]:
-        res = check_res(rec, path, lineno)
-        if res["status"] == status.SUCCESS:
+        verdict = read_verdict(rec, path, lineno)
+        if verdict.passed:
             counts[status.SKIP_PASSED] += 1
             return
-        if res["status"] == status.NOT_RUNNABLE:
+        if verdict.status == status.NOT_RUNNABLE:
             # the pipeline's fault (record without a sample, code that cannot run), not
             # the model's: asking it to revise would teach it nothing
             counts[status.SKIP_NOT_RUNNABLE] += 1
             return
-        msgs = check_messages(rec, path, lineno)
+        msgs = require_messages(rec, path, lineno, prompt_last=True)
         check_history(rec, path, lineno)
         answer = answer_text(rec, path, lineno)
         if answer is None:
             counts[status.SKIP_NO_ANSWER_TEXT] += 1
             return
         # an empty verifier message still gets a revision turn, naming the verdict
-        feedback = res.get("message") or default_feedback(rec, res, answer, args.answer_rule)
-        counts[f"included_{res['status'].replace(' ', '_')}"] += 1
-        yield revise(rec, res, msgs, answer, prompts.revision(feedback))
+        feedback = verdict.message or default_feedback(rec, verdict, answer, args.answer_rule)
+        counts[f"included_{verdict.status.replace(' ', '_')}"] += 1
+        yield revise(rec, verdict.res, msgs, answer, prompts.revision(feedback))
 
     cli.convert_file(path, args.output_file, convert, "build_spec_rev_msg")
     return 0

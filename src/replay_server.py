@@ -21,6 +21,7 @@ import threading
 
 from annoy_datasync import cli
 from annoy_datasync.chat_server import ChatServer
+from annoy_datasync.jsonl import atomic_text
 from annoy_datasync.replay import load_answers, make_responder
 
 
@@ -66,10 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     server.start()
     try:
         if args.port_file:
-            tmp = f"{args.port_file}.{os.getpid()}.tmp"
-            with open(tmp, "w") as fh:
+            with atomic_text(args.port_file) as fh:   # a reader never sees an empty port
                 fh.write(f"{server.port}\n")
-            os.replace(tmp, args.port_file)
         print(f"replay server: {len(book)} recorded requests on {server.url}", file=sys.stderr,
               flush=True)
         while not stop.wait(0.5):

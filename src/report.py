@@ -20,7 +20,7 @@ import os
 import sys
 
 from annoy_datasync import cli, layout
-from annoy_datasync.jsonl import InputError
+from annoy_datasync.jsonl import InputError, atomic_text
 from annoy_datasync.report import RunFiles, build_report, render_funnel, render_markdown
 
 # flag -> (RunFiles field, help): a flag per role of the run's layout (--<role>_file; the
@@ -99,17 +99,6 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     args.output_json = args.output_json or os.path.join(out_dir, "report.json")
 
 
-def write_text(path: str, text: str) -> None:
-    """Write through a temp file and rename, so a reader never sees half a report."""
-    parent = os.path.dirname(path)
-    if parent:
-        os.makedirs(parent, exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -121,8 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     files = RunFiles(**{dest: getattr(args, dest) for dest, _ in FILE_FLAGS.values()})
     report = build_report(files)
     md = render_markdown(report, title=args.title)
-    write_text(args.output_json, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    write_text(args.output_md, md)
+    with atomic_text(args.output_json) as fh:     # a reader never sees half a report
+        fh.write(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    with atomic_text(args.output_md) as fh:
+        fh.write(md)
     if args.figure:
         from annoy_datasync.report_plot import plot_report  # matplotlib only when asked
         plot_report(report, args.figure, title=args.title)

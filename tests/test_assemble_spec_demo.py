@@ -125,7 +125,8 @@ def t2rec(**over):
     (1, [t1rec(index="0")], ':1: "index" should be int, got str'),
     (1, [t1rec(res=...)], ':1: no "res" field'),
     (1, [t1rec(output=...)], ':1: no "output" field'),
-    (1, [t1rec(messages=[{"role": "system", "content": "s"}])], ":1: messages hold no user prompt"),
+    (1, [t1rec(messages=[{"role": "system", "content": "s"}])],
+     ':1: messages should end with a user turn (the prompt the model answered), not "system"'),
     (2, [t2rec(), t2rec(original_id=...)], ':2: no "original_id" field'),
     (2, [t2rec(res={"status": 1})], ':1: "res.status" should be str, got int'),
 ])

@@ -16,9 +16,9 @@ import batched_api_inference as bai
 from annoy_datasync import status
 from annoy_datasync.chat_server import ChatServer, Reply
 from annoy_datasync import client as client_mod
-from annoy_datasync.client import (Bitmap, backoff_delay, parse_retry_after, redact,
+from annoy_datasync.client import (backoff_delay, parse_retry_after, redact,
                                    resolve_endpoint)
-from annoy_datasync.jsonl import InputError
+from annoy_datasync.jsonl import MESSAGES_HINT, InputError
 
 SRC = os.path.join(os.path.dirname(__file__), os.pardir, "src")
 KEY = "sk-test-0123456789abcdefSECRET"
@@ -253,6 +253,15 @@ def test_a_file_that_is_not_requests_is_a_clear_error(serve, tmp_path):
     assert server.count == 0
 
 
+def test_a_request_line_is_checked_by_the_one_messages_rule():
+    ok = json.dumps({"messages": [{"role": "user", "content": "q"}]}).encode() + b"\n"
+    assert client_mod.parse_request(ok, "in.jsonl", 0)[0] is not None
+    bad = json.dumps({"messages": [{"role": "user"}]}).encode() + b"\n"
+    rec, why = client_mod.parse_request(bad, "in.jsonl", 4)
+    assert rec is None and why.startswith('in.jsonl:5: messages[0]["content"] should be str')
+    assert why.endswith(MESSAGES_HINT)
+
+
 def _ids(path):
     return sorted(r["index"] for r in read(path))
 
@@ -337,14 +346,6 @@ def test_retry_after_headers_and_backoff():
     assert 30 <= delays[3] <= 60
     assert backoff_delay(1, 0.01, 60.0, retry_after=3.0) == 3.0
     assert redact(f"bad key {KEY}!", KEY) == "bad key ***!"
-
-
-def test_bitmap_is_a_set_of_indices():
-    b = Bitmap()
-    for i in (0, 7, 8, 1_000_003):
-        assert b.add(i)
-    assert not b.add(7) and b.count == 4
-    assert 1_000_003 in b and 1_000_002 not in b and 5 not in b and 10**9 not in b
 
 
 def test_an_unreachable_server_stops_the_run_early(tmp_path, transport):

@@ -94,7 +94,8 @@ def rec(**over):
     ([rec(output=42)], ':1: "output" should be str, got int'),
     ([rec(messages=[{"role": "user", "content": "p"}, {"role": "assistant", "content": "a"}])],
      ":1: messages should end with a user turn"),
-    ([rec(messages="p")], ':1: "messages" should be list, got str'),
+    ([rec(messages="p")], ':1: "messages" should be a non-empty list, got str; is this a messages file?'),
+    ([rec(messages=[{"role": "user", "content": None}])], ':1: messages[0]["content"] should be str, got NoneType'),
     # fields of an earlier round: a wrong type is an error, never carried on or split
     ([rec(retry_count="x")], ':1: "retry_count" should be int, got str'),
     ([rec(history_errors="oops")], ':1: "history_errors" should be list, got str'),

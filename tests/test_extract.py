@@ -19,6 +19,9 @@ from annoy_datasync.extract import (
     last_python_block,
     parse_unified,
 )
+from annoy_datasync import status as st
+from annoy_datasync.generation import sections_of
+from annoy_datasync.sections import defines_function
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -180,6 +183,39 @@ def test_parse_unified_table(text, expected):
                ps=u.problem_statement, missing=u.missing)
     for k, v in expected.items():
         assert got[k] == v, k
+
+
+# The one "has a main function" rule (sections.defines_function), on the cases where the two
+# rules the code had before disagreed: generation.py wanted an unindented ``def``, the block
+# choice also took an indented or ``async`` one.
+DEFINES_CASES = [
+    ("def main_solution(x):\n    return x", True),
+    ("import math\n\ndef  main_solution\t(x):\n    return x", True),
+    ("class S:\n    def main_solution(self, x):\n        return x", False),   # a method
+    ("def outer():\n    def main_solution(x):\n        return x", False),     # nested
+    ("    def main_solution(x):\n        return x", False),                   # indented block
+    ("async def main_solution(x):\n    return x", False),                     # a coroutine
+    ("def main_solutions(x):\n    return x", False),
+    ("# def main_solution(x): see below\nmain_solution = print", False),
+]
+
+
+@pytest.mark.parametrize("code, defines", DEFINES_CASES)
+def test_defines_function(code, defines):
+    assert defines_function(code, "main_solution") is defines
+
+
+def test_the_block_kept_defines_the_function_at_module_level():
+    # a later block with only a method named main_solution does not win over the block
+    # that defines it at module level, so the sample is kept
+    method = "class Helper:\n    def main_solution(self):\n        return 0"
+    text = unified(main=MAIN + "\n```\n\n```python\n" + method)
+    assert parse_unified(text).main_code == MAIN
+    assert sections_of({"output": text}).main_code == MAIN
+    # a sample whose only main_solution is a coroutine or a method is dropped
+    for main in ("async def main_solution(x):\n    return x", method):
+        assert sections_of({"output": unified(main=main)}).drop == st.DROP_NO_MAIN
+    assert sections_of({"output": unified()}).drop == ""
 
 
 def test_section_table_is_large_enough():

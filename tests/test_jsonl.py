@@ -4,7 +4,8 @@ import stat
 
 import pytest
 
-from annoy_datasync.jsonl import Appender, InputError, read_jsonl, repair_tail, require, write_jsonl
+from annoy_datasync.jsonl import (MESSAGES_HINT, Appender, InputError, LineIndex, messages_problem,
+                                  read_jsonl, repair_tail, require, require_messages, write_jsonl)
 
 
 def test_read_skips_bad_lines_with_count(tmp_path, caplog):
@@ -98,3 +99,48 @@ def test_lines_json_cannot_hold_are_skipped_not_a_crash(tmp_path, caplog):
     with Appender(p) as w:
         w.write({"a": 2})
     assert [json.loads(x)["a"] for x in p.read_text().splitlines()] == [1, 2]
+
+
+def test_line_index_reads_the_lines_read_jsonl_numbers(tmp_path):
+    p = tmp_path / "x.jsonl"
+    # blank lines, a multi-byte character, a line that is not JSON, a torn last line
+    p.write_bytes('{"a": 1}\n\n{"b": "é\u2028"}\nnot json\r\n{"c": 3}\n{"d":'.encode("utf-8"))
+    with LineIndex(p) as idx:
+        assert len(idx) == 6
+        for lineno, rec in read_jsonl(p):
+            assert json.loads(idx.line(lineno)) == rec
+        assert idx.line(2) == b"\n" and idx.line(4) == b"not json\r\n" and idx.line(6) == b'{"d":'
+        assert idx.line(1) == b'{"a": 1}\n'        # again, after later lines
+        for bad in (0, 7):
+            with pytest.raises(IndexError):
+                idx.line(bad)
+    with pytest.raises(InputError, match="no such file"):
+        LineIndex(tmp_path / "missing.jsonl")
+
+
+U, A = {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}
+
+
+@pytest.mark.parametrize("record, problem", [
+    ({"content": "code", "path": "a.py"}, 'no "messages" field (keys: content, path)'),
+    ({"messages": "q"}, '"messages" should be a non-empty list, got str'),
+    ({"messages": []}, '"messages" should be a non-empty list, got an empty list'),
+    ({"messages": [U, "q"]}, "messages[1] should be an object, got str"),
+    ({"messages": [{"content": "q"}]}, 'messages[0]["role"] should be str, got nothing'),
+    ({"messages": [{"role": "user", "content": ["q"]}]}, 'messages[0]["content"] should be str, got list'),
+])
+def test_messages_problem_names_file_line_and_the_fix(record, problem):
+    for prompt_last in (False, True):
+        got = messages_problem(record, "m.jsonl", 4, prompt_last=prompt_last)
+        assert got == f"m.jsonl:4: {problem}; {MESSAGES_HINT}"
+        with pytest.raises(InputError) as err:
+            require_messages(record, "m.jsonl", 4, prompt_last=prompt_last)
+        assert str(err.value) == got
+
+
+def test_messages_that_end_with_the_prompt():
+    assert require_messages({"messages": [U]}, "m.jsonl", 1, prompt_last=True) == [U]
+    assert require_messages({"messages": [U, A]}, "m.jsonl", 1) == [U, A]
+    assert messages_problem({"messages": [U, A]}, "m.jsonl", 2, prompt_last=True).startswith(
+        'm.jsonl:2: messages should end with a user turn (the prompt the model answered), '
+        'not "assistant"; is this a messages file?')

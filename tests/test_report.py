@@ -260,6 +260,20 @@ def test_figure_is_a_png_of_sensible_size(tmp_path):
     assert not list(fig.parent.glob("*.tmp*"))
 
 
+def test_a_rewritten_report_keeps_its_mode_and_leaves_no_temp_file(tmp_path):
+    # every whole-file writer goes through jsonl.atomic_text: a rerun keeps the mode the
+    # user gave the old files (a plain write-and-rename gave them the umask's)
+    fig = tmp_path / "run.png"
+    run(tmp_path, extra=["--figure", str(fig)])
+    for f in (tmp_path / "report.md", tmp_path / "report.json", fig):
+        f.chmod(0o640)
+    run(tmp_path, extra=["--figure", str(fig)])
+    for f in (tmp_path / "report.md", tmp_path / "report.json", fig):
+        assert f.stat().st_mode & 0o777 == 0o640, f.name
+    png_size(fig)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json", "report.md", "run.png"]
+
+
 def test_printed_markdown_and_summary(tmp_path, capsys):
     argv = [x for flag, name in FILES.items() for x in (flag, str(FIX / name))]
     argv += ["--output_md", str(tmp_path / "r.md"), "--output_json", str(tmp_path / "r.json")]
@@ -291,10 +305,7 @@ def test_memory_stays_flat_on_a_large_file(tmp_path):
     assert size > 10_000_000 and peak < size / 10
 
 
-def test_index_set_and_histogram_median():
-    s = rep.IndexSet()
-    assert s.add(0) and s.add(1_000_003) and not s.add(0)
-    assert 1_000_003 in s and 7 not in s and 10**9 not in s
+def test_histogram_median_and_bins():
     assert rep._median_of_histogram({1: 1, 3: 1}) == 2
     assert rep._median_of_histogram({5: 3, 9: 1}) == 5
     assert rep._median_of_histogram({}) is None

@@ -5,7 +5,8 @@ import pytest
 
 import verify
 from annoy_datasync import status as st
-from annoy_datasync.verification import show
+from annoy_datasync.jsonl import InputError
+from annoy_datasync.verification import read_verdict, show
 from testutil import read
 
 DOUBLE = "def main_solution(x):\n    return x * 2\n"
@@ -663,3 +664,32 @@ def test_read_path_lets_reference_code_read_a_directory(tmp_path, capsys, monkey
     assert run_verify(tmp_path, parsed, gens, out, "--read_path", str(corpus)) == 0
     summary = capsys.readouterr().err.strip().splitlines()[-1]
     assert f"{st.VIEW_UNRESTRICTED}=1" in summary
+
+
+@pytest.mark.parametrize("res, passed, message, no_answer", [
+    ({"status": "success", "message": "Your answer is correct."}, True, "Your answer is correct.", False),
+    ({"status": "wrong_answer", "message": "no", "limit": "cpu"}, False, "no", False),
+    ({"status": "no_answer", "message": "Your answer has no JSON"}, False, "Your answer has no JSON", True),
+    # the original implementation's vocabulary; its files need not carry a message
+    ({"status": "success"}, True, "", False),
+    ({"status": "failed", "message": ""}, False, "", False),
+    ({"status": "no answer"}, False, "", True),
+    ({"status": "Success", "message": ""}, False, "", False),  # only the exact word passes
+])
+def test_read_verdict(res, passed, message, no_answer):
+    v = read_verdict({"res": res}, "v.jsonl", 3)
+    assert (v.passed, v.message, v.status, v.no_answer) == (passed, message, res["status"], no_answer)
+    assert v.res is res         # kept whole: the revision step carries it into history_errors
+
+
+@pytest.mark.parametrize("rec, problem", [
+    ({"output": "x"}, 'no "res" field (keys: output)'),
+    ({"res": "success"}, '"res" should be dict, got str'),
+    ({"res": {"message": ""}}, 'no "status" field (keys: message)'),
+    ({"res": {"status": 1}}, '"res.status" should be str, got int'),
+    ({"res": {"status": "failed", "message": None}}, '"res.message" should be str, got NoneType'),
+])
+def test_read_verdict_names_file_and_line(rec, problem):
+    with pytest.raises(InputError) as err:
+        read_verdict(rec, "v.jsonl", 3)
+    assert str(err.value) == f"v.jsonl:3: {problem}"

@@ -46,9 +46,10 @@ import openai
 from tqdm import tqdm
 
 from . import cli, prices, status
-from .client import (OUR_FIELDS, Bitmap, Endpoint, Outcome, Settings, classify_completion,
+from .client import (OUR_FIELDS, Endpoint, Outcome, Settings, classify_completion,
                      _sdk_httpx, parse_request, redact, request_params, resolve_endpoint,
                      scan_indices)
+from .indexset import IndexSet
 from .jsonl import Appender, InputError, atomic_text, where
 
 log = logging.getLogger("annoy_datasync")
@@ -63,7 +64,7 @@ STATE_VERSION = 1
 # how far back (seconds) to look for a batch created from a file whose batch id was lost
 LOOKBACK = 3600.0
 
-FailureRewriter = Callable[[str, Bitmap, Any], int]
+FailureRewriter = Callable[[str, IndexSet, Any], int]
 
 
 # --- flags ----------------------------------------------------------------------------------
@@ -154,7 +155,7 @@ class Part:
     offset: int = 0      # byte offset of line `first` in the input: collecting starts there
 
 
-def write_requests(settings: Settings, skip: Bitmap, failed: Appender, counts: Counter,
+def write_requests(settings: Settings, skip: IndexSet, failed: Appender, counts: Counter,
                    name: Callable[[int], str], max_requests: int, max_bytes: int) -> list[Part]:
     """Stream the input; each pending line becomes one request line in the current part; a
     new part starts before one would exceed `max_requests` or `max_bytes`. Lines that are not
@@ -321,7 +322,7 @@ class Sink:
 
     out: Appender
     failed: Appender
-    done: Bitmap
+    done: IndexSet
     counts: Counter
     tokens: Counter
     price: prices.Price | None = None     # the batch price; None: unknown

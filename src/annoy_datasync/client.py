@@ -47,7 +47,8 @@ from .cache import ResponseCache, cache_key, endpoint_family
 from .endpoints import (ERROR_CHARS, MAX_RETRY_AFTER, NO_KEY, Endpoint, Outcome,  # noqa: F401
                         backoff_delay, classify_completion, classify_exception, model_family,
                         parse_retry_after, redact, resolve_endpoint)
-from .jsonl import Appender, where
+from .indexset import IndexSet
+from .jsonl import Appender, messages_problem, where
 from .pacing import Pacer, Window, message_chars, parse_limit_headers
 
 log = logging.getLogger("annoy_datasync")
@@ -286,34 +287,11 @@ async def complete(pool: Pool | openai.AsyncOpenAI, settings: Settings, messages
 
 
 # --- the input, the done set ----------------------------------------------------------------
-class Bitmap:
-    """A growable set of non-negative ints, one bit each (1M indices: 125 kB)."""
-
-    def __init__(self) -> None:
-        self.bits = bytearray()
-        self.count = 0
-
-    def add(self, i: int) -> bool:
-        byte = i >> 3
-        if byte >= len(self.bits):
-            self.bits.extend(bytes(max(byte + 1 - len(self.bits), len(self.bits))))
-        mask = 1 << (i & 7)
-        if self.bits[byte] & mask:
-            return False
-        self.bits[byte] |= mask
-        self.count += 1
-        return True
-
-    def __contains__(self, i: int) -> bool:
-        byte = i >> 3
-        return byte < len(self.bits) and bool(self.bits[byte] & (1 << (i & 7)))
-
-
 def scan_indices(path: str, what: str = "index",
-                 models: Counter | None = None) -> tuple[Bitmap, int]:
+                 models: Counter | None = None) -> tuple[IndexSet, int]:
     """Indices (field `what`) present in a JSONL file, streamed. Returns (set, duplicates).
     When `models` is given, it counts the "model" field of the lines too."""
-    done = Bitmap()
+    done = IndexSet()
     dups = 0
     if not os.path.exists(path):
         return done, 0
@@ -334,7 +312,7 @@ def scan_indices(path: str, what: str = "index",
     return done, dups
 
 
-def scan_input(path: str, limit: int | None, done: Bitmap) -> tuple[int, int]:
+def scan_input(path: str, limit: int | None, done: IndexSet) -> tuple[int, int]:
     """(lines in the file, requests still to send: non-blank, index < limit, not done)."""
     lines = pending = 0
     with open(path, "rb") as fh:
@@ -346,7 +324,7 @@ def scan_input(path: str, limit: int | None, done: Bitmap) -> tuple[int, int]:
 
 
 def iter_shard(path: str, shard: int, nshards: int, limit: int | None,
-               done: Bitmap) -> Iterator[tuple[int, bytes]]:
+               done: IndexSet) -> Iterator[tuple[int, bytes]]:
     """(index, raw line) of this shard's lines that are not done, streamed."""
     with open(path, "rb") as fh:
         for index, raw in enumerate(fh):
@@ -369,18 +347,6 @@ def parse_request(raw: bytes, path: str, index: int) -> tuple[dict | None, str]:
         return None, f"{where(path, lineno)}: a JSON {type(rec).__name__}, not an object"
     why = messages_problem(rec, path, lineno)
     return (None, why) if why else (rec, "")
-
-
-def messages_problem(rec: dict, path: str, lineno: int) -> str:
-    """Why `rec` (line `lineno` of `path`) has no usable "messages", or ""."""
-    if "messages" not in rec:
-        keys = ", ".join(sorted(rec)) or "none"
-        return f'{where(path, lineno)}: no "messages" field (keys: {keys})'
-    msgs = rec["messages"]
-    if not isinstance(msgs, list) or not msgs:
-        what = "an empty list" if isinstance(msgs, list) else type(msgs).__name__
-        return f'{where(path, lineno)}: "messages" should be a non-empty list, got {what}'
-    return ""
 
 
 # --- the worker -----------------------------------------------------------------------------
@@ -426,7 +392,7 @@ FIRST_FAILURES = 8
 
 
 async def run_shard(settings: Settings, shard: int, nshards: int, out: Appender, failed: Appender,
-                    done: Bitmap, stop: Any = None,
+                    done: IndexSet, stop: Any = None,
                     report: Callable[[dict], None] | None = None,
                     answered: Any = None) -> tuple[Stats, str | None]:
     """Answer this shard's pending lines. Returns the stats and a fatal message or None.

@@ -17,7 +17,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from .jsonl import InputError, require, where
+from .jsonl import InputError, atomic_text, require, where
 from .status import EXPORTED_MULTI, EXPORTED_SINGLE, EXPORTED_TURN2_ONLY
 
 USER, ASSISTANT, SYSTEM = "user", "assistant", "system"
@@ -151,7 +151,7 @@ def dataset_info_entry(file_name: str, fmt: str, system: bool = False) -> dict:
 def update_dataset_info(path: str, name: str, entry: dict) -> dict:
     """Add or replace entry `name` in the dataset_info.json at `path`, keeping the others.
 
-    Rewritten through a temp file and a rename. Returns the whole new mapping.
+    Rewritten through `jsonl.atomic_text`. Returns the whole new mapping.
     """
     info: dict[str, Any] = {}
     if os.path.exists(path):
@@ -163,12 +163,7 @@ def update_dataset_info(path: str, name: str, entry: dict) -> dict:
         if not isinstance(info, dict):
             raise InputError(f"{path}: should be a JSON object of dataset name -> description")
     info[name] = entry
-    parent = os.path.dirname(path)
-    if parent:
-        os.makedirs(parent, exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_text(path) as fh:
         json.dump(info, fh, indent=2, ensure_ascii=False)
         fh.write("\n")
-    os.replace(tmp, path)
     return info

@@ -26,7 +26,8 @@ from collections import Counter, deque
 from tqdm import tqdm
 
 from . import prices, status
-from .client import Bitmap, Settings, run_shard
+from .client import Settings, run_shard
+from .indexset import IndexSet
 from .jsonl import Appender, atomic_write
 
 class Progress:
@@ -102,7 +103,7 @@ def _die_with_parent() -> None:
 
 
 def _worker(settings: Settings, shard: int, nshards: int, out: Appender, failed: Appender,
-            done: Bitmap, answered: mmap.mmap, stop, q, parent: int) -> None:
+            done: IndexSet, answered: mmap.mmap, stop, q, parent: int) -> None:
     _die_with_parent()
     if os.getppid() != parent:
         os._exit(1)
@@ -116,7 +117,7 @@ def _worker(settings: Settings, shard: int, nshards: int, out: Appender, failed:
         raise
 
 
-def run_processes(settings: Settings, nproc: int, out: Appender, failed: Appender, done: Bitmap,
+def run_processes(settings: Settings, nproc: int, out: Appender, failed: Appender, done: IndexSet,
                   answered: mmap.mmap, progress: Progress) -> str | None:
     ctx = mp.get_context("fork")
     stop = ctx.Event()
@@ -161,7 +162,7 @@ def run_processes(settings: Settings, nproc: int, out: Appender, failed: Appende
     return fatal
 
 
-def rewrite_failures(path: str, done: Bitmap, answered: mmap.mmap) -> int:
+def rewrite_failures(path: str, done: IndexSet, answered: mmap.mmap) -> int:
     """Keep one line per index still failed (its latest, with the attempts of all runs);
     drop rows answered since."""
     if not os.path.exists(path):

@@ -48,25 +48,21 @@ from __future__ import annotations
 import ast
 import hashlib
 import os
-import re
 from collections import Counter
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from . import extract
+from . import sections
 from . import status as st
 from .compare import canonical
 from .executor import Call
 from .jsonl import read_jsonl
 
-FUNCNAME = "main_solution"
 MIN_IOS = 2
 RESEEDS = 4   # extra re-runs, each with its own seed and warped clocks, of pairs whose code
               # drew random numbers or read a clock
 
-_HAS_MAIN = re.compile(r"^def\s+main_solution\s*\(", re.M)
-_HAS_GEN = re.compile(r"^def\s+input_generator\s*\(", re.M)
 
 @dataclass(frozen=True)
 class Bounds:
@@ -299,10 +295,10 @@ def sections_of(record: dict) -> Sections:
     text = record.get("output")
     if not isinstance(text, str) or not text.strip():
         return Sections(drop=st.DROP_NO_OUTPUT, detail='no "output" text')
-    u = extract.parse_unified(text)
-    if not u.main_code or not _HAS_MAIN.search(u.main_code):
+    u = sections.parse_unified(text)
+    if not u.main_code or not sections.defines_function(u.main_code, sections.MAIN_FUNC):
         return Sections(drop=st.DROP_NO_MAIN, detail="no main_solution in a Main Function code block")
-    if not u.generator_code or not _HAS_GEN.search(u.generator_code):
+    if not u.generator_code or not sections.defines_function(u.generator_code, sections.GENERATOR_FUNC):
         return Sections(drop=st.DROP_NO_GENERATOR, detail="no input_generator in an Input Generator code block")
     missing = [name for name, text in (("Input Output Description", u.io_description),
                                        ("Problem Statement", u.problem_statement))
@@ -461,7 +457,7 @@ class SampleTask:
             "problem_description": s.problem,
             "io_requirements": s.io_description,
             "refcode": s.main_code,
-            "funcname": FUNCNAME,
+            "funcname": sections.MAIN_FUNC,
             "ios": kept,
             "category": self.record.get("category"),
             "meta": {"msgidx": self.msgidx, "pair_drops": dict(sorted(self.pair_drops.items()))},

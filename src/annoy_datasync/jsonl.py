@@ -3,10 +3,16 @@
 - `read_jsonl` streams records as ``(lineno, record)``; a torn or invalid line is reported
   with file and line number and skipped (counted in ``Reader.bad``). A file whose first
   line is not a JSON object is not JSONL at all: that raises `InputError`.
+- `LineIndex` reads single lines of a large file by number, keeping only their offsets.
+- `require`, `require_type` and `require_messages` / `messages_problem` check the fields
+  of a record, naming file and line and what to do.
 - `Appender` appends one record per ``write`` call with a single ``os.write`` of the whole
   line, and repairs a torn tail left by a killed writer before its first append.
-- `atomic_write` rewrites a whole file through a temp file and an atomic rename, so a kill
-  leaves either the old or the new file.
+- `atomic_text` rewrites a whole file through a temp file, fsync and an atomic rename, so a
+  kill leaves either the old or the new file, with the old file's mode; `atomic_write` is
+  the same for a JSONL file. Every file the project rewrites whole goes through them (step
+  outputs, the run report and its figure, dataset_info.json, the batch state file, the
+  replay server's port file).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import json
 import logging
 import os
 import tempfile
+from array import array
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -80,6 +87,47 @@ def read_jsonl(path: str | os.PathLike) -> Reader:
     return Reader(path)
 
 
+class LineIndex:
+    """Random access to the lines of a file by 1-based line number (the numbering of
+    `read_jsonl`), through an index of byte offsets.
+
+    Memory holds 8 bytes per line, never the lines: each `line` call reads one from disk.
+    Used where a step joins a large file on demand (the parsed file in verify.py, the
+    second-turn answers in assemble_spec_demo.py).
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+        if not os.path.isfile(self.path):
+            raise InputError(f"{self.path}: no such file")
+        self.offsets = array("q")
+        pos = 0
+        with open(self.path, "rb") as fh:
+            for line in fh:            # the same physical lines as read_jsonl's numbering
+                self.offsets.append(pos)
+                pos += len(line)
+        self._fh = open(self.path, "rb")
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def line(self, lineno: int) -> bytes:
+        """Line `lineno` (1-based), with its newline if it has one."""
+        if not 1 <= lineno <= len(self.offsets):
+            raise IndexError(f"{self.path} has no line {lineno} ({len(self.offsets)} lines)")
+        self._fh.seek(self.offsets[lineno - 1])
+        return self._fh.readline()
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> LineIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def require(record: dict, fields: Iterable[str], path: str | os.PathLike, lineno: int) -> None:
     """Raise `InputError` naming file, line and the missing field."""
     for f in fields:
@@ -95,6 +143,57 @@ def require_type(value: Any, typ: type | tuple[type, ...], field: str,
         raise InputError(
             f'{where(path, lineno)}: "{field}" should be {names}, got {type(value).__name__}'
         )
+
+
+# How a record's "messages" should look: the end of every message about one that does not.
+MESSAGES_HINT = ('is this a messages file? Each line needs "messages": a non-empty list of '
+                 '{"role": str, "content": str} turns, as build_transform_msg.py, '
+                 'build_spec_msg.py and build_spec_rev_msg.py write them')
+
+
+def messages_problem(record: dict, path: str | os.PathLike, lineno: int, *,
+                     prompt_last: bool = False) -> str:
+    """Why `record` (line `lineno` of `path`) has no usable "messages", or "" if it has.
+
+    Usable: a non-empty list of ``{"role": str, "content": str}`` turns; with `prompt_last`,
+    the last one a user turn (the prompt a model answered). The one check of every step that
+    reads messages (inference, the replay server, the revision and assembly steps); the
+    message names file and line, what is wrong, and how a messages record looks.
+    """
+    if "messages" not in record:
+        keys = ", ".join(sorted(record)) or "none"
+        problem = f'no "messages" field (keys: {keys})'
+    else:
+        problem = _turns_problem(record["messages"], prompt_last)
+        if not problem:
+            return ""
+    return f"{where(path, lineno)}: {problem}; {MESSAGES_HINT}"
+
+
+def _turns_problem(msgs: Any, prompt_last: bool) -> str:
+    if not isinstance(msgs, list) or not msgs:
+        got = "an empty list" if isinstance(msgs, list) else type(msgs).__name__
+        return f'"messages" should be a non-empty list, got {got}'
+    for k, turn in enumerate(msgs):
+        if not isinstance(turn, dict):
+            return f"messages[{k}] should be an object, got {type(turn).__name__}"
+        for key in ("role", "content"):
+            if not isinstance(turn.get(key), str):
+                got = type(turn[key]).__name__ if key in turn else "nothing"
+                return f'messages[{k}]["{key}"] should be str, got {got}'
+    if prompt_last and msgs[-1]["role"] != "user":
+        return (f'messages should end with a user turn (the prompt the model answered), '
+                f'not "{msgs[-1]["role"]}"')
+    return ""
+
+
+def require_messages(record: dict, path: str | os.PathLike, lineno: int, *,
+                     prompt_last: bool = False) -> list:
+    """The record's "messages"; `InputError` saying why not (see `messages_problem`)."""
+    problem = messages_problem(record, path, lineno, prompt_last=prompt_last)
+    if problem:
+        raise InputError(problem)
+    return record["messages"]
 
 
 def dumps(record: Any) -> str:

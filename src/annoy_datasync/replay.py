@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .chat_server import ChatRequest, Reply
-from .jsonl import InputError, read_jsonl, require, where
+from .jsonl import InputError, read_jsonl, require_messages, where
 
 UNKNOWN_STATUS = 400  # not retried by the client, and not mistaken for an unknown model (404)
 
@@ -84,10 +84,7 @@ def load_answers(paths: Iterable[str | os.PathLike]) -> AnswerBook:
     book = AnswerBook()
     for path in paths:
         for lineno, rec in read_jsonl(path):
-            require(rec, ("messages",), path, lineno)
-            messages = rec["messages"]
-            if not isinstance(messages, list) or not messages:
-                raise InputError(f'{where(path, lineno)}: "messages" should be a non-empty list')
+            messages = require_messages(rec, path, lineno)
             output = rec.get("output")
             if not isinstance(output, str):
                 book.skipped += 1

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import layout, prices, status
+from .indexset import IndexSet
 from .jsonl import read_jsonl
 
 IO_PREDS = ("i", "o")
@@ -69,27 +70,6 @@ def fill_sidecars(files: RunFiles) -> RunFiles:
     if files.rev_gens_failed is None:
         files.rev_gens_failed = sidecar(files.rev_gens, layout.FAILED)
     return files
-
-
-class IndexSet:
-    """A set of small non-negative ints in a bit array: 1M indices cost 125 kB."""
-
-    def __init__(self) -> None:
-        self.bits = bytearray()
-
-    def add(self, i: int) -> bool:
-        """Add `i`; return False if it was already there."""
-        byte, bit = divmod(i, 8)
-        if byte >= len(self.bits):
-            self.bits.extend(bytes(byte + 1 - len(self.bits) + len(self.bits) // 2))
-        if self.bits[byte] >> bit & 1:
-            return False
-        self.bits[byte] |= 1 << bit
-        return True
-
-    def __contains__(self, i: int) -> bool:
-        byte, bit = divmod(i, 8)
-        return byte < len(self.bits) and bool(self.bits[byte] >> bit & 1)
 
 
 def _present(path: str | None) -> bool:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import matplotlib
 
 matplotlib.use("Agg")  # files only, never a window: runs on machines without a display
@@ -11,6 +9,7 @@ matplotlib.use("Agg")  # files only, never a window: runs on machines without a 
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
+from .jsonl import atomic_text  # noqa: E402
 from .report import IO_PRED_NAMES  # noqa: E402
 
 UNIT_COLORS = {"samples": "#4C72B0", "predictions": "#DD8452"}
@@ -85,12 +84,9 @@ def plot_report(report: dict, path: str, title: str = "Run report") -> str:
         _pass_rates(fig.add_subplot(grid[:, 1]), report["pass_rates"])
         fig.suptitle(title, fontsize=13, fontweight="bold")
         fig.tight_layout()
-        parent = os.path.dirname(path)
-        if parent:
-            os.makedirs(parent, exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp.png"
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
+        with atomic_text(path) as fh:
+            # the PNG is bytes: matplotlib writes them to the file's binary buffer
+            fig.savefig(fh.buffer, format="png", dpi=110)
     finally:
         plt.close(fig)
     return path

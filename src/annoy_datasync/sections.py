@@ -22,12 +22,16 @@ Code fences
     a bold or plain heading). Text before, between and after sections is ignored;
     sections may come in any order; when a heading appears twice, the last occurrence
     with content wins. Code sections keep the last fenced block that defines the
-    function (``main_solution`` / ``input_generator``); failing that the last Python
-    block, then the last bare block, then the section's own text if it holds the ``def``
-    line. Text sections are the text under the heading, cut at a horizontal rule
+    function (``main_solution`` / ``input_generator``, by `defines_function`); failing that
+    the last Python block, then the last bare block, then the section's own text if it
+    defines the function. Text sections are the text under the heading, cut at a horizontal rule
     (``---``) that follows some text, and unwrapped when they are one fenced block.
     ``Unified.missing`` names (in SECTION_NAMES order) every section not found or empty;
-    whether the code really defines its function is left to the caller.
+    whether the code kept really defines its function is left to the caller.
+
+`defines_function(code, name)`
+    The one rule for "this code has a main function" (a module-level ``def name(``), used
+    here to choose the code block and by generation.py to keep or drop a sample.
 
 The JSON answers of predictions live in `answers`.
 """
@@ -35,13 +39,16 @@ The JSON answers of predictions live in `answers`.
 from __future__ import annotations
 
 import bisect
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 SECTION_NAMES = ("Main Function", "Input Output Description", "Input Generator", "Problem Statement")
 
-_FUNCS = {0: "main_solution", 2: "input_generator"}
+MAIN_FUNC = "main_solution"         # the entry point the transform prompt asks for
+GENERATOR_FUNC = "input_generator"  # its input generator
+_FUNCS = {0: MAIN_FUNC, 2: GENERATOR_FUNC}
 _PY_LANGS = {"python", "py", "python3", "py3", "python2"}
 
 
@@ -53,6 +60,29 @@ class Unified:
     problem_statement: str | None    # text under "## Problem Statement"
     missing: list[str] = field(default_factory=list)  # names from SECTION_NAMES not found / empty
 
+
+
+# ---------------------------------------------------------------------- the one rule
+
+def defines_function(code: str, name: str) -> bool:
+    """Whether `code` defines function `name` at module level: a line starting with
+    ``def name(`` in its first column.
+
+    The pipeline's one test of "has a main function" (and of "has an input generator"):
+    which code block of a section is kept, and whether parse_gen_ios.py keeps the sample.
+    Why this rule: the method asks for ``def main_solution`` at the end of the Main Function
+    block and calls it by name from module scope, ``main_solution(**input)``, in its own
+    generation and checking. A ``def`` indented inside a class or another function is not
+    reachable under that name, and an ``async def`` returns a coroutine, never a JSON value:
+    neither can give an I/O pair. It is also the rule parse_gen_ios.py always applied to
+    keep a sample, so the samples kept do not change.
+    """
+    return _definition(name).search(code) is not None
+
+
+@functools.lru_cache(maxsize=None)
+def _definition(name: str) -> re.Pattern:
+    return re.compile(r"^def[ \t]+%s[ \t]*\(" % re.escape(name), re.M)
 
 
 # ----------------------------------------------------------------------------- fences
@@ -144,9 +174,8 @@ def _lines(text: Any) -> list[str]:
 def _pick_code(fences: list[_Fence], func: str | None) -> str | None:
     """Last block defining `func`; else last non-empty Python block; else last bare block."""
     if func:
-        defines = re.compile(r"^[ \t]*(?:async[ \t]+)?def[ \t]+%s[ \t]*\(" % func, re.M)
         for f in reversed(fences):
-            if defines.search(f.code):
+            if defines_function(f.code, func):
                 return f.code
     for langs in (_PY_LANGS, {""}):
         for f in reversed(fences):
@@ -264,7 +293,7 @@ def parse_unified(text: str) -> Unified:
             code = _pick_code(inside, _FUNCS[idx])
             if code is None and not inside:
                 own = "\n".join([inline] + lines[k + 1:end]).strip("\n").rstrip()
-                if re.search(r"^[ \t]*def[ \t]+%s[ \t]*\(" % _FUNCS[idx], own, re.M):
+                if defines_function(own, _FUNCS[idx]):
                     code = own
             found[idx].append(code)
         else:

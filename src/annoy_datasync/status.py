@@ -91,7 +91,8 @@ DUPLICATE_ID = "skipped_duplicate_id"           # a second record with an id alr
 TURN2_UNMATCHED = "turn2_unmatched"             # turn-2 record whose original_id is no turn-1 failure
 
 # --- inference (batched_api_inference.py): added by the inference helper ---------------
-FAIL_BAD_INPUT = "bad_input"            # input line not JSON, not an object, or no "messages" list
+FAIL_BAD_INPUT = "bad_input"            # input line not JSON, not an object, or without usable
+                                        # "messages" (jsonl.messages_problem)
 INFERENCE_SUCCEEDED = "succeeded"       # summary key of answered rows
 # batch mode (--batch_api): requests that a Batch API did not answer; a rerun resubmits them
 FAIL_BATCH_EXPIRED = "batch_expired"    # not processed within the completion window

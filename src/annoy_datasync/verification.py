@@ -1,7 +1,7 @@
 """Verdicts on predictions (the library behind ``verify.py``).
 
-- `ParsedIndex`: random access to a parsed file by ``itemid`` (its 0-based line) through an
-  index of line offsets: memory grows by 8 bytes per parsed line, never with its content; a
+- `ParsedIndex`: random access to a parsed file by ``itemid`` (its 0-based line) through a
+  `jsonl.LineIndex` of line offsets: memory grows by 8 bytes per parsed line, never with its content; a
   small LRU keeps recently used samples (gens files come grouped by sample).
 - The entry point of a sample is the function its ``funcname`` names (``main_solution`` when
   the field is absent or null), called as the method calls it: ``f(**input)`` when the
@@ -13,6 +13,9 @@
   predicted input through the executor (a bounded window of jobs in flight) and compare the
   result with the recorded output. Each record keeps its own future: verdicts cannot land on
   another record. Executions are cached by (sha256 of code, canonical input).
+- `read_verdict`: a verified record's ``res`` read back by the later steps
+  (build_spec_rev_msg.py, assemble_spec_demo.py), checked, errors naming file and line; only
+  ``success`` passes, in our vocabulary and the original implementation's.
 - The messages are the feedback a model sees in its second turn: one sentence each, values
   shown as JSON and shortened when long.
 """
@@ -25,7 +28,6 @@ import json
 import logging
 import os
 import threading
-from array import array
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
@@ -35,7 +37,8 @@ from typing import Any
 from . import answers
 from . import status as st
 from .compare import canonical, exec_key, json_equal
-from .jsonl import InputError, where
+from .jsonl import InputError, LineIndex, require, require_type, where
+from .sections import MAIN_FUNC
 
 log = logging.getLogger("annoy_datasync.verify")
 
@@ -71,8 +74,47 @@ def res(status: str, message: str, limit: str | None = None) -> dict:
     return out
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """The verdict of a verified record as the later steps read it back (`read_verdict`)."""
+    res: dict           # the record's "res", as written (other fields such as "limit" kept)
+
+    @property
+    def status(self) -> str:
+        return self.res["status"]
+
+    @property
+    def message(self) -> str:
+        return self.res.get("message", "")
+
+    @property
+    def passed(self) -> bool:
+        # one passing status in both vocabularies: ours (status.VERDICTS) and the original
+        # implementation's (status.ORIGINAL_VERDICTS), where every other status is a failure
+        return self.status == st.SUCCESS
+
+    @property
+    def no_answer(self) -> bool:
+        """No answer could be read from the model's text (ours "no_answer", the original's
+        "no answer")."""
+        return self.status in st.NO_ANSWER_VERDICTS
+
+
+def read_verdict(record: dict, path: str | os.PathLike, lineno: int) -> Verdict:
+    """The verdict of line `lineno` of the verified file `path`; `InputError` naming file
+    and line when ``res`` is missing or is not ``{"status": str, "message": str}`` (the
+    message may be absent, as in the original implementation's files)."""
+    require(record, ["res"], path, lineno)
+    verdict = record["res"]
+    require_type(verdict, dict, "res", path, lineno)
+    require(verdict, ["status"], path, lineno)
+    require_type(verdict["status"], str, "res.status", path, lineno)
+    require_type(verdict.get("message", ""), str, "res.message", path, lineno)
+    return Verdict(verdict)
+
+
 MSG_SUCCESS = "Your answer is correct."
-DEFAULT_FUNC = "main_solution"  # entry point of a parsed record without "funcname"
+DEFAULT_FUNC = MAIN_FUNC  # entry point of a parsed record without "funcname"
 
 
 def msg_output_wrong(inp: Any, pred: Any) -> str:
@@ -176,17 +218,9 @@ class ParsedIndex:
 
     def __init__(self, path: str | os.PathLike, cache_size: int = 1024):
         self.path = os.fspath(path)
-        if not os.path.isfile(self.path):
-            raise InputError(f"{self.path}: no such file")
-        self.offsets = array("q")
-        first = None
-        with open(self.path, "rb") as fh:
-            pos = 0
-            for line in fh:
-                self.offsets.append(pos)
-                if first is None and line.strip():
-                    first = (len(self.offsets), line)
-                pos += len(line)
+        self.lines = LineIndex(self.path)
+        first = next(((n, raw) for n in range(1, len(self.lines) + 1)
+                      if (raw := self.lines.line(n)).strip()), None)
         if first is not None:
             try:
                 rec = json.loads(first[1])
@@ -201,12 +235,11 @@ class ParsedIndex:
                 raise InputError(f'{where(self.path, first[0])}: no "refcode" and no "ios" '
                                  f"field (keys: {keys}); is this the parsed file "
                                  "(parse_gen_ios.py output)?")
-        self._fh = open(self.path, "rb")
         self._cache: OrderedDict[int, Sample | str] = OrderedDict()
         self._cache_size = cache_size
 
     def __len__(self) -> int:
-        return len(self.offsets)
+        return len(self.lines)
 
     def get(self, itemid: int) -> Sample | str:
         hit = self._cache.get(itemid)
@@ -220,11 +253,10 @@ class ParsedIndex:
         return got
 
     def _load(self, itemid: int) -> Sample | str:
-        if not 0 <= itemid < len(self.offsets):
-            return f"itemid {itemid} is not a line of {self.path} ({len(self.offsets)} lines)"
+        if not 0 <= itemid < len(self.lines):
+            return f"itemid {itemid} is not a line of {self.path} ({len(self.lines)} lines)"
         here = where(self.path, itemid + 1)
-        self._fh.seek(self.offsets[itemid])
-        raw = self._fh.readline()
+        raw = self.lines.line(itemid + 1)
         try:
             rec = json.loads(raw)
         except (ValueError, RecursionError):
@@ -242,7 +274,7 @@ class ParsedIndex:
         return Sample(rec["refcode"], rec["ios"], func)
 
     def close(self) -> None:
-        self._fh.close()
+        self.lines.close()
 
 
 # --- checking one record ---------------------------------------------------------------
