@@ -54,11 +54,11 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from . import extract
 from . import status as st
 from .compare import canonical
 from .executor import Call
 from .jsonl import read_jsonl
+from .sections import parse_unified
 
 FUNCNAME = "main_solution"
 MIN_IOS = 2
@@ -299,7 +299,7 @@ def sections_of(record: dict) -> Sections:
     text = record.get("output")
     if not isinstance(text, str) or not text.strip():
         return Sections(drop=st.DROP_NO_OUTPUT, detail='no "output" text')
-    u = extract.parse_unified(text)
+    u = parse_unified(text)
     if not u.main_code or not _HAS_MAIN.search(u.main_code):
         return Sections(drop=st.DROP_NO_MAIN, detail="no main_solution in a Main Function code block")
     if not u.generator_code or not _HAS_GEN.search(u.generator_code):
