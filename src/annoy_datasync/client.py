@@ -309,9 +309,8 @@ class Bitmap:
         return byte < len(self.bits) and bool(self.bits[byte] & (1 << (i & 7)))
 
 
-def scan_indices(path: str, what: str = "index",
-                 models: Counter | None = None) -> tuple[Bitmap, int]:
-    """Indices (field `what`) present in a JSONL file, streamed. Returns (set, duplicates).
+def scan_indices(path: str, models: Counter | None = None) -> tuple[Bitmap, int]:
+    """The "index" fields present in a JSONL file, streamed. Returns (set, duplicates).
     When `models` is given, it counts the "model" field of the lines too."""
     done = Bitmap()
     dups = 0
@@ -323,7 +322,7 @@ def scan_indices(path: str, what: str = "index",
                 continue
             try:
                 rec = json.loads(raw)
-                idx = rec.get(what)
+                idx = rec.get("index")
             except (ValueError, AttributeError, RecursionError):
                 log.warning("%s: skipped an unreadable line while resuming", where(path, lineno))
                 continue

@@ -39,16 +39,14 @@ class Reader:
     as ``(lineno, reason)``. Blank lines are ignored.
     """
 
-    def __init__(self, path: str | os.PathLike, *, must_exist: bool = True):
+    def __init__(self, path: str | os.PathLike):
         self.path = os.fspath(path)
         self.bad: list[tuple[int, str]] = []
         self.good = 0
-        if must_exist and not os.path.isfile(self.path):
+        if not os.path.isfile(self.path):
             raise InputError(f"{self.path}: no such file")
 
     def __iter__(self) -> Iterator[tuple[int, dict]]:
-        if not os.path.exists(self.path):
-            return
         with open(self.path, "rb") as fh:
             for lineno, raw in enumerate(fh, start=1):
                 if not raw.strip():
@@ -154,19 +152,17 @@ def repair_tail(path: str | os.PathLike) -> int:
 class Appender:
     """Append records to a JSONL file, one complete line per ``os.write``.
 
-    Opening repairs a torn tail first, so a later read never trips on a half record.
-    ``fsync_every`` > 0 syncs to disk every that many records.
+    Opening repairs a torn tail first, so a later read never trips on a half record;
+    closing syncs the file to disk.
     """
 
-    def __init__(self, path: str | os.PathLike, *, fsync_every: int = 0):
+    def __init__(self, path: str | os.PathLike):
         self.path = os.fspath(path)
         parent = os.path.dirname(self.path)
         if parent:
             os.makedirs(parent, exist_ok=True)
         repair_tail(self.path)
         self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        self.fsync_every = fsync_every
-        self.count = 0
 
     def write(self, record: Any) -> None:
         data = (dumps(record) + "\n").encode("utf-8")
@@ -174,9 +170,6 @@ class Appender:
         while view:
             n = os.write(self.fd, view)
             view = view[n:]
-        self.count += 1
-        if self.fsync_every and self.count % self.fsync_every == 0:
-            os.fsync(self.fd)
 
     def close(self) -> None:
         if self.fd >= 0:
