@@ -32,7 +32,7 @@ from annoy_datasync import client as client_lib
 from annoy_datasync.client import (Settings, StopFlag, messages_problem, resolve_endpoint,
                                    run_shard, scan_indices, scan_input)
 from annoy_datasync.fanout import Progress, rewrite_failures, run_processes
-from annoy_datasync.jsonl import Appender, InputError, read_jsonl
+from annoy_datasync.jsonl import Appender, InputError, StepError, read_jsonl
 
 log = logging.getLogger("annoy_datasync")
 
@@ -126,8 +126,8 @@ def choose_transport(wanted: str) -> str:
     """The transport to use: `wanted`, or for "auto" aiohttp when the SDK can use it."""
     have = client_lib.http_backend()
     if wanted == "aiohttp" and have != "aiohttp":
-        raise InputError("--transport aiohttp: the openai aiohttp extra is not installed; "
-                         "run pip install 'openai[aiohttp]' (or use --transport httpx)")
+        raise StepError("--transport aiohttp: the openai aiohttp extra is not installed; "
+                        "run pip install 'openai[aiohttp]' (or use --transport httpx)")
     if wanted == "auto":
         if have != "aiohttp":
             log.info("aiohttp is not installed: using the SDK's httpx transport, which costs "
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
           f"cost={'unknown' if spent is None else prices.dollars(spent)} "
           f"attempts={t['attempts']} rate_limited_attempts={t['rejected']} wall={time.monotonic() - start:.1f}s", file=sys.stderr)
     if fatal:
-        raise InputError(f"stopped early: {fatal}. Rows not answered are retried by a rerun.")
+        raise StepError(f"stopped early: {fatal}. Rows not answered are retried by a rerun.")
     if still_failed:
         log.info("%d requests failed (see %s); rerun the same command to retry them",
                  still_failed, args.failed_output)

@@ -18,7 +18,7 @@ from annoy_datasync.chat_server import ChatServer, Reply
 from annoy_datasync import client as client_mod
 from annoy_datasync.client import (Bitmap, backoff_delay, parse_retry_after, redact,
                                    resolve_endpoint)
-from annoy_datasync.jsonl import InputError
+from annoy_datasync.jsonl import InputError, StepError
 
 SRC = os.path.join(os.path.dirname(__file__), os.pardir, "src")
 KEY = "sk-test-0123456789abcdefSECRET"
@@ -179,9 +179,10 @@ def test_auth_or_unknown_model_stops_the_run_early(serve, tmp_path, capsys, code
     server = serve(lambda req: Reply(status=code, error=f"Incorrect API key provided: {KEY}"))
     inp = write_input(tmp_path / "in.jsonl", 300)
     out = str(tmp_path / "out.jsonl")
-    with pytest.raises(InputError, match=words) as err:
+    with pytest.raises(StepError, match=words) as err:
         run(server, inp, out, "--key", KEY, "--num_thread", "4")
     assert server.count <= 8                              # not one request per row
+    assert type(err.value) is StepError                   # the API refused: not bad input
     assert KEY not in str(err.value)
     failures = open(out + ".failed.jsonl").read()
     assert KEY not in failures and KEY not in capsys.readouterr().err
@@ -354,7 +355,7 @@ def test_an_unreachable_server_stops_the_run_early(tmp_path, transport):
         port = s.getsockname()[1]
     inp = write_input(tmp_path / "in.jsonl", 200)
     out = str(tmp_path / "out.jsonl")
-    with pytest.raises(InputError, match="connection_error.*check --base_url"):
+    with pytest.raises(StepError, match="connection_error.*check --base_url"):
         bai.main(["--input", inp, "--output", out, "--model", "m", "--no_progress",
                   "--base_url", f"http://127.0.0.1:{port}/v1", "--max_retries", "0",
                   "--num_thread", "4"])

@@ -49,7 +49,7 @@ from . import cli, prices, status
 from .client import (OUR_FIELDS, Bitmap, Endpoint, Outcome, Settings, classify_completion,
                      _sdk_httpx, parse_request, redact, request_params, resolve_endpoint,
                      scan_indices)
-from .jsonl import Appender, InputError, atomic_text, where
+from .jsonl import Appender, InputError, StepError, atomic_text, where
 
 log = logging.getLogger("annoy_datasync")
 
@@ -435,8 +435,8 @@ def state_lock(path: str) -> Iterator[None]:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise InputError(f"{path}: another run is using these batches (it holds "
-                             f"{path}.lock); wait for it or stop it first") from None
+            raise StepError(f"{path}: another run is using these batches (it holds "
+                            f"{path}.lock); wait for it or stop it first") from None
         yield
 
 
@@ -708,7 +708,7 @@ def run_live(args: argparse.Namespace, endpoint: Endpoint, client: openai.OpenAI
         check_state(state, args, endpoint, args.batch_state)   # batches of this run only
     if state is None or all(p["collected"] for p in state["parts"]):
         if args.batch_cancel:
-            raise InputError(f"{args.batch_state}: no batch left to cancel")
+            raise StepError(f"{args.batch_state}: no batch left to cancel")
         state = new_round(args, endpoint, sink)
         log.info("%s: %d requests in %d batch file(s) (%d already answered)", args.input,
                  sum(p["count"] for p in state["parts"]), len(state["parts"]), already)
@@ -720,8 +720,8 @@ def run_live(args: argparse.Namespace, endpoint: Endpoint, client: openai.OpenAI
             cancel(client, args, endpoint, state, sink)
         waiting = poll(client, args, endpoint, state, sink)
     except openai.APIError as exc:
-        raise InputError(f"{redact(str(exc), endpoint.key)[:500]}; the batches so far are in "
-                         f"{args.batch_state}: rerun the same command to re-attach") from None
+        raise StepError(f"{redact(str(exc), endpoint.key)[:500]}; the batches so far are in "
+                        f"{args.batch_state}: rerun the same command to re-attach") from None
     finally:
         sink.out.close()
         sink.failed.close()

@@ -7,6 +7,8 @@
   line, and repairs a torn tail left by a killed writer before its first append.
 - `atomic_write` rewrites a whole file through a temp file and an atomic rename, so a kill
   leaves either the old or the new file.
+- `StepError` (the step cannot go on) and its kind `InputError` (bad input, naming file and
+  line): the two errors a step stops with.
 """
 
 from __future__ import annotations
@@ -24,8 +26,15 @@ import jsonlines
 log = logging.getLogger("annoy_datasync")
 
 
-class InputError(Exception):
-    """Bad user input (file, line, field). Steps print it as one line and exit non-zero."""
+class StepError(Exception):
+    """The step cannot go on, for a reason outside its input (the API refused, another run
+    holds the lock, an optional package is missing). `cli.run` prints it as one line
+    ``error: ...`` on stderr and exits 1."""
+
+
+class InputError(StepError):
+    """Bad user input: a file, a line, a field (the message names them). Printed and
+    exited on like any `StepError`."""
 
 
 def where(path: str | os.PathLike, lineno: int | None = None) -> str:
