@@ -29,8 +29,9 @@ from collections import Counter
 from annoy_datasync import cache as cache_lib
 from annoy_datasync import batch_api, cli, prices
 from annoy_datasync import client as client_lib
-from annoy_datasync.client import (Settings, StopFlag, messages_problem, resolve_endpoint,
-                                   run_shard, scan_indices, scan_input)
+from annoy_datasync.client import (RequestSettings, StopFlag, messages_problem, run_shard,
+                                   scan_indices, scan_input)
+from annoy_datasync.endpoints import resolve_endpoint
 from annoy_datasync.fanout import Progress, rewrite_failures, run_processes
 from annoy_datasync.jsonl import Appender, InputError, StepError, read_jsonl
 
@@ -182,15 +183,15 @@ def main(argv: list[str] | None = None) -> int:
     limit = args.limit
     nlines, pending = scan_input(args.input, limit, done)
     answered = mmap.mmap(-1, nlines + 1)   # one byte per line, shared with forked workers
-    settings = Settings(input=args.input, model=args.model, endpoint=endpoint, endpoints=endpoints,
-                        temperature=args.temperature, max_tokens=args.max_tokens,
-                        timeout=args.timeout, max_retries=args.max_retries, backoff=args.backoff,
-                        concurrency=args.num_thread, limit=limit,
-                        transport=choose_transport(args.transport), rpm=args.rpm, tpm=args.tpm,
-                        nshards=args.num_process,
-                        cache_path=None if args.no_cache else os.path.join(
-                            args.cache_dir or cache_lib.default_dir(), cache_lib.FILENAME),
-                        sample=args.sample)
+    settings = RequestSettings(
+        input=args.input, model=args.model, endpoint=endpoint, endpoints=endpoints,
+        temperature=args.temperature, max_tokens=args.max_tokens, timeout=args.timeout,
+        max_retries=args.max_retries, backoff=args.backoff, concurrency=args.num_thread,
+        limit=limit, transport=choose_transport(args.transport), rpm=args.rpm, tpm=args.tpm,
+        nshards=args.num_process,
+        cache_path=None if args.no_cache else os.path.join(
+            args.cache_dir or cache_lib.default_dir(), cache_lib.FILENAME),
+        sample=args.sample)
     log.info("%s: %d requests to send (%d already answered) to %s as %s, %d in flight (%s)",
              args.input, pending, done.count, " + ".join(e.base_url for e in endpoints), args.model,
              args.num_process * args.num_thread, settings.transport)

@@ -16,8 +16,8 @@ import batched_api_inference as bai
 from annoy_datasync import status
 from annoy_datasync.chat_server import ChatServer, Reply
 from annoy_datasync import client as client_mod
-from annoy_datasync.client import (Bitmap, backoff_delay, parse_retry_after, redact,
-                                   resolve_endpoint)
+from annoy_datasync.client import Bitmap
+from annoy_datasync.endpoints import backoff_delay, parse_retry_after, redact, resolve_endpoint
 from annoy_datasync.jsonl import InputError, StepError
 
 SRC = os.path.join(os.path.dirname(__file__), os.pardir, "src")
@@ -673,12 +673,13 @@ def test_several_servers_least_loaded_dead_one_set_aside(serve, tmp_path, capsys
 
 
 def test_pool_sets_aside_and_probes_again(monkeypatch):
-    from annoy_datasync.client import Endpoint, Member, Outcome, Pool
+    from annoy_datasync.client import Member, Pool
+    from annoy_datasync.endpoints import AttemptOutcome, Endpoint
     clock = [100.0]
     monkeypatch.setattr(client_mod.time, "monotonic", lambda: clock[0])
     a, b = (Member(Endpoint(u, "k", "none"), [object()]) for u in ("http://a/v1", "http://b/v1"))
     pool = Pool([a, b])
-    down = Outcome(False, status.FAIL_CONNECTION, retry=True)
+    down = AttemptOutcome(False, status.FAIL_CONNECTION, retry=True)
     for i in range(Pool.FAILS):
         assert not a.aside
         a.in_flight += 1                            # as if chosen
@@ -696,7 +697,7 @@ def test_pool_sets_aside_and_probes_again(monkeypatch):
     clock[0] += 0.6
     probe, lane = pool.choose()
     assert probe is a
-    pool.release(a, lane, Outcome(True))           # back in service
+    pool.release(a, lane, AttemptOutcome(True))    # back in service
     assert not a.aside and a.cooldown == Pool.FIRST_COOLDOWN
 
 

@@ -46,9 +46,9 @@ import openai
 from tqdm import tqdm
 
 from . import cli, prices, status
-from .client import (OUR_FIELDS, Bitmap, Endpoint, Outcome, Settings, classify_completion,
-                     _sdk_httpx, parse_request, redact, request_params, resolve_endpoint,
-                     scan_indices)
+from .client import (OUR_FIELDS, Bitmap, RequestSettings, _sdk_httpx, parse_request,
+                     request_params, scan_indices)
+from .endpoints import AttemptOutcome, Endpoint, classify_completion, redact, resolve_endpoint
 from .jsonl import Appender, InputError, StepError, atomic_text, where
 
 log = logging.getLogger("annoy_datasync")
@@ -154,8 +154,9 @@ class Part:
     offset: int = 0      # byte offset of line `first` in the input: collecting starts there
 
 
-def write_requests(settings: Settings, skip: Bitmap, failed: Appender, counts: Counter,
-                   name: Callable[[int], str], max_requests: int, max_bytes: int) -> list[Part]:
+def write_requests(settings: RequestSettings, skip: Bitmap, failed: Appender,
+                   counts: Counter, name: Callable[[int], str], max_requests: int,
+                   max_bytes: int) -> list[Part]:
     """Stream the input; each pending line becomes one request line in the current part; a
     new part starts before one would exceed `max_requests` or `max_bytes`. Lines that are not
     requests go to the failures file as bad_input. Returns the parts written (files closed)."""
@@ -238,8 +239,8 @@ ERROR_CODES = {"batch_expired": status.FAIL_BATCH_EXPIRED,
                "batch_cancelled": status.FAIL_BATCH_CANCELLED}
 
 
-def classify_result(line: dict, max_tokens: int | None) -> Outcome:
-    """One line of a result or error file (OpenAI's or vLLM's): the same `Outcome` a live
+def classify_result(line: dict, max_tokens: int | None) -> AttemptOutcome:
+    """One line of a result or error file (OpenAI's or vLLM's): the same `AttemptOutcome` a live
     request gives, or a failure with its reason."""
     resp = line.get("response")
     err = line.get("error")
@@ -255,13 +256,15 @@ def classify_result(line: dict, max_tokens: int | None) -> Outcome:
         if isinstance(msg, dict):
             msg = msg.get("message") or json.dumps(msg)
         code = resp["status_code"]
-        return Outcome(False, _status_reason(code), error=f"{code}: {msg}"[:1000], attempts=1)
+        return AttemptOutcome(False, _status_reason(code), error=f"{code}: {msg}"[:1000],
+                              attempts=1)
     if isinstance(err, dict):
         reason = ERROR_CODES.get(err.get("code"), status.FAIL_OTHER)
-        return Outcome(False, reason, error=f"{err.get('code')}: {err.get('message')}"[:1000],
-                       attempts=1)
-    return Outcome(False, status.FAIL_OTHER, error=f"no response in {json.dumps(line)[:200]}",
-                   attempts=1)
+        return AttemptOutcome(False, reason,
+                              error=f"{err.get('code')}: {err.get('message')}"[:1000],
+                              attempts=1)
+    return AttemptOutcome(False, status.FAIL_OTHER,
+                          error=f"no response in {json.dumps(line)[:200]}", attempts=1)
 
 
 def index_results(paths: Iterable[str]) -> dict[int, tuple[str, int]]:
@@ -303,7 +306,7 @@ def _read_at(path: str, offset: int, cache: dict) -> dict:
     return json.loads(fh.readline())
 
 
-def answer_row(rec: dict, index: int, model: str, res: Outcome) -> dict:
+def answer_row(rec: dict, index: int, model: str, res: AttemptOutcome) -> dict:
     """The output row of an answer; ``usage.batch`` says its tokens cost the batch price
     (inside ``usage`` so that the row keeps the live mode's fields, and a later round that
     answers this row again replaces the mark with its own usage)."""
@@ -331,7 +334,7 @@ class Sink:
         self.counts[reason] += 1
 
 
-def convert(settings: Settings, results: dict[int, tuple[str, int]], sink: Sink,
+def convert(settings: RequestSettings, results: dict[int, tuple[str, int]], sink: Sink,
             first: int = 0, offset: int = 0) -> None:
     """Stream the input and write, for each index with a result and not in the output yet, its
     output row or failure row. `first` and its byte `offset` skip the lines before a part."""
@@ -367,11 +370,11 @@ def convert(settings: Settings, results: dict[int, tuple[str, int]], sink: Sink,
 
 
 # --- the step -------------------------------------------------------------------------------
-def settings_of(args: argparse.Namespace, endpoint: Endpoint | None) -> Settings:
-    return Settings(input=args.input, model=args.model,
-                    endpoint=endpoint or Endpoint("", "", "none"),
-                    temperature=args.temperature, max_tokens=args.max_tokens,
-                    timeout=args.timeout, limit=args.limit)
+def settings_of(args: argparse.Namespace, endpoint: Endpoint | None) -> RequestSettings:
+    return RequestSettings(input=args.input, model=args.model,
+                           endpoint=endpoint or Endpoint("", "", "none"),
+                           temperature=args.temperature, max_tokens=args.max_tokens,
+                           timeout=args.timeout, limit=args.limit)
 
 
 def open_sink(args: argparse.Namespace, price: prices.Price | None) -> Sink:

@@ -320,7 +320,7 @@ def _pair_reason(error: str) -> str:
 
 
 @dataclass
-class Outcome:
+class SampleOutcome:
     """Final result of one sample: a parsed record (kept), a drop record, or `retry` (why
     the executor failed; write nothing, a rerun tries the sample again)."""
     kept: dict | None = None
@@ -330,7 +330,7 @@ class Outcome:
 
 
 @dataclass
-class Settings:
+class GenerationSettings:
     seed: int = 0
     max_ios: int = 10
     spares: int = 5
@@ -346,7 +346,7 @@ class SampleTask:
     the driver once `future` is done; it submits the next job or sets `outcome`.
     """
 
-    def __init__(self, record: dict, msgidx: int, settings: Settings):
+    def __init__(self, record: dict, msgidx: int, settings: GenerationSettings):
         self.record = record
         self.msgidx = msgidx
         self.settings = settings
@@ -354,7 +354,7 @@ class SampleTask:
         self.candidates: list[dict] = []
         self.pair_drops: Counter[str] = Counter()
         self.future: Future | None = None
-        self.outcome: Outcome | None = None
+        self.outcome: SampleOutcome | None = None
         self._stage = ""
 
     def start(self, gen_pool: Any) -> None:
@@ -377,7 +377,7 @@ class SampleTask:
 
     def _after_generation(self, gen: Any, rechecker: Rechecker) -> None:
         if getattr(gen, "error_type", None) == st.EXECUTOR_ERROR:
-            self.outcome = Outcome(retry=gen.message or gen.status)
+            self.outcome = SampleOutcome(retry=gen.message or gen.status)
             return
         for reason, n in (gen.errors or {}).items():
             self.pair_drops[_pair_reason(reason)] += n
@@ -419,7 +419,7 @@ class SampleTask:
             raise RuntimeError(f"executor returned {len(jobs)} results for {len(self.candidates)} inputs")
         failed = next((j for j in jobs if j.error_type == st.EXECUTOR_ERROR), None)
         if failed is not None:   # not the code's fault: no pair is judged by this run
-            self.outcome = Outcome(retry=failed.message)
+            self.outcome = SampleOutcome(retry=failed.message)
             return
         survivors, chance = [], False
         for k, pair in enumerate(self.candidates):
@@ -457,7 +457,7 @@ class SampleTask:
         kept = survivors[: self.settings.max_ios]
         self.candidates = kept
         s = self.sections
-        self.outcome = Outcome(kept={
+        self.outcome = SampleOutcome(kept={
             "problem_description": s.problem,
             "io_requirements": s.io_description,
             "refcode": s.main_code,
@@ -474,7 +474,7 @@ class SampleTask:
                                     f"(pairs dropped: {drops})")
 
     def _drop(self, reason: str, detail: str) -> None:
-        self.outcome = Outcome(dropped={
+        self.outcome = SampleOutcome(dropped={
             "msgidx": self.msgidx, "reason": reason, "detail": detail,
             "pair_drops": dict(sorted(self.pair_drops.items())),
         }, pair_drops=self.pair_drops)
