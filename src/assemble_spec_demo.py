@@ -32,7 +32,7 @@ from collections import Counter
 from annoy_datasync import cli, status
 from annoy_datasync.jsonl import InputError, atomic_write, read_jsonl, require, require_type, where
 
-log = logging.getLogger("annoy_datasync")
+log = logging.getLogger("annoy_datasync.assemble_spec_demo")
 
 EXTRA_FIELDS = ("itemid", "ioid", "io_pred")
 

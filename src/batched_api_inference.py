@@ -35,7 +35,7 @@ from annoy_datasync.endpoints import resolve_endpoint
 from annoy_datasync.fanout import Progress, rewrite_failures, run_processes
 from annoy_datasync.jsonl import Appender, InputError, StepError, read_jsonl
 
-log = logging.getLogger("annoy_datasync")
+log = logging.getLogger("annoy_datasync.batched_api_inference")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -51,7 +51,7 @@ from .client import (OUR_FIELDS, Bitmap, RequestSettings, _sdk_httpx, parse_requ
 from .endpoints import AttemptOutcome, Endpoint, classify_completion, redact, resolve_endpoint
 from .jsonl import Appender, InputError, StepError, atomic_text, where
 
-log = logging.getLogger("annoy_datasync")
+log = logging.getLogger(__name__)
 
 URL = "/v1/chat/completions"
 ID_PREFIX = "row-"
@@ -418,8 +418,6 @@ def run(args: argparse.Namespace, rewrite: FailureRewriter,
         return write_offline(args, rewrite, start, price)
     if args.read_batch_output:
         return read_offline(args, rewrite, start, price)
-    for noisy in ("httpx", "httpx2", "httpcore", "openai"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
     endpoint = resolve_endpoint(args.model, (args.base_url or [None])[0], args.key)
     client = openai.OpenAI(api_key=endpoint.key, base_url=endpoint.base_url, max_retries=5,
                            timeout=max(args.timeout, 600.0))

@@ -49,7 +49,7 @@ from .endpoints import (ERROR_CHARS, MAX_RETRY_AFTER, AttemptOutcome, Endpoint, 
 from .jsonl import Appender, where
 from .pacing import Pacer, Window, message_chars, parse_limit_headers
 
-log = logging.getLogger("annoy_datasync")
+log = logging.getLogger(__name__)
 
 OUR_FIELDS = ("output", "model", "reasoning", "index", "finish_reason", "usage")
 

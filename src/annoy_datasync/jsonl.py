@@ -23,7 +23,7 @@ from typing import Any
 
 import jsonlines
 
-log = logging.getLogger("annoy_datasync")
+log = logging.getLogger(__name__)
 
 
 class StepError(Exception):

@@ -37,7 +37,7 @@ from . import status as st
 from .compare import canonical, exec_key, json_equal
 from .jsonl import InputError, where
 
-log = logging.getLogger("annoy_datasync.verify")
+log = logging.getLogger(__name__)
 
 SHOW_CHARS = 300  # longest JSON shown for one value in a message
 
