@@ -45,7 +45,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--output", required=True, help="JSONL of answers (appended to; resumable)")
     p.add_argument("--model", required=True, help="model name sent to the server")
     p.add_argument("--num_process", type=int, default=1,
-                   help="worker processes (default 1; more only helps above ~1000 requests/s)")
+                   help="worker processes (default 1; more only helps when one process's CPU "
+                        "is the limit: bench/bench_inference.py shows where that is)")
     p.add_argument("--num_thread", type=int, default=64,
                    help="requests in flight per process (default 64); "
                         "num_process x num_thread requests are in flight in all")
@@ -97,7 +98,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="only the first N lines of the input (try a few before paying for all)")
     p.add_argument("--transport", choices=("auto", "aiohttp", "httpx"), default="auto",
                    help="HTTP transport under the openai client: aiohttp (the openai[aiohttp] "
-                        "extra; about half the CPU per request at hundreds in flight) or "
+                        "extra; less CPU per request, bench/bench_inference.py compares) or "
                         "the SDK's default httpx; auto takes aiohttp when installed")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
     batch_api.add_args(p)

@@ -197,9 +197,9 @@ class Rechecker:
     """Submits the re-check jobs of samples (`Executor.run_fresh`, watched: each call runs
     as if alone and says whether it drew random numbers or read a clock), merging those of
     up to `max_samples` samples bound for the same pool into one sandboxed job (each job
-    costs a fork and a teardown of the sandbox, about as much CPU as a light sample's
-    calls). Jobs are held until `max_samples` are there, or until the driver would otherwise
-    wait on held jobs alone (`flush`).
+    costs a fork and a teardown of the sandbox, a large share of a light sample's cost:
+    README, "Benchmarks"). Jobs are held until `max_samples` are there, or until the driver
+    would otherwise wait on held jobs alone (`flush`).
 
     A merged job differs from separate ones only in what the samples' calls share: the
     process (modules a code changes, files, memory). Each call still starts from a fresh
