@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from annoy_datasync import cli
@@ -16,6 +17,22 @@ from annoy_datasync import cli
 def read(path) -> list:
     """The records of a JSONL file written by a step (the file must exist)."""
     return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+# lines of a messages file that are not a request
+NOT_JSON = "{not json"
+NO_MESSAGES = '{"content": "no messages here"}'
+
+
+def write_requests(path, n: int, bad_lines: Mapping[int, str] | Iterable[int] = ()) -> str:
+    """A messages file of `n` chat requests ("question <i>", "itemid": i); a line in
+    `bad_lines` holds the text it maps to, or a record without "messages"."""
+    bad = bad_lines if isinstance(bad_lines, Mapping) else dict.fromkeys(bad_lines, NO_MESSAGES)
+    with open(path, "w") as fh:
+        for i in range(n):
+            fh.write((bad[i] if i in bad else json.dumps(
+                {"messages": [{"role": "user", "content": f"question {i}"}], "itemid": i})) + "\n")
+    return str(path)
 
 
 def run_step(main, argv, capsys) -> tuple[int, str]:
