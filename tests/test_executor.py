@@ -153,11 +153,15 @@ def test_loop_ignoring_sigterm_and_stopped_child(ex):
     assert settle(ex) == []
 
 
-def test_memory_bomb(ex):
-    r = run1(ex, "def main_solution():\n    return len(bytearray(8 * 1024 ** 3))\n")
-    assert (r.status, r.error_type) == (status.RESOURCE_LIMIT, "memory")
-    r = run1(ex, "import numpy as np\ndef main_solution():\n    return int(np.ones(2 ** 31).sum())\n")
-    assert (r.status, r.error_type) == (status.RESOURCE_LIMIT, "memory")
+@pytest.mark.parametrize("code, limit", [
+    ("def main_solution():\n    return len(bytearray(8 * 1024 ** 3))\n", "memory"),
+    ("import numpy as np\ndef main_solution():\n    return int(np.ones(2 ** 31).sum())\n", "memory"),
+    ("def main_solution():\n    open('big', 'wb').write(b'x' * 2 ** 21)\n", "file size"),
+    ("def main_solution():\n    return [open('/dev/null') for _ in range(100)]\n", "open files"),
+], ids=["memory-bomb", "numpy-memory-bomb", "file-size", "open-files"])
+def test_resource_limits(ex, code, limit):
+    r = run1(ex, code)
+    assert (r.status, r.error_type) == (status.RESOURCE_LIMIT, limit)
 
 
 def test_bounded_process_flood(ex):
@@ -368,13 +372,6 @@ def test_closed_file_descriptors(ex):
 def test_input_reads_closed_stdin(ex):
     r = run1(ex, "def main_solution():\n    return input()\n")
     assert (r.status, r.error_type) == (status.EXCEPTION, "EOFError")
-
-
-def test_file_size_and_open_files_limits(ex):
-    r = run1(ex, "def main_solution():\n    open('big', 'wb').write(b'x' * 2 ** 21)\n")
-    assert (r.status, r.error_type) == (status.RESOURCE_LIMIT, "file size")
-    r = run1(ex, "def main_solution():\n    return [open('/dev/null') for _ in range(100)]\n")
-    assert (r.status, r.error_type) == (status.RESOURCE_LIMIT, "open files")
 
 
 def test_import_of_a_module_not_preloaded(tmp_path):

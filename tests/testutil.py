@@ -42,6 +42,20 @@ def run_step(main, argv, capsys) -> tuple[int, str]:
     return rc, capsys.readouterr().err
 
 
+def assert_bad_input_refused(main, capsys, inp: Path, lines: list[str] | None,
+                             flags: tuple[str, str], expect: str) -> None:
+    """A step given `lines` as its input file `inp` (None: no such file) and out.jsonl beside
+    it as its output (`flags`: the two flags) exits 1 with one line ``error: <inp>...``
+    holding `expect`, and leaves nothing but its input behind."""
+    if lines is not None:
+        inp.write_text("\n".join(lines) + "\n")
+    rc, err = run_step(main, [flags[0], inp, flags[1], inp.parent / "out.jsonl"], capsys)
+    assert rc == 1
+    assert err.startswith(f"error: {inp}") and expect in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in inp.parent.iterdir()) == ([inp.name] if lines is not None else [])
+
+
 @contextlib.contextmanager
 def cpu_burners(per_cpu: int = 2):
     """Every CPU busy with other work while the block runs: `per_cpu` busy-looping
