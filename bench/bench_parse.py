@@ -169,7 +169,7 @@ def main() -> None:
           f"repeats={args.repeats} (medians)")
     with tempfile.TemporaryDirectory(prefix="bench_parse.") as tmp:
         # "x4": the same samples four times under other msgidx (so other generator seeds):
-        # the start-up of the two executor pools (about 1 s) weighs less, as in a long run
+        # the start-up of the two executor pools weighs less, as in a long run
         for name, part, copies in (("light", light, 1), ("light x4", light, 4), ("all", everything, 1)):
             inp = os.path.join(tmp, "unified.jsonl")
             write_unified(inp, part, copies)

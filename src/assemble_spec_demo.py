@@ -33,7 +33,7 @@ from annoy_datasync.jsonl import (LineIndex, atomic_write, read_jsonl, require, 
                                   require_type, where)
 from annoy_datasync.verification import read_verdict
 
-log = logging.getLogger("annoy_datasync")
+log = logging.getLogger("annoy_datasync.assemble_spec_demo")
 
 EXTRA_FIELDS = ("itemid", "ioid", "io_pred")
 

@@ -29,12 +29,12 @@ from collections import Counter
 from annoy_datasync import cache as cache_lib
 from annoy_datasync import batch_api, cli, layout, prices
 from annoy_datasync import client as client_lib
-from annoy_datasync.client import (Settings, StopFlag, resolve_endpoint, run_shard, scan_indices,
-                                   scan_input)
+from annoy_datasync.client import RequestSettings, StopFlag, run_shard, scan_indices, scan_input
+from annoy_datasync.endpoints import resolve_endpoint
 from annoy_datasync.fanout import Progress, rewrite_failures, run_processes
-from annoy_datasync.jsonl import Appender, InputError, read_jsonl, require_messages
+from annoy_datasync.jsonl import Appender, InputError, StepError, read_jsonl, require_messages
 
-log = logging.getLogger("annoy_datasync")
+log = logging.getLogger("annoy_datasync.batched_api_inference")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="JSONL of answers (appended to; resumable)")
     p.add_argument("--model", required=True, help="model name sent to the server")
     p.add_argument("--num_process", type=int, default=1,
-                   help="worker processes (default 1; more only helps above ~1000 requests/s)")
+                   help="worker processes (default 1; more only helps when one process's CPU "
+                        "is the limit: bench/bench_inference.py shows where that is)")
     p.add_argument("--num_thread", type=int, default=64,
                    help="requests in flight per process (default 64); "
                         "num_process x num_thread requests are in flight in all")
@@ -95,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only the first N lines of the input (try a few before paying for all)")
     p.add_argument("--transport", choices=("auto", "aiohttp", "httpx"), default="auto",
                    help="HTTP transport under the openai client: aiohttp (the openai[aiohttp] "
-                        "extra; about half the CPU per request at hundreds in flight) or "
+                        "extra; less CPU per request, bench/bench_inference.py compares) or "
                         "the SDK's default httpx; auto takes aiohttp when installed")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
     batch_api.add_args(p)
@@ -128,8 +129,8 @@ def choose_transport(wanted: str) -> str:
     """The transport to use: `wanted`, or for "auto" aiohttp when the SDK can use it."""
     have = client_lib.http_backend()
     if wanted == "aiohttp" and have != "aiohttp":
-        raise InputError("--transport aiohttp: the openai aiohttp extra is not installed; "
-                         "run pip install 'openai[aiohttp]' (or use --transport httpx)")
+        raise StepError("--transport aiohttp: the openai aiohttp extra is not installed; "
+                        "run pip install 'openai[aiohttp]' (or use --transport httpx)")
     if wanted == "auto":
         if have != "aiohttp":
             log.info("aiohttp is not installed: using the SDK's httpx transport, which costs "
@@ -184,15 +185,15 @@ def main(argv: list[str] | None = None) -> int:
     limit = args.limit
     nlines, pending = scan_input(args.input, limit, done)
     answered = mmap.mmap(-1, nlines + 1)   # one byte per line, shared with forked workers
-    settings = Settings(input=args.input, model=args.model, endpoint=endpoint, endpoints=endpoints,
-                        temperature=args.temperature, max_tokens=args.max_tokens,
-                        timeout=args.timeout, max_retries=args.max_retries, backoff=args.backoff,
-                        concurrency=args.num_thread, limit=limit,
-                        transport=choose_transport(args.transport), rpm=args.rpm, tpm=args.tpm,
-                        nshards=args.num_process,
-                        cache_path=None if args.no_cache else os.path.join(
-                            args.cache_dir or cache_lib.default_dir(), cache_lib.FILENAME),
-                        sample=args.sample)
+    settings = RequestSettings(
+        input=args.input, model=args.model, endpoint=endpoint, endpoints=endpoints,
+        temperature=args.temperature, max_tokens=args.max_tokens, timeout=args.timeout,
+        max_retries=args.max_retries, backoff=args.backoff, concurrency=args.num_thread,
+        limit=limit, transport=choose_transport(args.transport), rpm=args.rpm, tpm=args.tpm,
+        nshards=args.num_process,
+        cache_path=None if args.no_cache else os.path.join(
+            args.cache_dir or cache_lib.default_dir(), cache_lib.FILENAME),
+        sample=args.sample)
     log.info("%s: %d requests to send (%d already answered) to %s as %s, %d in flight (%s)",
              args.input, pending, done.count, " + ".join(e.base_url for e in endpoints), args.model,
              args.num_process * args.num_thread, settings.transport)
@@ -219,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
           f"cost={'unknown' if spent is None else prices.dollars(spent)} "
           f"attempts={t['attempts']} rate_limited_attempts={t['rejected']} wall={time.monotonic() - start:.1f}s", file=sys.stderr)
     if fatal:
-        raise InputError(f"stopped early: {fatal}. Rows not answered are retried by a rerun.")
+        raise StepError(f"stopped early: {fatal}. Rows not answered are retried by a rerun.")
     if still_failed:
         log.info("%d requests failed (see %s); rerun the same command to retry them",
                  still_failed, args.failed_output)

@@ -29,7 +29,7 @@ from typing import Any
 from annoy_datasync import cli, layout
 from annoy_datasync import status as st
 from annoy_datasync.executor import DEFAULT_PRELOAD, Executor, Limits
-from annoy_datasync.generation import Rechecker, SampleTask, Settings, done_ids
+from annoy_datasync.generation import Rechecker, SampleTask, GenerationSettings, done_ids
 from annoy_datasync.jsonl import Appender, read_jsonl, where
 
 log = logging.getLogger("annoy_datasync.parse_gen_ios")
@@ -131,8 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--dropped_file must differ from --input_file and --output_file")
 
     records = read_jsonl(args.input_file)
-    settings = Settings(seed=args.seed, max_ios=args.max_ios, spares=max(2, args.max_ios // 2),
-                        max_calls=args.max_calls, budget_s=args.budget)
+    settings = GenerationSettings(seed=args.seed, max_ios=args.max_ios,
+                                  spares=max(2, args.max_ios // 2), max_calls=args.max_calls,
+                                  budget_s=args.budget)
     limits = Limits(cpu_time=args.timeout)   # and as much idle time (the wall backstop)
     common = dict(python_path=args.python_path, run_path=args.run_path,
                   workers=args.workers, limits=limits, read_paths=args.read_path)

@@ -63,8 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated statuses (e.g. 'wall_timeout') or 'load': the gens "
                         "file is already verified; check again only lines whose res.status is "
                         "one of these, or with 'load' one that load on the machine could have "
-                        "caused (wall stops, timeouts of other tools), or that have no res, "
-                        "and copy the rest")
+                        "caused (wall_timeout, and timeout without \"limit\": \"cpu\", "
+                        "written by another tool under a wall-clock limit), or that have no "
+                        "res, and copy the rest")
     p.add_argument("--resume_from", default=None,
                    help="an earlier verified file of the same gens file: its verdicts are reused "
                         "for lines that are identical at the same position (not_runnable and "

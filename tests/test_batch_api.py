@@ -15,26 +15,9 @@ import batched_api_inference as bai
 from annoy_datasync import batch_api, status
 from annoy_datasync.batch_server import BatchServer, echo
 from annoy_datasync.chat_server import ChatServer, echo_responder
+from testutil import read, write_requests
 
 SRC = os.path.join(os.path.dirname(__file__), os.pardir, "src")
-
-
-def write_input(path, n, bad_lines=()):
-    with open(path, "w") as fh:
-        for i in range(n):
-            if i in bad_lines:
-                fh.write('{"content": "no messages here"}\n')
-            else:
-                fh.write(json.dumps({"messages": [{"role": "user", "content": f"question {i}"}],
-                                     "itemid": i}) + "\n")
-    return str(path)
-
-
-def read(path):
-    if not os.path.exists(path):
-        return []
-    with open(path) as fh:
-        return [json.loads(line) for line in fh if line.strip()]
 
 
 def base_argv(inp, out, url="http://127.0.0.1:9/v1", *extra):
@@ -74,7 +57,7 @@ def test_custom_id_round_trips():
 
 
 def test_write_batch_file_splits_by_count_and_bytes(tmp_path):
-    inp = write_input(tmp_path / "in.jsonl", 25, bad_lines={3})
+    inp = write_requests(tmp_path / "in.jsonl", 25, bad_lines={3})
     target = str(tmp_path / "req.jsonl")
     rc = bai.main(base_argv(inp, str(tmp_path / "out.jsonl"), "http://x/v1",
                             "--write_batch_file", target, "--batch_max_requests", "10"))
@@ -105,7 +88,7 @@ def test_write_batch_file_splits_by_count_and_bytes(tmp_path):
 
 
 def test_write_batch_file_one_part_keeps_the_name(tmp_path):
-    inp = write_input(tmp_path / "in.jsonl", 5)
+    inp = write_requests(tmp_path / "in.jsonl", 5)
     target = str(tmp_path / "req.jsonl")
     assert bai.main(base_argv(inp, str(tmp_path / "o.jsonl"), "http://x/v1",
                               "--write_batch_file", target)) == 0
@@ -166,7 +149,7 @@ def vllm_results(request_file, fail=()):
 
 
 def test_offline_pair_gives_the_live_output(tmp_path):
-    inp = write_input(tmp_path / "in.jsonl", 12, bad_lines={5})
+    inp = write_requests(tmp_path / "in.jsonl", 12, bad_lines={5})
     req = str(tmp_path / "req.jsonl")
     assert bai.main(base_argv(inp, str(tmp_path / "off.jsonl"), "http://x/v1",
                               "--write_batch_file", req)) == 0
@@ -195,7 +178,7 @@ def test_offline_pair_gives_the_live_output(tmp_path):
 
 
 def test_read_batch_output_counts_lines_without_a_result(tmp_path, capsys):
-    inp = write_input(tmp_path / "in.jsonl", 6)
+    inp = write_requests(tmp_path / "in.jsonl", 6)
     req = str(tmp_path / "req.jsonl")
     assert bai.main(base_argv(inp, str(tmp_path / "o.jsonl"), "http://x/v1",
                               "--write_batch_file", req)) == 0
@@ -211,7 +194,7 @@ def test_read_batch_output_counts_lines_without_a_result(tmp_path, capsys):
 
 
 def test_read_batch_output_names_file_and_line(tmp_path, capsys):
-    inp = write_input(tmp_path / "in.jsonl", 3)
+    inp = write_requests(tmp_path / "in.jsonl", 3)
     bad = tmp_path / "res.jsonl"
     bad.write_text('{"custom_id": "row-0", "response": null}\n{"custom_id": "other-1"}\n')
     rc = bai.cli.run(bai.main, base_argv(inp, str(tmp_path / "o.jsonl"), "http://x/v1",
@@ -228,7 +211,7 @@ def test_batch_completes_with_some_failed_requests(serve, tmp_path, capsys):
         return echo(cid, body)
 
     server = serve(responder=responder, per_poll=3)
-    inp = write_input(tmp_path / "in.jsonl", 10, bad_lines={6})
+    inp = write_requests(tmp_path / "in.jsonl", 10, bad_lines={6})
     out = str(tmp_path / "out.jsonl")
     assert run_batch(server, inp, out, "--batch_max_requests", "4") == 0
     assert len(server.batches) == 3
@@ -261,7 +244,7 @@ def test_batch_that_does_not_complete(serve, tmp_path, how):
     kw = {"expired": {"expire_after": 2}, "failed": {"fail_validation": True},
           "cancelled": {"per_poll": 2}}[how]
     server = serve(**kw)
-    inp = write_input(tmp_path / "in.jsonl", 6)
+    inp = write_requests(tmp_path / "in.jsonl", 6)
     out = str(tmp_path / "out.jsonl")
     if how == "cancelled":
         # submit and look once (2 answered), then cancel: the answered two are kept
@@ -290,7 +273,7 @@ def test_batch_that_does_not_complete(serve, tmp_path, how):
 
 def test_state_is_recorded_and_other_flags_refused(serve, tmp_path, capsys):
     server = serve(per_poll=1)
-    inp = write_input(tmp_path / "in.jsonl", 3)
+    inp = write_requests(tmp_path / "in.jsonl", 3)
     out = str(tmp_path / "out.jsonl")
     assert run_batch(server, inp, out, "--batch_no_wait") == 0
     state = json.load(open(out + ".batch_state.json"))
@@ -323,7 +306,7 @@ def test_killed_run_resumes_without_duplicates(serve, tmp_path, event):
             os.kill(victim[0], signal.SIGKILL)
 
     server = serve(hook=hook)
-    inp = write_input(tmp_path / "in.jsonl", 7)
+    inp = write_requests(tmp_path / "in.jsonl", 7)
     out = str(tmp_path / "out.jsonl")
     assert run_killed(server, inp, out, event, victim) == -signal.SIGKILL
     assert fired
@@ -343,7 +326,7 @@ def test_batch_max_active_submits_one_part_at_a_time(serve, tmp_path):
                                          for b in server.batches.values()))
 
     server = serve(hook=hook, per_poll=2)
-    inp = write_input(tmp_path / "in.jsonl", 9)
+    inp = write_requests(tmp_path / "in.jsonl", 9)
     out = str(tmp_path / "out.jsonl")
     assert run_batch(server, inp, out, "--batch_max_requests", "3", "--batch_max_active", "1") == 0
     assert running_at_create == [0, 0, 0]
@@ -352,7 +335,7 @@ def test_batch_max_active_submits_one_part_at_a_time(serve, tmp_path):
 
 def test_cancel_before_submission_fails_the_parts_not_sent(serve, tmp_path):
     server = serve(per_poll=1)
-    inp = write_input(tmp_path / "in.jsonl", 4)
+    inp = write_requests(tmp_path / "in.jsonl", 4)
     out = str(tmp_path / "out.jsonl")
     assert run_batch(server, inp, out, "--batch_max_requests", "2", "--batch_max_active", "1",
                      "--batch_no_wait") == 0
@@ -390,7 +373,7 @@ def test_collecting_again_writes_no_row_twice(serve, tmp_path):
     rerun downloads and converts it again and skips what is in the output."""
     server = serve(responder=lambda cid, body: (500, {"error": {"message": "x"}})
                    if cid == "row-2" else echo(cid, body))
-    inp = write_input(tmp_path / "in.jsonl", 5)
+    inp = write_requests(tmp_path / "in.jsonl", 5)
     out = str(tmp_path / "out.jsonl")
     assert run_batch(server, inp, out, "--batch_max_requests", "3") == 0
     state_path = out + ".batch_state.json"
@@ -410,7 +393,7 @@ def test_collecting_again_writes_no_row_twice(serve, tmp_path):
 
 def test_polling_outlasts_a_few_failed_looks_but_not_many(serve, tmp_path, monkeypatch):
     server = serve(failing_looks=4)
-    inp = write_input(tmp_path / "in.jsonl", 3)
+    inp = write_requests(tmp_path / "in.jsonl", 3)
     out = str(tmp_path / "out.jsonl")
     assert run_batch(server, inp, out) == 0
     assert server.failing_looks == 0
@@ -418,7 +401,7 @@ def test_polling_outlasts_a_few_failed_looks_but_not_many(serve, tmp_path, monke
 
     monkeypatch.setattr(batch_api, "MAX_POLL_ERRORS", 2)
     server.failing_looks = 10
-    inp2 = write_input(tmp_path / "in2.jsonl", 3)
+    inp2 = write_requests(tmp_path / "in2.jsonl", 3)
     out2 = str(tmp_path / "out2.jsonl")
     rc = bai.cli.run(bai.main, base_argv(inp2, out2, server.url, "--batch_api",
                                          "--poll_interval", "0.01"))
@@ -434,7 +417,7 @@ def test_polling_outlasts_a_few_failed_looks_but_not_many(serve, tmp_path, monke
 def test_a_second_run_on_the_same_batches_is_refused(serve, tmp_path, capsys):
     import fcntl
     server = serve()
-    inp = write_input(tmp_path / "in.jsonl", 2)
+    inp = write_requests(tmp_path / "in.jsonl", 2)
     out = str(tmp_path / "out.jsonl")
     with open(out + ".batch_state.json.lock", "a") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
@@ -475,7 +458,7 @@ def _summary_words(err):
 def test_batch_summary_and_report_cost_at_the_batch_price(serve, tmp_path, capsys):
     from annoy_datasync.report import inference_stats
     server = serve(responder=_priced)
-    inp = write_input(tmp_path / "in.jsonl", 6)
+    inp = write_requests(tmp_path / "in.jsonl", 6)
     out = str(tmp_path / "out.jsonl")
     argv = ["--input", inp, "--output", out, "--model", "gpt-4o-mini", "--base_url", server.url,
             "--no_progress", "--batch_api", "--poll_interval", "0.02"]
@@ -506,7 +489,7 @@ def test_batch_summary_and_report_cost_at_the_batch_price(serve, tmp_path, capsy
 
 
 def test_read_batch_output_prices_from_the_table_and_its_batch_discount(tmp_path, capsys):
-    inp = write_input(tmp_path / "in.jsonl", 4)
+    inp = write_requests(tmp_path / "in.jsonl", 4)
     req = str(tmp_path / "req.jsonl")
     assert bai.main(base_argv(inp, str(tmp_path / "o.jsonl"), "http://x/v1",
                               "--write_batch_file", req)) == 0

@@ -10,7 +10,7 @@ import pytest
 
 import build_spec_msg as step
 from annoy_datasync.prompts import load_prompts
-from testutil import read, run_step
+from testutil import assert_bad_input_refused, read, run_step
 
 FIX = Path(__file__).parent / "fixtures"
 PARSED = FIX / "steps_parsed_orig.jsonl"
@@ -139,15 +139,8 @@ def sample(**over):
     ([sample(problem_description=None)], ':1: "problem_description" should be str, got NoneType'),
 ])
 def test_bad_input_exits_1_with_file_line_and_leaves_no_output(tmp_path, capsys, lines, expect):
-    inp = tmp_path / "parsed.jsonl"
-    if lines is not None:
-        inp.write_text("\n".join(lines) + "\n")
-    out = tmp_path / "out.jsonl"
-    rc, err = run(["--input_file", inp, "--output_file", out], capsys)
-    assert rc == 1
-    assert err.startswith(f"error: {inp}") and expect in err, err
-    assert len(err.strip().splitlines()) == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == (["parsed.jsonl"] if lines else [])
+    assert_bad_input_refused(step.main, capsys, tmp_path / "parsed.jsonl", lines,
+                             ("--input_file", "--output_file"), expect)
 
 
 def test_a_failed_run_keeps_the_previous_output_untouched(tmp_path, capsys):

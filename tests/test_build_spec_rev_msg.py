@@ -9,7 +9,7 @@ import pytest
 
 import build_spec_rev_msg as step
 from annoy_datasync.prompts import load_prompts
-from testutil import read, run_step
+from testutil import assert_bad_input_refused, read, run_step
 
 FIX = Path(__file__).parent / "fixtures"
 TURN1 = FIX / "steps_verified_turn1.jsonl"
@@ -102,15 +102,8 @@ def rec(**over):
     ([rec(original_id="7")], ':1: "original_id" should be int, got str'),
 ])
 def test_bad_input_exits_1_with_file_line_and_leaves_no_output(tmp_path, capsys, lines, expect):
-    inp = tmp_path / "verified.jsonl"
-    if lines is not None:
-        inp.write_text("\n".join(lines) + "\n")
-    out = tmp_path / "out.jsonl"
-    rc, err = run(["--input_file", inp, "--output_file", out], capsys)
-    assert rc == 1
-    assert err.startswith(f"error: {inp}") and expect in err, err
-    assert len(err.strip().splitlines()) == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == (["verified.jsonl"] if lines else [])
+    assert_bad_input_refused(step.main, capsys, tmp_path / "verified.jsonl", lines,
+                             ("--input_file", "--output_file"), expect)
 
 
 def test_missing_output_or_empty_message_are_handled(tmp_path, capsys):

@@ -8,7 +8,7 @@ import pytest
 
 import build_transform_msg as step
 from annoy_datasync.prompts import load_prompts
-from testutil import read, run_step
+from testutil import assert_bad_input_refused, read, run_step
 
 FIX = Path(__file__).parent / "fixtures"
 SRC = Path(__file__).parent.parent / "src"
@@ -35,12 +35,18 @@ def test_raw_records_get_messages_and_keep_their_fields(tmp_path, capsys):
     assert err.strip().splitlines()[-1] == "build_transform_msg: messages=2 skipped_empty_content=1"
 
 
-def test_prompts_override_changes_the_wording(tmp_path, capsys):
+def run_with_prompts(tmp_path, capsys, yaml_text):
+    """Run the step on the fixture with `yaml_text` as its --prompts file: (rc, stderr, output)."""
     mine = tmp_path / "p.yaml"
-    mine.write_text("transform: |-\n  REWRITE THIS:\n  {{code}}\n")
-    out = tmp_path / "msg.jsonl"
-    rc, _ = run(["--raw_code_file", FIX / "steps_rawcode.jsonl", "--raw_code_msg_file", out,
-                 "--prompts", mine], capsys)
+    mine.write_text(yaml_text)
+    out = tmp_path / "out.jsonl"
+    rc, err = run(["--raw_code_file", FIX / "steps_rawcode.jsonl", "--raw_code_msg_file", out,
+                   "--prompts", mine], capsys)
+    return rc, err, out
+
+
+def test_prompts_override_changes_the_wording(tmp_path, capsys):
+    rc, _, out = run_with_prompts(tmp_path, capsys, "transform: |-\n  REWRITE THIS:\n  {{code}}\n")
     assert rc == 0
     first = read(out)[0]
     assert first["messages"][0]["content"] == "REWRITE THIS:\n" + first["content"]
@@ -53,23 +59,12 @@ def test_prompts_override_changes_the_wording(tmp_path, capsys):
     (['{"content": ["x"]}'], ':1: "content" should be str, got list'),
 ])
 def test_bad_input_exits_1_with_file_line_and_leaves_no_output(tmp_path, capsys, lines, expect):
-    inp = tmp_path / "raw.jsonl"
-    if lines is not None:
-        inp.write_text("\n".join(lines) + "\n")
-    out = tmp_path / "out.jsonl"
-    rc, err = run(["--raw_code_file", inp, "--raw_code_msg_file", out], capsys)
-    assert rc == 1
-    assert err.startswith(f"error: {inp}") and expect in err
-    assert len(err.strip().splitlines()) == 1
-    assert list(tmp_path.iterdir()) == ([inp] if lines is not None else [])
+    assert_bad_input_refused(step.main, capsys, tmp_path / "raw.jsonl", lines,
+                             ("--raw_code_file", "--raw_code_msg_file"), expect)
 
 
 def test_bad_prompts_file_exits_1_before_writing(tmp_path, capsys):
-    mine = tmp_path / "p.yaml"
-    mine.write_text("transform: 'no placeholder'\n")
-    out = tmp_path / "out.jsonl"
-    rc, err = run(["--raw_code_file", FIX / "steps_rawcode.jsonl", "--raw_code_msg_file", out,
-                   "--prompts", mine], capsys)
+    rc, err, out = run_with_prompts(tmp_path, capsys, "transform: 'no placeholder'\n")
     assert rc == 1 and "lacks {{code}}" in err and not out.exists()
 
 

@@ -6,22 +6,18 @@ from pathlib import Path
 
 import pytest
 
-from annoy_datasync.extract import (
+from annoy_datasync.answers import (
     AMBIGUOUS,
     INCOMPLETE,
     INVALID,
     NO_JSON,
     NO_TEXT,
-    SECTION_NAMES,
     Answer,
-    Unified,
     extract_json_answer,
-    last_python_block,
-    parse_unified,
 )
 from annoy_datasync import status as st
 from annoy_datasync.generation import sections_of
-from annoy_datasync.sections import defines_function
+from annoy_datasync.sections import SECTION_NAMES, Unified, defines_function, parse_unified
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -241,29 +237,6 @@ def test_parse_unified_long_odd_lines_return():
             + " " * 50000 + "y\n" + "```" + "a " * 20000 + "`\n") * 20
     u = parse_unified(text)
     assert u.main_code is None and NAMES[0] in u.missing
-
-
-# ============================================================================ last python block
-
-LAST_BLOCK_CASES = [
-    pytest.param("```python\na = 1\n```\ntext\n```python\nb = 2\n```", "b = 2", id="last-of-two"),
-    pytest.param("```python\na = 1\n```\n```\noutput: 3\n```", "a = 1", id="tagged-beats-later-bare"),
-    pytest.param("```\na = 1\n```\nthen\n```\nb = 2\n```", "b = 2", id="bare-only"),
-    pytest.param("```py\na = 1\n```", "a = 1", id="py"),
-    pytest.param("```python\na = 1\n```\n```json\n{\"a\": 1}\n```", "a = 1", id="json-block-ignored"),
-    pytest.param("text\n```python\ndef f():\n    return 1\n", "def f():\n    return 1", id="open-at-end"),
-    pytest.param("```python\na = 1\n```\n```python\n\n```", "a = 1", id="blank-block-skipped"),
-    pytest.param("```python\r\na = 1\r\nb = 2\r\n```\r\n", "a = 1\nb = 2", id="crlf"),
-    pytest.param("```markdown\n```python\na = 1\n```\n```", "a = 1", id="inside-markdown-wrapper"),
-    pytest.param("no code here", None, id="no-block"),
-    pytest.param(None, None, id="none"),
-    pytest.param("inline ```python x = 1``` is not a block", None, id="inline-backticks"),
-]
-
-
-@pytest.mark.parametrize("text, expected", LAST_BLOCK_CASES)
-def test_last_python_block(text, expected):
-    assert last_python_block(text) == expected
 
 
 # ============================================================================ JSON answers

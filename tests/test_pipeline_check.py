@@ -32,21 +32,13 @@ def gens_row(itemid, ioid, io_pred, obj, k):
 
 
 def make_parsed(path):
-    # original format: no input_generator, meta.msgidx only
-    write(path, [
-        {"problem_description": "p", "io_requirements": "r", "refcode": DOUBLE,
-         "funcname": "main_solution", "ios": [{"input": {"x": 2}, "output": 4}],
-         "category": None, "meta": {"msgidx": 0}},
-        {"problem_description": "p", "io_requirements": "r", "refcode": SLEEPY,
-         "funcname": "main_solution", "ios": [{"input": {"t": 1.2}, "output": 1.2}],
-         "category": None, "meta": {"msgidx": 1}},
-        {"problem_description": "p", "io_requirements": "r", "refcode": LOOP,
-         "funcname": "main_solution", "ios": [{"input": {"n": 1}, "output": 1}],
-         "category": None, "meta": {"msgidx": 2}},
-        {"problem_description": "p", "io_requirements": "r", "refcode": BLOCKS,
-         "funcname": "main_solution", "ios": [{"input": {"x": 1}, "output": 1}],
-         "category": None, "meta": {"msgidx": 3}},
-    ])
+    # original format: no input_generator, meta.msgidx only; one I/O pair per sample
+    samples = [(DOUBLE, {"x": 2}, 4), (SLEEPY, {"t": 1.2}, 1.2), (LOOP, {"n": 1}, 1),
+               (BLOCKS, {"x": 1}, 1)]
+    write(path, [{"problem_description": "p", "io_requirements": "r", "refcode": code,
+                  "funcname": "main_solution", "ios": [{"input": inp, "output": out}],
+                  "category": None, "meta": {"msgidx": k}}
+                 for k, (code, inp, out) in enumerate(samples)])
 
 
 def run_script(tmp_path, parsed, gens, verified, **env):

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from annoy_datasync import cli
@@ -18,11 +19,41 @@ def read(path) -> list:
     return [json.loads(line) for line in Path(path).read_text().splitlines()]
 
 
+# lines of a messages file that are not a request
+NOT_JSON = "{not json"
+NO_MESSAGES = '{"content": "no messages here"}'
+
+
+def write_requests(path, n: int, bad_lines: Mapping[int, str] | Iterable[int] = ()) -> str:
+    """A messages file of `n` chat requests ("question <i>", "itemid": i); a line in
+    `bad_lines` holds the text it maps to, or a record without "messages"."""
+    bad = bad_lines if isinstance(bad_lines, Mapping) else dict.fromkeys(bad_lines, NO_MESSAGES)
+    with open(path, "w") as fh:
+        for i in range(n):
+            fh.write((bad[i] if i in bad else json.dumps(
+                {"messages": [{"role": "user", "content": f"question {i}"}], "itemid": i})) + "\n")
+    return str(path)
+
+
 def run_step(main, argv, capsys) -> tuple[int, str]:
     """Run a step's `main` as the command line would (errors become exit codes); returns
     its exit code and what it printed on stderr."""
     rc = cli.run(main, [str(a) for a in argv])
     return rc, capsys.readouterr().err
+
+
+def assert_bad_input_refused(main, capsys, inp: Path, lines: list[str] | None,
+                             flags: tuple[str, str], expect: str) -> None:
+    """A step given `lines` as its input file `inp` (None: no such file) and out.jsonl beside
+    it as its output (`flags`: the two flags) exits 1 with one line ``error: <inp>...``
+    holding `expect`, and leaves nothing but its input behind."""
+    if lines is not None:
+        inp.write_text("\n".join(lines) + "\n")
+    rc, err = run_step(main, [flags[0], inp, flags[1], inp.parent / "out.jsonl"], capsys)
+    assert rc == 1
+    assert err.startswith(f"error: {inp}") and expect in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in inp.parent.iterdir()) == ([inp.name] if lines is not None else [])
 
 
 @contextlib.contextmanager

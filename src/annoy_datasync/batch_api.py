@@ -46,13 +46,13 @@ import openai
 from tqdm import tqdm
 
 from . import cli, prices, status
-from .client import (OUR_FIELDS, Endpoint, Outcome, Settings, classify_completion,
-                     _sdk_httpx, parse_request, redact, request_params, resolve_endpoint,
+from .client import (OUR_FIELDS, RequestSettings, _sdk_httpx, parse_request, request_params,
                      scan_indices)
+from .endpoints import AttemptOutcome, Endpoint, classify_completion, redact, resolve_endpoint
 from .indexset import IndexSet
-from .jsonl import Appender, InputError, atomic_text, where
+from .jsonl import Appender, InputError, StepError, atomic_text, where
 
-log = logging.getLogger("annoy_datasync")
+log = logging.getLogger(__name__)
 
 URL = "/v1/chat/completions"
 ID_PREFIX = "row-"
@@ -155,8 +155,9 @@ class Part:
     offset: int = 0      # byte offset of line `first` in the input: collecting starts there
 
 
-def write_requests(settings: Settings, skip: IndexSet, failed: Appender, counts: Counter,
-                   name: Callable[[int], str], max_requests: int, max_bytes: int) -> list[Part]:
+def write_requests(settings: RequestSettings, skip: IndexSet, failed: Appender,
+                   counts: Counter, name: Callable[[int], str], max_requests: int,
+                   max_bytes: int) -> list[Part]:
     """Stream the input; each pending line becomes one request line in the current part; a
     new part starts before one would exceed `max_requests` or `max_bytes`. Lines that are not
     requests go to the failures file as bad_input. Returns the parts written (files closed)."""
@@ -239,8 +240,8 @@ ERROR_CODES = {"batch_expired": status.FAIL_BATCH_EXPIRED,
                "batch_cancelled": status.FAIL_BATCH_CANCELLED}
 
 
-def classify_result(line: dict, max_tokens: int | None) -> Outcome:
-    """One line of a result or error file (OpenAI's or vLLM's): the same `Outcome` a live
+def classify_result(line: dict, max_tokens: int | None) -> AttemptOutcome:
+    """One line of a result or error file (OpenAI's or vLLM's): the same `AttemptOutcome` a live
     request gives, or a failure with its reason."""
     resp = line.get("response")
     err = line.get("error")
@@ -256,13 +257,15 @@ def classify_result(line: dict, max_tokens: int | None) -> Outcome:
         if isinstance(msg, dict):
             msg = msg.get("message") or json.dumps(msg)
         code = resp["status_code"]
-        return Outcome(False, _status_reason(code), error=f"{code}: {msg}"[:1000], attempts=1)
+        return AttemptOutcome(False, _status_reason(code), error=f"{code}: {msg}"[:1000],
+                              attempts=1)
     if isinstance(err, dict):
         reason = ERROR_CODES.get(err.get("code"), status.FAIL_OTHER)
-        return Outcome(False, reason, error=f"{err.get('code')}: {err.get('message')}"[:1000],
-                       attempts=1)
-    return Outcome(False, status.FAIL_OTHER, error=f"no response in {json.dumps(line)[:200]}",
-                   attempts=1)
+        return AttemptOutcome(False, reason,
+                              error=f"{err.get('code')}: {err.get('message')}"[:1000],
+                              attempts=1)
+    return AttemptOutcome(False, status.FAIL_OTHER,
+                          error=f"no response in {json.dumps(line)[:200]}", attempts=1)
 
 
 def index_results(paths: Iterable[str]) -> dict[int, tuple[str, int]]:
@@ -304,7 +307,7 @@ def _read_at(path: str, offset: int, cache: dict) -> dict:
     return json.loads(fh.readline())
 
 
-def answer_row(rec: dict, index: int, model: str, res: Outcome) -> dict:
+def answer_row(rec: dict, index: int, model: str, res: AttemptOutcome) -> dict:
     """The output row of an answer; ``usage.batch`` says its tokens cost the batch price
     (inside ``usage`` so that the row keeps the live mode's fields, and a later round that
     answers this row again replaces the mark with its own usage)."""
@@ -332,7 +335,7 @@ class Sink:
         self.counts[reason] += 1
 
 
-def convert(settings: Settings, results: dict[int, tuple[str, int]], sink: Sink,
+def convert(settings: RequestSettings, results: dict[int, tuple[str, int]], sink: Sink,
             first: int = 0, offset: int = 0) -> None:
     """Stream the input and write, for each index with a result and not in the output yet, its
     output row or failure row. `first` and its byte `offset` skip the lines before a part."""
@@ -368,11 +371,11 @@ def convert(settings: Settings, results: dict[int, tuple[str, int]], sink: Sink,
 
 
 # --- the step -------------------------------------------------------------------------------
-def settings_of(args: argparse.Namespace, endpoint: Endpoint | None) -> Settings:
-    return Settings(input=args.input, model=args.model,
-                    endpoint=endpoint or Endpoint("", "", "none"),
-                    temperature=args.temperature, max_tokens=args.max_tokens,
-                    timeout=args.timeout, limit=args.limit)
+def settings_of(args: argparse.Namespace, endpoint: Endpoint | None) -> RequestSettings:
+    return RequestSettings(input=args.input, model=args.model,
+                           endpoint=endpoint or Endpoint("", "", "none"),
+                           temperature=args.temperature, max_tokens=args.max_tokens,
+                           timeout=args.timeout, limit=args.limit)
 
 
 def open_sink(args: argparse.Namespace, price: prices.Price | None) -> Sink:
@@ -416,8 +419,6 @@ def run(args: argparse.Namespace, rewrite: FailureRewriter,
         return write_offline(args, rewrite, start, price)
     if args.read_batch_output:
         return read_offline(args, rewrite, start, price)
-    for noisy in ("httpx", "httpx2", "httpcore", "openai"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
     endpoint = resolve_endpoint(args.model, (args.base_url or [None])[0], args.key)
     client = openai.OpenAI(api_key=endpoint.key, base_url=endpoint.base_url, max_retries=5,
                            timeout=max(args.timeout, 600.0))
@@ -436,8 +437,8 @@ def state_lock(path: str) -> Iterator[None]:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise InputError(f"{path}: another run is using these batches (it holds "
-                             f"{path}.lock); wait for it or stop it first") from None
+            raise StepError(f"{path}: another run is using these batches (it holds "
+                            f"{path}.lock); wait for it or stop it first") from None
         yield
 
 
@@ -709,7 +710,7 @@ def run_live(args: argparse.Namespace, endpoint: Endpoint, client: openai.OpenAI
         check_state(state, args, endpoint, args.batch_state)   # batches of this run only
     if state is None or all(p["collected"] for p in state["parts"]):
         if args.batch_cancel:
-            raise InputError(f"{args.batch_state}: no batch left to cancel")
+            raise StepError(f"{args.batch_state}: no batch left to cancel")
         state = new_round(args, endpoint, sink)
         log.info("%s: %d requests in %d batch file(s) (%d already answered)", args.input,
                  sum(p["count"] for p in state["parts"]), len(state["parts"]), already)
@@ -721,8 +722,8 @@ def run_live(args: argparse.Namespace, endpoint: Endpoint, client: openai.OpenAI
             cancel(client, args, endpoint, state, sink)
         waiting = poll(client, args, endpoint, state, sink)
     except openai.APIError as exc:
-        raise InputError(f"{redact(str(exc), endpoint.key)[:500]}; the batches so far are in "
-                         f"{args.batch_state}: rerun the same command to re-attach") from None
+        raise StepError(f"{redact(str(exc), endpoint.key)[:500]}; the batches so far are in "
+                        f"{args.batch_state}: rerun the same command to re-attach") from None
     finally:
         sink.out.close()
         sink.failed.close()

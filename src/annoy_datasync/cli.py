@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from . import layout, status
 from .executor import read_path_problem
-from .jsonl import InputError, atomic_write, read_jsonl
+from .jsonl import StepError, atomic_write, read_jsonl
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -40,10 +40,11 @@ def summary(counts: Mapping[str, int], prefix: str = "") -> str:
 
 
 def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
-    """Run a step's ``main`` turning `InputError` into one line on stderr and exit code 1."""
+    """Run a step's ``main`` turning a `StepError` (an `InputError` too) into one line on
+    stderr and exit code 1."""
     try:
         return main(argv)
-    except InputError as exc:
+    except StepError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -44,20 +44,19 @@ import openai
 
 from . import status
 from .cache import ResponseCache, cache_key, endpoint_family
-from .endpoints import (ERROR_CHARS, MAX_RETRY_AFTER, NO_KEY, Endpoint, Outcome,  # noqa: F401
-                        backoff_delay, classify_completion, classify_exception, model_family,
-                        parse_retry_after, redact, resolve_endpoint)
+from .endpoints import (ERROR_CHARS, MAX_RETRY_AFTER, AttemptOutcome, Endpoint, backoff_delay,
+                        classify_completion, classify_exception, model_family, redact)
 from .indexset import IndexSet
 from .jsonl import Appender, messages_problem, where
 from .pacing import Pacer, Window, message_chars, parse_limit_headers
 
-log = logging.getLogger("annoy_datasync")
+log = logging.getLogger(__name__)
 
 OUR_FIELDS = ("output", "model", "reasoning", "index", "finish_reason", "usage")
 
 
 @dataclass
-class Settings:
+class RequestSettings:
     """Everything a worker needs; inherited by forked workers (never pickled, never logged)."""
 
     input: str
@@ -115,7 +114,7 @@ def http_backend() -> str:
     return "aiohttp"
 
 
-def make_client(settings: Settings, connections: int, backend: str,
+def make_client(settings: RequestSettings, connections: int, backend: str,
                 endpoint: Endpoint | None = None) -> openai.AsyncOpenAI:
     """A client of `endpoint` (default: the settings' first) whose connection pool holds
     `connections`, sending through aiohttp (`backend` "aiohttp") or httpx ("httpx")."""
@@ -128,7 +127,7 @@ def make_client(settings: Settings, connections: int, backend: str,
                               max_retries=0, timeout=settings.timeout, http_client=http)
 
 
-def request_params(settings: Settings, messages: list) -> dict:
+def request_params(settings: RequestSettings, messages: list) -> dict:
     params: dict[str, Any] = {"model": settings.model, "messages": messages}
     if settings.temperature is not None:
         params["temperature"] = settings.temperature
@@ -182,7 +181,7 @@ class Pool:
         m.sent += 1
         return m, lane
 
-    def release(self, m: Member, lane: int, out: Outcome | None) -> None:
+    def release(self, m: Member, lane: int, out: AttemptOutcome | None) -> None:
         m.in_flight -= 1
         m.lane_load[lane] -= 1
         if out is None:
@@ -213,7 +212,7 @@ class Pool:
 CONGESTION = frozenset({429, 503, 504, 408})
 
 
-def congestion_signal(out: Outcome) -> str:
+def congestion_signal(out: AttemptOutcome) -> str:
     """How an attempt's outcome steers the `Window`: "ok", "congested" or "neutral"."""
     if out.ok:
         return "ok"
@@ -222,12 +221,12 @@ def congestion_signal(out: Outcome) -> str:
     return "neutral"
 
 
-async def complete(pool: Pool | openai.AsyncOpenAI, settings: Settings, messages: list,
-                   pacer: Pacer | None = None, window: Window | None = None,
-                   on_attempt: Callable[[Outcome], None] | None = None) -> Outcome:
+async def complete(pool: Pool | openai.AsyncOpenAI, settings: RequestSettings,
+                   messages: list, pacer: Pacer | None = None, window: Window | None = None,
+                   on_attempt: Callable[[AttemptOutcome], None] | None = None) -> AttemptOutcome:
     """Send one request, retrying what is worth retrying, each attempt paced by `pacer`,
     counted in `window` and sent to the least-loaded endpoint of `pool` (or to one client).
-    Never raises for API errors: the returned `Outcome` carries success or the last
+    Never raises for API errors: the returned `AttemptOutcome` carries success or the last
     failure, and ``fatal`` if any. `on_attempt` sees the outcome of every attempt."""
     if not isinstance(pool, Pool):
         pool = Pool([Member(settings.endpoint, [pool])])
@@ -287,9 +286,8 @@ async def complete(pool: Pool | openai.AsyncOpenAI, settings: Settings, messages
 
 
 # --- the input, the done set ----------------------------------------------------------------
-def scan_indices(path: str, what: str = "index",
-                 models: Counter | None = None) -> tuple[IndexSet, int]:
-    """Indices (field `what`) present in a JSONL file, streamed. Returns (set, duplicates).
+def scan_indices(path: str, models: Counter | None = None) -> tuple[IndexSet, int]:
+    """The "index" fields present in a JSONL file, streamed. Returns (set, duplicates).
     When `models` is given, it counts the "model" field of the lines too."""
     done = IndexSet()
     dups = 0
@@ -301,7 +299,7 @@ def scan_indices(path: str, what: str = "index",
                 continue
             try:
                 rec = json.loads(raw)
-                idx = rec.get(what)
+                idx = rec.get("index")
             except (ValueError, AttributeError, RecursionError):
                 log.warning("%s: skipped an unreadable line while resuming", where(path, lineno))
                 continue
@@ -391,8 +389,8 @@ class StopFlag:
 FIRST_FAILURES = 8
 
 
-async def run_shard(settings: Settings, shard: int, nshards: int, out: Appender, failed: Appender,
-                    done: IndexSet, stop: Any = None,
+async def run_shard(settings: RequestSettings, shard: int, nshards: int, out: Appender,
+                    failed: Appender, done: IndexSet, stop: Any = None,
                     report: Callable[[dict], None] | None = None,
                     answered: Any = None) -> tuple[Stats, str | None]:
     """Answer this shard's pending lines. Returns the stats and a fatal message or None.
@@ -420,7 +418,7 @@ async def run_shard(settings: Settings, shard: int, nshards: int, out: Appender,
     fatal: list[str] = []
     finished = asyncio.Event()
 
-    def count_attempt(out: Outcome) -> None:
+    def count_attempt(out: AttemptOutcome) -> None:
         stats.attempts += 1
         if out.usage:       # every answer is paid for, a truncated or empty one too
             stats.tokens_in += out.usage.get("prompt_tokens") or 0

@@ -88,7 +88,7 @@ def redact(text: str, secret: str | None) -> str:
 
 # --- one request ---------------------------------------------------------------------------
 @dataclass
-class Outcome:
+class AttemptOutcome:
     """Result of one attempt, or of the last attempt of a request."""
 
     ok: bool
@@ -153,18 +153,19 @@ def _usage_dict(usage: Any) -> dict | None:
     return out
 
 
-def _unexpected(body: Any) -> Outcome:
-    return Outcome(False, status.FAIL_EMPTY, retry=True,
-                   error=f"unexpected response body: {json.dumps(body)[:200]!r}")
+def _unexpected(body: Any) -> AttemptOutcome:
+    return AttemptOutcome(False, status.FAIL_EMPTY, retry=True,
+                          error=f"unexpected response body: {json.dumps(body)[:200]!r}")
 
 
-def classify_completion(body: Any, max_tokens: int | None) -> Outcome:
+def classify_completion(body: Any, max_tokens: int | None) -> AttemptOutcome:
     """A 200 answer, as decoded JSON: success, or truncated / filtered / empty."""
     if not isinstance(body, dict) or "choices" not in body:
         return _unexpected(body)
     choices = body["choices"]
     if not choices:
-        return Outcome(False, status.FAIL_EMPTY, retry=True, error="the answer has no choices")
+        return AttemptOutcome(False, status.FAIL_EMPTY, retry=True,
+                              error="the answer has no choices")
     choice = choices[0] if isinstance(choices, list) else None
     msg = choice.get("message") if isinstance(choice, dict) else None
     if not isinstance(msg, dict):
@@ -174,8 +175,9 @@ def classify_completion(body: Any, max_tokens: int | None) -> Outcome:
     reasoning = msg.get("reasoning_content") or msg.get("reasoning")
     finish = choice.get("finish_reason")
     usage = _usage_dict(body.get("usage"))
-    out = Outcome(True, output=content, reasoning=reasoning if isinstance(reasoning, str) else None,
-                  finish_reason=finish, usage=usage)
+    out = AttemptOutcome(True, output=content,
+                         reasoning=reasoning if isinstance(reasoning, str) else None,
+                         finish_reason=finish, usage=usage)
     if finish == "length":
         used = (usage or {}).get("completion_tokens")
         out.ok, out.reason = False, status.FAIL_LENGTH
@@ -199,7 +201,8 @@ def _timed_out(exc: BaseException) -> bool:
     return isinstance(root, TimeoutError) or "Timeout" in type(root).__name__
 
 
-def classify_exception(exc: BaseException, key: str | None, base_url: str, model: str) -> Outcome:
+def classify_exception(exc: BaseException, key: str | None, base_url: str,
+                       model: str) -> AttemptOutcome:
     """An exception of one attempt: reason, whether to retry, whether to stop the run."""
     text = redact(f"{type(exc).__name__}: {exc}", key)[:ERROR_CHARS]
     if isinstance(exc, openai.APIStatusError):
@@ -213,39 +216,40 @@ def classify_exception(exc: BaseException, key: str | None, base_url: str, model
         out.limits = parse_limit_headers(headers)
         return out
     if isinstance(exc, openai.APITimeoutError) and _timed_out(exc):
-        return Outcome(False, status.FAIL_TIMEOUT, retry=True, error=text)
+        return AttemptOutcome(False, status.FAIL_TIMEOUT, retry=True, error=text)
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__
         if cause is not None:
             text = redact(f"{text} ({type(cause).__name__}: {cause})", key)[:ERROR_CHARS]
-        return Outcome(False, status.FAIL_CONNECTION, retry=True, error=text)
+        return AttemptOutcome(False, status.FAIL_CONNECTION, retry=True, error=text)
     if isinstance(exc, (ValueError, openai.APIResponseValidationError)):
         # an empty or truncated 200 body makes the SDK's JSON decoding fail
-        return Outcome(False, status.FAIL_EMPTY, retry=True,
-                       error=f"empty or unreadable response body ({text})")
-    return Outcome(False, status.FAIL_OTHER, error=text)
+        return AttemptOutcome(False, status.FAIL_EMPTY, retry=True,
+                              error=f"empty or unreadable response body ({text})")
+    return AttemptOutcome(False, status.FAIL_OTHER, error=text)
 
 
 def _classify_status(code: int, err_code: str, text: str, after: float | None, base_url: str,
-                     model: str) -> Outcome:
+                     model: str) -> AttemptOutcome:
     """An HTTP error status: reason, whether to retry, whether to stop the run."""
     if code in (401, 403):
-        return Outcome(False, status.FAIL_AUTH, error=text, fatal=(
+        return AttemptOutcome(False, status.FAIL_AUTH, error=text, fatal=(
             f"{base_url} refused the API key ({text}); check the key "
             f"(--key, OPENAI_API_KEY or DEEPSEEK_API_KEY) and --base_url"))
     if code == 402 or (code == 429 and err_code == "insufficient_quota"):
-        return Outcome(False, status.FAIL_AUTH, error=text, fatal=(
+        return AttemptOutcome(False, status.FAIL_AUTH, error=text, fatal=(
             f"{base_url} refused for billing reasons ({text}); top up the account, then rerun"))
     if code == 404:
-        return Outcome(False, status.FAIL_NOT_FOUND, error=text, fatal=(
+        return AttemptOutcome(False, status.FAIL_NOT_FOUND, error=text, fatal=(
             f"{base_url} answered 404 for model {model!r} ({text}); check --model, and that "
             f"--base_url ends with the API prefix (e.g. /v1)"))
     if code == 429:
-        return Outcome(False, status.FAIL_RATE_LIMIT, retry=True, error=text, retry_after=after)
+        return AttemptOutcome(False, status.FAIL_RATE_LIMIT, retry=True, error=text,
+                              retry_after=after)
     if code == 408:
-        return Outcome(False, status.FAIL_TIMEOUT, retry=True, error=text, retry_after=after)
+        return AttemptOutcome(False, status.FAIL_TIMEOUT, retry=True, error=text, retry_after=after)
     if code == 409 or code >= 500:
-        return Outcome(False, status.FAIL_SERVER, retry=True, error=text, retry_after=after)
+        return AttemptOutcome(False, status.FAIL_SERVER, retry=True, error=text, retry_after=after)
     if code in (400, 413, 422):
-        return Outcome(False, status.FAIL_BAD_REQUEST, error=text)
-    return Outcome(False, status.FAIL_OTHER, error=text)
+        return AttemptOutcome(False, status.FAIL_BAD_REQUEST, error=text)
+    return AttemptOutcome(False, status.FAIL_OTHER, error=text)

@@ -71,7 +71,7 @@ class Limits:
       does (a last resort) after 10 x (cpu_time + wall_time) of plain wall-clock time.
       Where the kernel does not report a task's wait for a CPU (/proc/<pid>/schedstat),
       that wait counts as idle too: a wall stop may then come from load, and is worth a
-      re-check with fewer workers (`status.RETRYABLE`).
+      re-check with fewer workers (`verification.load_dependent`).
     """
     wall_time: float | None = None  # idle seconds per call (None: the same as cpu_time)
     cpu_time: float = layout.CPU_BUDGET  # CPU seconds per call, all the job's processes and threads

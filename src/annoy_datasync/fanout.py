@@ -26,7 +26,7 @@ from collections import Counter, deque
 from tqdm import tqdm
 
 from . import prices, status
-from .client import Settings, run_shard
+from .client import RequestSettings, run_shard
 from .indexset import IndexSet
 from .jsonl import Appender, atomic_write
 
@@ -102,8 +102,8 @@ def _die_with_parent() -> None:
         pass
 
 
-def _worker(settings: Settings, shard: int, nshards: int, out: Appender, failed: Appender,
-            done: IndexSet, answered: mmap.mmap, stop, q, parent: int) -> None:
+def _worker(settings: RequestSettings, shard: int, nshards: int, out: Appender,
+            failed: Appender, done: IndexSet, answered: mmap.mmap, stop, q, parent: int) -> None:
     _die_with_parent()
     if os.getppid() != parent:
         os._exit(1)
@@ -117,8 +117,8 @@ def _worker(settings: Settings, shard: int, nshards: int, out: Appender, failed:
         raise
 
 
-def run_processes(settings: Settings, nproc: int, out: Appender, failed: Appender, done: IndexSet,
-                  answered: mmap.mmap, progress: Progress) -> str | None:
+def run_processes(settings: RequestSettings, nproc: int, out: Appender, failed: Appender,
+                  done: IndexSet, answered: mmap.mmap, progress: Progress) -> str | None:
     ctx = mp.get_context("fork")
     stop = ctx.Event()
     q = ctx.Queue()

@@ -193,9 +193,9 @@ class Rechecker:
     """Submits the re-check jobs of samples (`Executor.run_fresh`, watched: each call runs
     as if alone and says whether it drew random numbers or read a clock), merging those of
     up to `max_samples` samples bound for the same pool into one sandboxed job (each job
-    costs a fork and a teardown of the sandbox, about as much CPU as a light sample's
-    calls). Jobs are held until `max_samples` are there, or until the driver would otherwise
-    wait on held jobs alone (`flush`).
+    costs a fork and a teardown of the sandbox, a large share of a light sample's cost:
+    README, "Benchmarks"). Jobs are held until `max_samples` are there, or until the driver
+    would otherwise wait on held jobs alone (`flush`).
 
     A merged job differs from separate ones only in what the samples' calls share: the
     process (modules a code changes, files, memory). Each call still starts from a fresh
@@ -316,7 +316,7 @@ def _pair_reason(error: str) -> str:
 
 
 @dataclass
-class Outcome:
+class SampleOutcome:
     """Final result of one sample: a parsed record (kept), a drop record, or `retry` (why
     the executor failed; write nothing, a rerun tries the sample again)."""
     kept: dict | None = None
@@ -326,7 +326,7 @@ class Outcome:
 
 
 @dataclass
-class Settings:
+class GenerationSettings:
     seed: int = 0
     max_ios: int = 10
     spares: int = 5
@@ -342,7 +342,7 @@ class SampleTask:
     the driver once `future` is done; it submits the next job or sets `outcome`.
     """
 
-    def __init__(self, record: dict, msgidx: int, settings: Settings):
+    def __init__(self, record: dict, msgidx: int, settings: GenerationSettings):
         self.record = record
         self.msgidx = msgidx
         self.settings = settings
@@ -350,7 +350,7 @@ class SampleTask:
         self.candidates: list[dict] = []
         self.pair_drops: Counter[str] = Counter()
         self.future: Future | None = None
-        self.outcome: Outcome | None = None
+        self.outcome: SampleOutcome | None = None
         self._stage = ""
 
     def start(self, gen_pool: Any) -> None:
@@ -373,7 +373,7 @@ class SampleTask:
 
     def _after_generation(self, gen: Any, rechecker: Rechecker) -> None:
         if getattr(gen, "error_type", None) == st.EXECUTOR_ERROR:
-            self.outcome = Outcome(retry=gen.message or gen.status)
+            self.outcome = SampleOutcome(retry=gen.message or gen.status)
             return
         for reason, n in (gen.errors or {}).items():
             self.pair_drops[_pair_reason(reason)] += n
@@ -415,7 +415,7 @@ class SampleTask:
             raise RuntimeError(f"executor returned {len(jobs)} results for {len(self.candidates)} inputs")
         failed = next((j for j in jobs if j.error_type == st.EXECUTOR_ERROR), None)
         if failed is not None:   # not the code's fault: no pair is judged by this run
-            self.outcome = Outcome(retry=failed.message)
+            self.outcome = SampleOutcome(retry=failed.message)
             return
         survivors, chance = [], False
         for k, pair in enumerate(self.candidates):
@@ -453,7 +453,7 @@ class SampleTask:
         kept = survivors[: self.settings.max_ios]
         self.candidates = kept
         s = self.sections
-        self.outcome = Outcome(kept={
+        self.outcome = SampleOutcome(kept={
             "problem_description": s.problem,
             "io_requirements": s.io_description,
             "refcode": s.main_code,
@@ -470,7 +470,7 @@ class SampleTask:
                                     f"(pairs dropped: {drops})")
 
     def _drop(self, reason: str, detail: str) -> None:
-        self.outcome = Outcome(dropped={
+        self.outcome = SampleOutcome(dropped={
             "msgidx": self.msgidx, "reason": reason, "detail": detail,
             "pair_drops": dict(sorted(self.pair_drops.items())),
         }, pair_drops=self.pair_drops)

@@ -13,6 +13,8 @@
   the same for a JSONL file. Every file the project rewrites whole goes through them (step
   outputs, the run report and its figure, dataset_info.json, the batch state file, the
   replay server's port file).
+- `StepError` (the step cannot go on) and its kind `InputError` (bad input, naming file and
+  line): the two errors a step stops with.
 """
 
 from __future__ import annotations
@@ -28,11 +30,18 @@ from typing import Any
 
 import jsonlines
 
-log = logging.getLogger("annoy_datasync")
+log = logging.getLogger(__name__)
 
 
-class InputError(Exception):
-    """Bad user input (file, line, field). Steps print it as one line and exit non-zero."""
+class StepError(Exception):
+    """The step cannot go on, for a reason outside its input (the API refused, another run
+    holds the lock, an optional package is missing). `cli.run` prints it as one line
+    ``error: ...`` on stderr and exits 1."""
+
+
+class InputError(StepError):
+    """Bad user input: a file, a line, a field (the message names them). Printed and
+    exited on like any `StepError`."""
 
 
 def where(path: str | os.PathLike, lineno: int | None = None) -> str:
@@ -46,16 +55,14 @@ class Reader:
     as ``(lineno, reason)``. Blank lines are ignored.
     """
 
-    def __init__(self, path: str | os.PathLike, *, must_exist: bool = True):
+    def __init__(self, path: str | os.PathLike):
         self.path = os.fspath(path)
         self.bad: list[tuple[int, str]] = []
         self.good = 0
-        if must_exist and not os.path.isfile(self.path):
+        if not os.path.isfile(self.path):
             raise InputError(f"{self.path}: no such file")
 
     def __iter__(self) -> Iterator[tuple[int, dict]]:
-        if not os.path.exists(self.path):
-            return
         with open(self.path, "rb") as fh:
             for lineno, raw in enumerate(fh, start=1):
                 if not raw.strip():
@@ -253,19 +260,17 @@ def repair_tail(path: str | os.PathLike) -> int:
 class Appender:
     """Append records to a JSONL file, one complete line per ``os.write``.
 
-    Opening repairs a torn tail first, so a later read never trips on a half record.
-    ``fsync_every`` > 0 syncs to disk every that many records.
+    Opening repairs a torn tail first, so a later read never trips on a half record;
+    closing syncs the file to disk.
     """
 
-    def __init__(self, path: str | os.PathLike, *, fsync_every: int = 0):
+    def __init__(self, path: str | os.PathLike):
         self.path = os.fspath(path)
         parent = os.path.dirname(self.path)
         if parent:
             os.makedirs(parent, exist_ok=True)
         repair_tail(self.path)
         self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        self.fsync_every = fsync_every
-        self.count = 0
 
     def write(self, record: Any) -> None:
         data = (dumps(record) + "\n").encode("utf-8")
@@ -273,9 +278,6 @@ class Appender:
         while view:
             n = os.write(self.fd, view)
             view = view[n:]
-        self.count += 1
-        if self.fsync_every and self.count % self.fsync_every == 0:
-            os.fsync(self.fd)
 
     def close(self) -> None:
         if self.fd >= 0:

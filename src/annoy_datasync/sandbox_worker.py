@@ -65,11 +65,12 @@ def job_fork():
     """fork() for a job child -> (pid, hooks_ran).
 
     os.fork runs the interpreter's at-fork hooks in the child (threading's bookkeeping of
-    the other threads, random's reseed from os.urandom, lock re-initialisation): about
-    0.4 ms and 150 copied pages per job. They exist for processes with other threads; the
-    server has none, so when /proc/self/task shows a single thread the child is made by
-    fork(2) itself (GIL held, glibc's own fork handlers still run) and reseeds `random`
-    itself where the job does not seed it (child_main). With any other thread, os.fork."""
+    the other threads, random's reseed from os.urandom, lock re-initialisation): work and
+    copied memory pages in every job (bench/bench_executor.py measures the job rate). They
+    exist for processes with other threads; the server has none, so when /proc/self/task
+    shows a single thread the child is made by fork(2) itself (GIL held, glibc's own fork
+    handlers still run) and reseeds `random` itself where the job does not seed it
+    (child_main). With any other thread, os.fork."""
     try:
         single = len(os.listdir("/proc/self/task")) == 1
     except OSError:

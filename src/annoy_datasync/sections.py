@@ -184,15 +184,6 @@ def _pick_code(fences: list[_Fence], func: str | None) -> str | None:
     return None
 
 
-def last_python_block(text: str) -> str | None:
-    """Code of the last ```python (or ```py / bare ```) block; tolerant of a missing closing fence.
-
-    A block tagged Python wins over a later bare block (bare blocks often hold output or
-    prose); bare blocks count when no block is tagged. Blank blocks are skipped.
-    """
-    return _pick_code(_scan_fences(_lines(text)), None)
-
-
 # ----------------------------------------------------------------------------- sections
 
 _SEC_PATTERNS = (

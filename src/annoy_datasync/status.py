@@ -24,12 +24,11 @@ VERDICTS = (SUCCESS, WRONG_ANSWER, NO_ANSWER, BAD_ANSWER, EXCEPTION, TIMEOUT,
             WALL_TIMEOUT, RESOURCE_LIMIT, CRASHED, NON_JSON, NOT_RUNNABLE)
 # res.limit of a TIMEOUT verdict of ours: the CPU budget was used up (never re-checked).
 LIMIT_CPU = "cpu"
-# Verdicts that load on the machine could have caused, re-checked with fewer workers by
-# scripts/pipeline_check.sh (verify.py --recheck load). A TIMEOUT without res.limit ==
-# LIMIT_CPU also qualifies: another tool wrote it, under a wall-clock limit (see
-# verification.load_dependent, the one place that decides).
-RETRYABLE = (WALL_TIMEOUT,)
-RECHECK_LOAD = "load"       # the --recheck keyword for them
+# The --recheck keyword of verify.py for the verdicts load on the machine could have caused
+# (WALL_TIMEOUT, and a TIMEOUT without res.limit == LIMIT_CPU, which another tool wrote under
+# a wall-clock limit), re-checked with fewer workers by scripts/pipeline_check.sh. Which
+# verdicts those are is decided in one place: verification.load_dependent.
+RECHECK_LOAD = "load"
 
 # Verdicts in files written by the original implementation. Every step reads them with the
 # meaning they have there: only "success" passes (the same string as ours), "timeout" (the

@@ -40,7 +40,7 @@ from .compare import canonical, exec_key, json_equal
 from .jsonl import InputError, LineIndex, require, require_type, where
 from .sections import MAIN_FUNC
 
-log = logging.getLogger("annoy_datasync.verify")
+log = logging.getLogger(__name__)
 
 SHOW_CHARS = 300  # longest JSON shown for one value in a message
 
@@ -598,12 +598,12 @@ def identity(record: dict) -> tuple:
 
 def load_dependent(verdict: dict) -> bool:
     """Whether load on the machine could have caused `verdict` (a res): a wall stop
-    (status.RETRYABLE), or a timeout without ``limit == "cpu"``, which another
+    (status.WALL_TIMEOUT), or a timeout without ``limit == "cpu"``, which another
     implementation wrote under a wall-clock limit (the method's own files). A timeout of
     ours used its whole CPU budget: final, never re-checked."""
     status = verdict.get("status")
-    return status in st.RETRYABLE or (status == st.TIMEOUT
-                                      and verdict.get("limit") != st.LIMIT_CPU)
+    return status == st.WALL_TIMEOUT or (status == st.TIMEOUT
+                                         and verdict.get("limit") != st.LIMIT_CPU)
 
 
 def reusable(previous: Any, recheck: set[str]) -> dict | None:
