@@ -244,6 +244,9 @@ def test_a_request_line_is_checked_by_the_one_messages_rule():
     rec, why = client_mod.parse_request(bad, "in.jsonl", 4)
     assert rec is None and why.startswith('in.jsonl:5: messages[0]["content"] should be str')
     assert why.endswith(MESSAGES_HINT)
+    parts = json.dumps({"messages": [{"role": "user", "content": [
+        {"type": "text", "text": "q"}]}]}).encode() + b"\n"
+    assert client_mod.parse_request(parts, "in.jsonl", 1)[0] is not None
 
 
 def _ids(path):
@@ -518,7 +521,7 @@ def test_a_rerun_into_a_new_output_is_answered_from_the_cache(serve, tmp_path):
 
 
 def test_cache_keys_and_endpoint_families():
-    from annoy_datasync.cache import ResponseCache, cache_key, endpoint_family
+    from annoy_datasync.cache import cache_key, endpoint_family
     assert endpoint_family("https://api.openai.com/v1") == "api.openai.com"
     assert endpoint_family("https://api.deepseek.com") == "api.deepseek.com"
     for url in ("http://127.0.0.1:8000/v1", "http://10.0.0.7:30000/v1", "http://localhost/v1",

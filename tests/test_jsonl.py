@@ -127,15 +127,31 @@ U, A = {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}
     ({"messages": []}, '"messages" should be a non-empty list, got an empty list'),
     ({"messages": [U, "q"]}, "messages[1] should be an object, got str"),
     ({"messages": [{"content": "q"}]}, 'messages[0]["role"] should be str, got nothing'),
-    ({"messages": [{"role": "user", "content": ["q"]}]}, 'messages[0]["content"] should be str, got list'),
+    ({"messages": [{"role": "user", "content": ["q"]}]},
+     'messages[0]["content"] should be {want}, got list'),
+    ({"messages": [{"role": "user", "content": []}]},
+     'messages[0]["content"] should be {want}, got list'),
+    ({"messages": [{"role": "user", "content": None}]},
+     'messages[0]["content"] should be {want}, got NoneType'),
 ])
 def test_messages_problem_names_file_line_and_the_fix(record, problem):
     for prompt_last in (False, True):
+        want = "str" if prompt_last else "str or a list of content parts"
         got = messages_problem(record, "m.jsonl", 4, prompt_last=prompt_last)
-        assert got == f"m.jsonl:4: {problem}; {MESSAGES_HINT}"
+        assert got == f"m.jsonl:4: {problem.format(want=want)}; {MESSAGES_HINT}"
         with pytest.raises(InputError) as err:
             require_messages(record, "m.jsonl", 4, prompt_last=prompt_last)
         assert str(err.value) == got
+
+
+def test_content_parts_are_requests_but_not_text_to_build_on():
+    """The chat API takes a list of content parts (text, images) as a turn's content: the
+    inference step sends such a request; the steps that build new text from a conversation
+    need strings."""
+    parts = {"messages": [{"role": "user", "content": [{"type": "text", "text": "q"}]}]}
+    assert messages_problem(parts, "m.jsonl", 1) == ""
+    assert messages_problem(parts, "m.jsonl", 1, prompt_last=True).startswith(
+        'm.jsonl:1: messages[0]["content"] should be str, got list')
 
 
 def test_messages_that_end_with_the_prompt():

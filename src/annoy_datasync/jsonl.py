@@ -162,8 +162,10 @@ def messages_problem(record: dict, path: str | os.PathLike, lineno: int, *,
                      prompt_last: bool = False) -> str:
     """Why `record` (line `lineno` of `path`) has no usable "messages", or "" if it has.
 
-    Usable: a non-empty list of ``{"role": str, "content": str}`` turns; with `prompt_last`,
-    the last one a user turn (the prompt a model answered). The one check of every step that
+    Usable: a non-empty list of ``{"role": str, "content": ...}`` turns whose content is a
+    string or, as the chat API also takes, a list of content parts (objects); with
+    `prompt_last` (the steps that build text from the conversation), every content a string
+    and the last turn a user turn (the prompt a model answered). The one check of every step that
     reads messages (inference, the replay server, the revision and assembly steps); the
     message names file and line, what is wrong, and how a messages record looks.
     """
@@ -184,10 +186,16 @@ def _turns_problem(msgs: Any, prompt_last: bool) -> str:
     for k, turn in enumerate(msgs):
         if not isinstance(turn, dict):
             return f"messages[{k}] should be an object, got {type(turn).__name__}"
-        for key in ("role", "content"):
-            if not isinstance(turn.get(key), str):
-                got = type(turn[key]).__name__ if key in turn else "nothing"
-                return f'messages[{k}]["{key}"] should be str, got {got}'
+        if not isinstance(turn.get("role"), str):
+            got = type(turn["role"]).__name__ if "role" in turn else "nothing"
+            return f'messages[{k}]["role"] should be str, got {got}'
+        content = turn.get("content")
+        parts = (not prompt_last and isinstance(content, list) and content
+                 and all(isinstance(part, dict) for part in content))
+        if not isinstance(content, str) and not parts:
+            got = type(content).__name__ if "content" in turn else "nothing"
+            want = "str" if prompt_last else "str or a list of content parts"
+            return f'messages[{k}]["content"] should be {want}, got {got}'
     if prompt_last and msgs[-1]["role"] != "user":
         return (f'messages should end with a user turn (the prompt the model answered), '
                 f'not "{msgs[-1]["role"]}"')
