@@ -515,3 +515,37 @@ def test_read_batch_output_prices_from_the_table_and_its_batch_discount(tmp_path
     with pytest.raises(SystemExit) as exc:
         bai.main(base_argv(inp, out, "http://x/v1", "--batch_api", "--batch_discount", "2"))
     assert exc.value.code == 2
+
+
+def test_a_download_that_breaks_off_leaves_the_old_file_and_no_temp_file(tmp_path):
+    """A batch's results are written whole through jsonl.atomic_text: a connection cut
+    half-way through the body leaves whatever was there before and nothing beside it."""
+    import contextlib
+    import types
+
+    import openai
+
+    from annoy_datasync.client import _sdk_httpx
+    httpx = _sdk_httpx()
+
+    def stream(chunks, cut):
+        def iter_bytes():
+            yield from chunks
+            if cut:
+                raise httpx.ReadError("connection reset", request=httpx.Request("GET", "http://127.0.0.1:9/"))
+        return types.SimpleNamespace(iter_bytes=iter_bytes)
+
+    def client(chunks, cut):
+        content = lambda file_id: contextlib.nullcontext(stream(chunks, cut))  # noqa: E731
+        return types.SimpleNamespace(files=types.SimpleNamespace(
+            with_streaming_response=types.SimpleNamespace(content=content)))
+
+    path = tmp_path / "results.jsonl"
+    path.write_bytes(b"old\n")
+    with pytest.raises(openai.APIConnectionError, match="file-1 broke off"):
+        batch_api.download(client([b"half", b" of it"], cut=True), "file-1", str(path))
+    assert path.read_bytes() == b"old\n"
+    assert os.listdir(tmp_path) == ["results.jsonl"]
+    batch_api.download(client([b'{"a": 1}\n', b'{"b": 2}\n'], cut=False), "file-1", str(path))
+    assert path.read_bytes() == b'{"a": 1}\n{"b": 2}\n'
+    assert os.listdir(tmp_path) == ["results.jsonl"]

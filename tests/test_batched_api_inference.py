@@ -634,6 +634,13 @@ def test_price_lookup_and_bad_tables(tmp_path):
     bad.write_text("m: {input: 1, output: 2, batch_discount: 1.5}\n")
     with pytest.raises(InputError, match="m: batch_discount is the share"):
         prices.load_table(str(bad))
+    # a broken table is named by file and line in one line, as a broken prompts file is
+    bad.write_text("m: {input: 1,\n  output: [2\n")
+    with pytest.raises(InputError, match=r"p\.yaml:3: not valid YAML \(expected") as err:
+        prices.load_table(str(bad))
+    assert "\n" not in str(err.value)
+    with pytest.raises(InputError, match="missing.yaml: no such price table"):
+        prices.load_table(str(tmp_path / "missing.yaml"))
 
 
 # --- several endpoints --------------------------------------------------------------------------

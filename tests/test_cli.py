@@ -7,6 +7,7 @@ import pytest
 import parse_gen_ios
 import verify
 from annoy_datasync import cli
+from annoy_datasync.jsonl import InputError, StepError
 
 STEPS = {
     parse_gen_ios: ["--input_file", "in.jsonl", "--output_file", "out.jsonl"],
@@ -36,3 +37,15 @@ def test_a_bare_python_name_is_looked_up_on_path(step):
     cli.check_executor_args(parser, args)
     assert args.python_path.startswith("/") and args.python_path.endswith("/sh")
     assert args.timeout == 0.5 and args.read_path == []
+
+
+@pytest.mark.parametrize("error", [StepError, InputError])
+def test_a_step_error_is_one_line_on_stderr_and_exit_1_even_when_its_text_has_several(
+        error, capsys):
+    def main(argv):
+        # what a YAML parser or a server's error body puts in an exception's text
+        raise error('p.yaml: not valid YAML (while parsing\n  in "p.yaml", line 1\nexpected \',\')')
+
+    assert cli.run(main, []) == 1
+    err = capsys.readouterr().err
+    assert err == "error: p.yaml: not valid YAML (while parsing in \"p.yaml\", line 1 expected ',')\n"

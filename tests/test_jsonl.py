@@ -160,3 +160,27 @@ def test_messages_that_end_with_the_prompt():
     assert messages_problem({"messages": [U, A]}, "m.jsonl", 2, prompt_last=True).startswith(
         'm.jsonl:2: messages should end with a user turn (the prompt the model answered), '
         'not "assistant"; is this a messages file?')
+
+
+@pytest.mark.parametrize("text, says", [
+    ("a: 1\nb: [2, 3]\n", None),
+    ("a: 1\nb: [2,\n", r"y\.yaml:3: not valid YAML \(expected the node content"),
+    ("a: 1\n\tb: 2\n", r"y\.yaml:2: not valid YAML"),
+    (b"a: \xff\n", r"y\.yaml: not a UTF-8 text file"),
+])
+def test_read_yaml_names_file_and_line_of_what_does_not_parse(tmp_path, text, says):
+    from annoy_datasync.jsonl import read_yaml
+    p = tmp_path / "y.yaml"
+    p.write_bytes(text if isinstance(text, bytes) else text.encode())
+    if says is None:
+        assert read_yaml(p, "table") == {"a": 1, "b": [2, 3]}
+        return
+    with pytest.raises(InputError, match=says) as err:
+        read_yaml(p, "table")
+    assert "\n" not in str(err.value)
+
+
+def test_read_yaml_of_a_missing_file_says_what_it_should_hold(tmp_path):
+    from annoy_datasync.jsonl import read_yaml
+    with pytest.raises(InputError, match=r"nope\.yaml: no such price table file"):
+        read_yaml(tmp_path / "nope.yaml", "price table")

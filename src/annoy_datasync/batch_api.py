@@ -609,16 +609,16 @@ def cancel(client: openai.OpenAI, args: argparse.Namespace, endpoint: Endpoint, 
 
 
 def download(client: openai.OpenAI, file_id: str, path: str) -> None:
-    """Stream a file's content to `path` (a temp file renamed at the end)."""
-    tmp = path + ".tmp"
+    """Stream a file's content to `path`, written whole (`atomic_text`: a download that
+    breaks off leaves the old file)."""
     try:
-        with client.files.with_streaming_response.content(file_id) as resp, open(tmp, "wb") as fh:
+        with client.files.with_streaming_response.content(file_id) as resp, \
+                atomic_text(path) as fh:
             for chunk in resp.iter_bytes():
-                fh.write(chunk)
+                fh.buffer.write(chunk)   # the content as sent: bytes, to the binary buffer
     except _sdk_httpx().HTTPError as exc:    # a connection cut while the body streams
         raise openai.APIConnectionError(message=f"download of {file_id} broke off: {exc}",
                                         request=exc.request) from exc
-    os.replace(tmp, path)
 
 
 # errors of a look at a batch that the next poll may not meet; more than this many in a row

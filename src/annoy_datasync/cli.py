@@ -45,7 +45,10 @@ def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None 
     try:
         return main(argv)
     except StepError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # a message may carry text from elsewhere (a YAML parser, a server's error body)
+        # that spans lines; a log or a driver reads one line per error
+        one_line = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+        print(f"error: {one_line}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted: what was written so far is kept; rerun to resume", file=sys.stderr)

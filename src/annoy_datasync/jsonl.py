@@ -12,7 +12,9 @@
   kill leaves either the old or the new file, with the old file's mode; `atomic_write` is
   the same for a JSONL file. Every file the project rewrites whole goes through them (step
   outputs, the run report and its figure, dataset_info.json, the batch state file, the
-  replay server's port file).
+  replay server's port file, the batches' downloaded results).
+- `read_yaml` reads a YAML file (the prompt templates, the price table), naming file and
+  line of what does not parse.
 - `StepError` (the step cannot go on) and its kind `InputError` (bad input, naming file and
   line): the two errors a step stops with.
 """
@@ -29,6 +31,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import jsonlines
+import yaml
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +212,26 @@ def require_messages(record: dict, path: str | os.PathLike, lineno: int, *,
     if problem:
         raise InputError(problem)
     return record["messages"]
+
+
+def read_yaml(path: str | os.PathLike, what: str) -> Any:
+    """The data of the YAML file `path`, which holds `what` (for the messages); `InputError`
+    naming the file, and the line where it does not parse."""
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such {what} file") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the {what} ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InputError(f"{where(path, mark.line + 1 if mark is not None else None)}: "
+                         f"not valid YAML ({problem})") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not a UTF-8 text file ({exc.reason})") from None
 
 
 def dumps(record: Any) -> str:

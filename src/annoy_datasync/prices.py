@@ -10,9 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-import yaml
-
-from .jsonl import InputError
+from .jsonl import InputError, read_yaml
 
 DEFAULT_TABLE = os.path.join(os.path.dirname(__file__), "prices.yaml")
 BATCH_DISCOUNT = 0.5      # OpenAI's Batch API: half the listed price
@@ -41,13 +39,7 @@ class Price:
 
 def load_table(path: str = DEFAULT_TABLE) -> dict[str, Price]:
     """The price table of a YAML file: ``model: {input, output, cached_input, batch_discount}``."""
-    try:
-        with open(path) as fh:
-            raw = yaml.safe_load(fh) or {}
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read the price table ({exc})") from exc
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path}: not valid YAML ({exc})") from exc
+    raw = read_yaml(path, "price table") or {}
     if not isinstance(raw, dict):
         raise InputError(f"{path}: a price table maps model names to prices")
     table = {}

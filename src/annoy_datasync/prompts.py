@@ -19,9 +19,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from .jsonl import InputError
+from .jsonl import InputError, read_yaml
 
 DEFAULT_PATH = Path(__file__).with_name("prompts.yaml")
 
@@ -103,19 +101,8 @@ def to_json_text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _read_yaml(path: str) -> dict[str, str]:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such prompts file") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else path
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise InputError(f"{where}: not valid YAML ({problem})") from None
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not a UTF-8 text file ({exc.reason})") from None
+def _read_templates(path: str) -> dict[str, str]:
+    data = read_yaml(path, "prompts")
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -152,13 +139,13 @@ def _check_fields(path: str, name: str, text: str) -> None:
 def load_prompts(path: str | os.PathLike | None = None) -> Prompts:
     """The default templates, overridden by those in `path` (a YAML file) when given."""
     default = os.fspath(DEFAULT_PATH)
-    templates = _read_yaml(default)
+    templates = _read_templates(default)
     origin = dict.fromkeys(templates, default)
     missing = set(TEMPLATE_FIELDS) - set(templates)
     if missing:  # a broken installation, not a user error
         raise RuntimeError(f"{default}: default template(s) missing: {', '.join(sorted(missing))}")
     if path is not None:
-        user = _read_yaml(os.fspath(path))
+        user = _read_templates(os.fspath(path))
         templates.update(user)
         origin.update(dict.fromkeys(user, os.fspath(path)))
     return Prompts(templates, origin)
