@@ -35,14 +35,20 @@ FILE_FLAGS = {
 }
 
 
-def read_report(path: str) -> dict:
-    """The report an earlier run wrote with --output_json."""
+def funnel_of(path: str, replay: bool) -> str:
+    """The funnel lines of the report an earlier run wrote with --output_json."""
     try:
         with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
+            r = json.load(fh)
     except (OSError, ValueError) as exc:
         raise InputError(f"{path}: no report to read ({exc}); src/report.py writes it "
                          "(--output_json)") from None
+    try:
+        return render_funnel(r, replay=replay)
+    except (KeyError, TypeError, AttributeError) as exc:   # JSON of another shape
+        raise InputError(f"{path}: not a report of src/report.py (--output_json) as this "
+                         f"version writes it ({type(exc).__name__}: {exc}); write it again "
+                         "with src/report.py") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,11 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     files = p.add_argument_group(
         "files of the run",
         "each defaults to the README's name; with --run_dir/--name, to DIR/<pattern with NAME>, "
-        "e.g. DIR/spec_NAME_gens_verified.jsonl (a flag given explicitly always wins)")
+        f"e.g. DIR/{layout.file_name('verified', 'NAME')} (a flag given explicitly always wins)")
     files.add_argument("--run_dir", default=None, metavar="DIR",
                        help="directory holding the run's files")
     files.add_argument("--name", default=None,
-                       help="the run's name in its file names (1k in rawcode_1k_unified.jsonl)")
+                       help=f"the run's name in its file names ({layout.METHOD_NAME} in "
+                            f"{layout.file_name('unified', layout.METHOD_NAME)})")
     for flag, (dest, about) in FILE_FLAGS.items():
         default = layout.DEFAULTS.get(dest, "next to its main file")
         files.add_argument(flag, dest=dest, default=None, metavar="FILE",
@@ -105,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     check_args(parser, args)
     cli.setup_logging()
     if args.funnel_of is not None:
-        print(render_funnel(read_report(args.funnel_of), replay=args.replay), end="")
+        print(funnel_of(args.funnel_of, args.replay), end="")
         return 0
     files = RunFiles(**{dest: getattr(args, dest) for dest, _ in FILE_FLAGS.values()})
     report = build_report(files)

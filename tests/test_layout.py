@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -123,3 +124,41 @@ def test_report_run_dir_and_name_use_the_same_patterns():
         args = parser.parse_args(argv)
         report.check_args(parser, args)
         assert {role: getattr(args, role) for role in layout.ROLES} == expect
+
+
+RUN_FILE_NAME = re.compile(r"\b(?:rawcode|spec)_[\w {}<>-]*\.jsonl")   # rawcode_..., spec_...
+
+
+def _run_file_names_written_in(path: str) -> list[tuple[int, str]]:
+    """(line, name) of every file name of a run's kind in a file."""
+    with open(path, encoding="utf-8") as fh:
+        return [(n, m) for n, line in enumerate(fh, 1) for m in RUN_FILE_NAME.findall(line)]
+
+def _layout_name(base: str) -> bool:
+    """Whether `base` is a file layout names, in a run whose name has no "_" (as the
+    examples' names have none: with one, rawcode_1k_gens.jsonl would be a raw code file)."""
+    if base == layout.METHOD_FINAL:
+        return True
+    for pattern, _ in layout.FILES.values():
+        head, tail = pattern.split("{name}")
+        if base.startswith(head) and base.endswith(tail) and len(base) > len(head) + len(tail):
+            name = base[len(head):len(base) - len(tail)]
+            if "_" not in name and any(layout.file_name(role, name) == base
+                                       for role in layout.ROLES):
+                return True
+    return False
+
+
+def test_no_run_file_name_is_written_outside_layout_unless_layout_gives_it():
+    """Help texts and usage examples elsewhere name a run's files only as layout names them:
+    the report's help is built from layout, the shell usage's examples are checked here."""
+    outside = [os.path.join(d, f) for d in ("src", "src/annoy_datasync", "scripts")
+               for f in sorted(os.listdir(os.path.join(ROOT, d)))
+               if f.endswith((".py", ".sh")) and f != "layout.py"]
+    wrong = [f"{os.path.relpath(p, ROOT)}:{n}: {name}"
+             for p in (os.path.join(ROOT, q) for q in outside)
+             for n, name in _run_file_names_written_in(p) if not _layout_name(name)]
+    assert wrong == []
+    # the report's help spells no name: it has them from layout
+    assert [name for _, name in _run_file_names_written_in(os.path.join(ROOT, "src", "report.py"))] == []
+    assert f"DIR/{layout.file_name('verified', 'NAME')}" in report.build_parser().format_help()

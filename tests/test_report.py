@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import report
-from annoy_datasync import prices
+from annoy_datasync import cli, prices
 from annoy_datasync import report as rep
 from annoy_datasync.jsonl import InputError
 
@@ -206,6 +206,17 @@ def test_funnel_of_a_report_prints_the_drivers_summary(tmp_path, capsys):
         report.main(["--replay"])   # only with --funnel_of
     with pytest.raises(InputError, match="none.json: no report to read"):
         report.main(["--funnel_of", str(tmp_path / "none.json")])
+
+
+@pytest.mark.parametrize("content", ['{"a": 1}', "[1, 2]", '{"funnel": [], "inference": {}}',
+                                     '{"funnel": [{"key": "raw"}], "inference": {}, "files": {}}'])
+def test_funnel_of_a_json_file_that_is_not_a_report_is_one_error_line(tmp_path, capsys, content):
+    (tmp_path / "other.json").write_text(content)
+    rc = cli.run(report.main, ["--funnel_of", str(tmp_path / "other.json")])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path / 'other.json'}: not a report of src/report.py")
+    assert len(err.splitlines()) == 1
 
 
 def test_missing_files_are_reported_absent(tmp_path, capsys):
