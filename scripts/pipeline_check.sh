@@ -31,7 +31,8 @@ SRC="$(cd "$(dirname "$0")/.." && pwd)/src"
 PY=${PIPELINE_PYTHON:-$(command -v python || command -v python3 || echo python3)}
 # RUN_PATH_DEFAULT, CPU_BUDGET_DEFAULT: the defaults every step shares (annoy_datasync/layout.py)
 defaults=$(PYTHONPATH="$SRC${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m annoy_datasync.layout defaults) \
-    || { echo "error: $PY could not read $SRC/annoy_datasync/layout.py" >&2; exit 1; }
+    || { echo "error: $PY could not run $SRC/annoy_datasync/layout.py (see above); set" \
+              "PIPELINE_PYTHON to the interpreter of the steps" >&2; exit 1; }
 eval "$defaults"
 PARSED=$1
 GENS=$2

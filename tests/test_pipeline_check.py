@@ -190,3 +190,30 @@ def test_defaults_are_the_steps_shared_ones(tmp_path):
     assert f"timeout={layout.CPU_BUDGET:g}s" in proc.stderr
     assert (tmp_path / layout.RUN_PATH).is_dir()   # relative to where the script runs
     assert read(verified)[0]["res"]["status"] == st.WRONG_ANSWER
+
+
+def test_without_pipeline_python_the_python_on_path_runs_it_and_reads_the_defaults(tmp_path):
+    """PIPELINE_PYTHON unset: `python` on PATH runs the steps. The shared defaults come from
+    layout.py, which needs nothing but the standard library: a python without the project's
+    packages still reads them, and the run then stops at verify.py naming what is missing."""
+    parsed, gens, verified = tmp_path / "parsed.jsonl", tmp_path / "gens.jsonl", tmp_path / "v.jsonl"
+    make_parsed(parsed)
+    write(gens, [gens_row(0, 0, "i", {"input": {"x": 3}}, 0)])
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PIPELINE_PYTHON", "TIMEOUT", "RETRIES", "PYTHONPATH")}
+    for kind, flags in (("full", ""), ("bare", " -S")):   # -S: no site-packages, no numpy
+        bin_dir = tmp_path / kind
+        bin_dir.mkdir()
+        (bin_dir / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}"{flags} "$@"\n')
+        (bin_dir / "python").chmod(0o755)
+        proc = subprocess.run(["bash", str(SCRIPT), str(parsed), str(gens), str(verified),
+                               sys.executable, str(tmp_path / "run")],
+                              env={**env, "WORKERS": "1", "RETRIES": "0",
+                                   "PATH": f"{bin_dir}:{env['PATH']}"},
+                              cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert f"timeout={layout.CPU_BUDGET:g}s" in proc.stderr, proc.stderr
+        if kind == "full":
+            assert proc.returncode == 0, proc.stderr
+            assert read(verified)[0]["res"]["status"] == st.WRONG_ANSWER
+        else:
+            assert proc.returncode != 0 and "No module named" in proc.stderr, proc.stderr
