@@ -3,16 +3,14 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 import assemble_spec_demo as step
-from testutil import read, run_step
+from testutil import FIXTURES, SRC, read, run_step
 
-FIX = Path(__file__).parent / "fixtures"
-TURN1 = FIX / "steps_verified_turn1.jsonl"
-TURN2 = FIX / "steps_verified_turn2.jsonl"
+TURN1 = FIXTURES / "steps_verified_turn1.jsonl"
+TURN2 = FIXTURES / "steps_verified_turn2.jsonl"
 RELEASED = {"prompt", "turn_1", "feedback_1", "turn_2", "feedback_2"}
 
 
@@ -148,7 +146,7 @@ def test_bad_input_exits_1_with_file_line_and_leaves_no_output(tmp_path, capsys,
 
 
 def test_help_describes_input_and_output():
-    script = Path(__file__).parent.parent / "src" / "assemble_spec_demo.py"
+    script = SRC / "assemble_spec_demo.py"
     res = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, check=True)
     assert "Input" in res.stdout and "Output" in res.stdout
 

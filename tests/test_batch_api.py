@@ -15,9 +15,7 @@ import batched_api_inference as bai
 from annoy_datasync import batch_api, status
 from annoy_datasync.batch_server import BatchServer, echo
 from annoy_datasync.chat_server import ChatServer, echo_responder
-from testutil import read, write_requests
-
-SRC = os.path.join(os.path.dirname(__file__), os.pardir, "src")
+from testutil import SRC, read, write_requests
 
 
 def base_argv(inp, out, url="http://127.0.0.1:9/v1", *extra):
@@ -289,7 +287,7 @@ def run_killed(server, inp, out, event, victim):
     cmd = [sys.executable, os.path.join(SRC, "batched_api_inference.py"),
            *base_argv(inp, out, server.url, "--batch_api", "--poll_interval", "0.02")]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "PYTHONPATH": SRC})
+                            env={**os.environ, "PYTHONPATH": str(SRC)})
     victim.append(proc.pid)
     rc = proc.wait(timeout=60)
     return rc

@@ -19,9 +19,8 @@ from annoy_datasync.chat_server import ChatServer, Reply
 from annoy_datasync import client as client_mod
 from annoy_datasync.endpoints import backoff_delay, parse_retry_after, redact, resolve_endpoint
 from annoy_datasync.jsonl import MESSAGES_HINT, InputError, StepError
-from testutil import NO_MESSAGES, NOT_JSON, read, write_requests
+from testutil import NO_MESSAGES, NOT_JSON, SRC, read, write_requests
 
-SRC = os.path.join(os.path.dirname(__file__), os.pardir, "src")
 KEY = "sk-test-0123456789abcdefSECRET"
 
 

@@ -4,16 +4,14 @@ import json
 import subprocess
 import sys
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
 import build_spec_msg as step
 from annoy_datasync.prompts import load_prompts
-from testutil import assert_bad_input_refused, read, run_step
+from testutil import FIXTURES, SRC, assert_bad_input_refused, read, run_step
 
-FIX = Path(__file__).parent / "fixtures"
-PARSED = FIX / "steps_parsed_orig.jsonl"
+PARSED = FIXTURES / "steps_parsed_orig.jsonl"
 
 
 def run(argv, capsys):
@@ -99,7 +97,7 @@ def test_seeded_choice_is_deterministic_and_within_range(tmp_path, capsys):
 def test_prompts_override_changes_only_output_prediction(tmp_path, capsys):
     out = tmp_path / "spec_msg.jsonl"
     rc, _ = run(["--input_file", PARSED, "--output_file", out,
-                 "--prompts", FIX / "steps_prompts_override.yaml"], capsys)
+                 "--prompts", FIXTURES / "steps_prompts_override.yaml"], capsys)
     assert rc == 0
     recs = read(out)
     o = [r["messages"][0]["content"] for r in recs if r["io_pred"] == "o"]
@@ -160,6 +158,6 @@ def test_num_ios_must_be_positive(capsys):
 
 
 def test_help_describes_input_and_output():
-    script = Path(__file__).parent.parent / "src" / "build_spec_msg.py"
+    script = SRC / "build_spec_msg.py"
     res = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, check=True)
     assert "Input" in res.stdout and "Output" in res.stdout

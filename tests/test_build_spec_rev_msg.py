@@ -3,16 +3,14 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 import build_spec_rev_msg as step
 from annoy_datasync.prompts import load_prompts
-from testutil import assert_bad_input_refused, read, run_step
+from testutil import FIXTURES, SRC, assert_bad_input_refused, read, run_step
 
-FIX = Path(__file__).parent / "fixtures"
-TURN1 = FIX / "steps_verified_turn1.jsonl"
+TURN1 = FIXTURES / "steps_verified_turn1.jsonl"
 
 
 def run(argv, capsys):
@@ -45,7 +43,8 @@ def test_only_failures_with_an_answer_become_conversations(tmp_path, capsys):
 
 def test_a_second_round_accumulates_history_and_keeps_the_first_id(tmp_path, capsys):
     out = tmp_path / "rev3.jsonl"
-    rc, _ = run(["--input_file", FIX / "steps_verified_turn2.jsonl", "--output_file", out], capsys)
+    rc, _ = run(["--input_file", FIXTURES / "steps_verified_turn2.jsonl", "--output_file", out],
+                capsys)
     assert rc == 0
     (r,) = read(out)                              # only original_id 2 failed again
     assert r["original_id"] == 2 and r["retry_count"] == 2
@@ -70,7 +69,7 @@ def test_unknown_fields_are_kept_and_per_turn_fields_dropped(tmp_path, capsys):
 def test_prompts_override_changes_the_feedback_wording(tmp_path, capsys):
     out = tmp_path / "rev.jsonl"
     rc, _ = run(["--input_file", TURN1, "--output_file", out,
-                 "--prompts", FIX / "steps_prompts_override.yaml"], capsys)
+                 "--prompts", FIXTURES / "steps_prompts_override.yaml"], capsys)
     assert rc == 0
     first = read(out)[0]
     assert first["messages"][-1]["content"] == (
@@ -118,7 +117,7 @@ def test_missing_output_or_empty_message_are_handled(tmp_path, capsys):
 
 
 def test_help_describes_input_and_output():
-    script = Path(__file__).parent.parent / "src" / "build_spec_rev_msg.py"
+    script = SRC / "build_spec_rev_msg.py"
     res = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, check=True)
     assert "Input" in res.stdout and "Output" in res.stdout
 

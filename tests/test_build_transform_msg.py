@@ -2,16 +2,12 @@
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 import build_transform_msg as step
 from annoy_datasync.prompts import load_prompts
-from testutil import assert_bad_input_refused, read, run_step
-
-FIX = Path(__file__).parent / "fixtures"
-SRC = Path(__file__).parent.parent / "src"
+from testutil import FIXTURES, SRC, assert_bad_input_refused, read, run_step
 
 
 def run(argv, capsys):
@@ -20,9 +16,10 @@ def run(argv, capsys):
 
 def test_raw_records_get_messages_and_keep_their_fields(tmp_path, capsys):
     out = tmp_path / "msg.jsonl"
-    rc, err = run(["--raw_code_file", FIX / "steps_rawcode.jsonl", "--raw_code_msg_file", out], capsys)
+    rc, err = run(["--raw_code_file", FIXTURES / "steps_rawcode.jsonl", "--raw_code_msg_file", out],
+                  capsys)
     assert rc == 0
-    raw = read(FIX / "steps_rawcode.jsonl")
+    raw = read(FIXTURES / "steps_rawcode.jsonl")
     got = read(out)
     assert [r["blob_id"] for r in got] == ["a1", "b2"]          # blank content skipped
     for r in got:
@@ -40,7 +37,7 @@ def run_with_prompts(tmp_path, capsys, yaml_text):
     mine = tmp_path / "p.yaml"
     mine.write_text(yaml_text)
     out = tmp_path / "out.jsonl"
-    rc, err = run(["--raw_code_file", FIX / "steps_rawcode.jsonl", "--raw_code_msg_file", out,
+    rc, err = run(["--raw_code_file", FIXTURES / "steps_rawcode.jsonl", "--raw_code_msg_file", out,
                    "--prompts", mine], capsys)
     return rc, err, out
 

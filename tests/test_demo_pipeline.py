@@ -18,8 +18,8 @@ import time
 import pytest
 
 from annoy_datasync import status
+from testutil import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "scripts", "run_pipeline.sh")
 LIMIT = "8"   # the manifest's first eight files cover most branches (see data/demo/authored)
 ENV = {**os.environ, "PYTHON": sys.executable}   # the steps run under this test's interpreter

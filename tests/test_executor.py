@@ -20,7 +20,7 @@ import pytest
 
 from annoy_datasync import status
 from annoy_datasync.executor import Executor, JobResult, Limits
-from testutil import cpu_burners
+from testutil import SRC, cpu_burners
 
 LIMITS = Limits(wall_time=1.5, cpu_time=1.5, memory_mb=1024, nproc=16, fsize_mb=1,
                 nofile=32, output_bytes=4096)
@@ -509,7 +509,6 @@ def test_as_an_ordinary_user(open_tmp):
     if py is None:
         pytest.skip("needs root, setpriv and an interpreter readable by uid 65534")
     tmp_path = open_tmp
-    src = Path(__file__).resolve().parents[1] / "src"
     codes = {
         "ok": "import os, difflib\ndef main_solution():\n    return os.getuid()\n",
         "write": f"def main_solution():\n    open({str(tmp_path / 'x')!r}, 'w')\n",
@@ -535,7 +534,7 @@ def test_as_an_ordinary_user(open_tmp):
     script = tmp_path / "bin" / "as_user.py"
     script.write_text(textwrap.dedent(f"""
         import json, sys
-        sys.path.insert(0, {str(src)!r})
+        sys.path.insert(0, {str(SRC)!r})
         from annoy_datasync.executor import Executor, Limits
         codes = json.load(open({str(tmp_path / "codes.json")!r}))
         out = {{}}
@@ -593,11 +592,10 @@ def test_another_interpreter(tmp_path):
 def test_killing_the_step_kills_workers_and_jobs(open_tmp, made_in, end, namespaces):
     """Nothing of the executor outlives the step, also when the Executor was made in a
     thread that ended long before, and when the step ends by an exception without close()."""
-    src = Path(__file__).resolve().parents[1] / "src"
     script = open_tmp / "step.py"
     script.write_text(textwrap.dedent(f"""
         import os, sys, threading, time
-        sys.path.insert(0, {str(src)!r})
+        sys.path.insert(0, {str(SRC)!r})
         import annoy_datasync.executor
         from annoy_datasync.executor import Executor, Limits
         annoy_datasync.executor.USE_NAMESPACES = {namespaces!r}

@@ -2,7 +2,6 @@
 
 import json
 import random
-from pathlib import Path
 
 import pytest
 
@@ -18,8 +17,8 @@ from annoy_datasync.answers import (
 from annoy_datasync import status as st
 from annoy_datasync.generation import sections_of
 from annoy_datasync.sections import SECTION_NAMES, Unified, defines_function, parse_unified
+from testutil import FIXTURES
 
-FIXTURES = Path(__file__).parent / "fixtures"
 
 # ============================================================================ sections
 

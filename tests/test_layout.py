@@ -18,8 +18,8 @@ import parse_gen_ios
 import report
 import verify
 from annoy_datasync import layout
+from testutil import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # the files of the method README's commands, in the order of its steps
 METHOD_README = {

@@ -7,15 +7,13 @@ import os
 import subprocess
 import sys
 from collections import Counter
-from pathlib import Path
 
 import assemble_spec_demo
 import build_spec_rev_msg
 import report
 from annoy_datasync import status as st
-from testutil import read, run_step
+from testutil import ROOT, read, run_step
 
-ROOT = Path(__file__).resolve().parent.parent
 DOUBLE = "def main_solution(x):\n    return x * 2\n"
 
 # (status, message or None, io_pred, the model's answer)

@@ -4,13 +4,11 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from annoy_datasync import layout
 from annoy_datasync import status as st
-from testutil import read
+from testutil import ROOT, read
 
-ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "pipeline_check.sh"
 
 SLEEPY = "import time\n\ndef main_solution(t):\n    time.sleep(t)\n    return t\n"

@@ -1,14 +1,13 @@
 """Prompt templates: defaults, rendering with braces, partial overrides, clear errors."""
 
 import json
-from pathlib import Path
 
 import pytest
 
 from annoy_datasync.jsonl import InputError
 from annoy_datasync.prompts import TEMPLATE_FIELDS, fill, load_prompts, placeholders
+from testutil import FIXTURES
 
-FIX = Path(__file__).parent / "fixtures"
 HEADINGS = ("## Main Function", "## Input Output Description", "## Input Generator",
             "## Problem Statement")
 
@@ -66,7 +65,7 @@ def test_revision_wraps_the_verifier_message():
 
 def test_partial_override_replaces_only_the_named_templates():
     default = load_prompts()
-    p = load_prompts(FIX / "steps_prompts_override.yaml")
+    p = load_prompts(FIXTURES / "steps_prompts_override.yaml")
     assert p["output_pred"].startswith("OVERRIDDEN") and p["revision"].startswith("OVERRIDDEN")
     assert p["input_pred"] == default["input_pred"] and p["transform"] == default["transform"]
     assert p.origin["revision"].endswith("steps_prompts_override.yaml")

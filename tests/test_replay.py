@@ -16,8 +16,7 @@ from annoy_datasync import status
 from annoy_datasync.chat_server import ChatServer
 from annoy_datasync.jsonl import InputError
 from annoy_datasync.replay import load_answers, make_responder, message_key
-
-SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+from testutil import SRC
 
 
 def _write(path, records):

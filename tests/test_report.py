@@ -16,8 +16,9 @@ import report
 from annoy_datasync import cli, prices
 from annoy_datasync import report as rep
 from annoy_datasync.jsonl import InputError
+from testutil import FIXTURES
 
-FIX = Path(__file__).parent / "fixtures" / "report_run"
+FIX = FIXTURES / "report_run"
 # flag -> fixture file (the side files are found next to their main file)
 FILES = {
     "--raw_code_file": "rawcode_fix.jsonl",

@@ -17,8 +17,8 @@ import pytest
 from annoy_datasync import status
 from annoy_datasync.executor import Executor, Limits
 from test_executor import LIMITS, _nobody_python, open_tmp, settle  # noqa: F401 - fixture
+from testutil import ROOT, SRC
 
-SRC = Path(__file__).resolve().parents[1] / "src"
 sys.path.insert(0, str(SRC / "annoy_datasync"))
 import sandbox_view  # noqa: E402 - the worker's sibling module, stdlib only
 
@@ -301,7 +301,7 @@ def test_scientific_modules_and_runtime_services_work(tmp_path):
 
 
 def test_requirements_exec_modules_import(tmp_path):
-    req = Path(__file__).resolve().parents[1] / "requirements-exec.txt"
+    req = ROOT / "requirements-exec.txt"
     names = []
     for line in req.read_text().splitlines():
         line = line.split("#", 1)[0].strip()

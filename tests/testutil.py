@@ -13,6 +13,10 @@ from pathlib import Path
 
 from annoy_datasync import cli
 
+ROOT = Path(__file__).resolve().parent.parent   # the repository
+SRC = ROOT / "src"                              # the step scripts, and the library beneath
+FIXTURES = ROOT / "tests" / "fixtures"
+
 
 def read(path) -> list:
     """The records of a JSONL file written by a step (the file must exist)."""
