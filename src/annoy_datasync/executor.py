@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from . import layout, status
+from .sections import MAIN_FUNC
 
 log = logging.getLogger(__name__)
 
@@ -319,7 +320,7 @@ class Executor:
                    if getattr(w, "hello", None) is not None)
 
     # -- public API ------------------------------------------------------------------------
-    def run_calls(self, code: str, inputs: list, *, func: str = "main_solution",
+    def run_calls(self, code: str, inputs: list, *, func: str = MAIN_FUNC,
                   seed: int | None = None, limits: Limits | None = None,
                   fresh: bool = False) -> Future[list[JobResult]]:
         """Exec `code` once in a fresh child, then call `func` on a copy of each input: with
@@ -343,7 +344,7 @@ class Executor:
                "seed": seed, "fresh": bool(fresh)}
         return self._submit(job, limits)
 
-    def run_fresh(self, codes: list[str], calls: list[Call], *, func: str = "main_solution",
+    def run_fresh(self, codes: list[str], calls: list[Call], *, func: str = MAIN_FUNC,
                   watch: bool = False, limits: Limits | None = None) -> Future[list[JobResult]]:
         """Calls that each run as if alone, several codes in one sandboxed job.
 
