@@ -29,10 +29,11 @@ from collections import Counter
 from annoy_datasync import cache as cache_lib
 from annoy_datasync import batch_api, cli, layout, prices
 from annoy_datasync import client as client_lib
-from annoy_datasync.client import RequestSettings, StopFlag, run_shard, scan_indices, scan_input
+from annoy_datasync.client import (RequestSettings, StopFlag, answered_indices, run_shard,
+                                   scan_input)
 from annoy_datasync.endpoints import resolve_endpoint
 from annoy_datasync.fanout import Progress, rewrite_failures, run_processes
-from annoy_datasync.jsonl import Appender, InputError, StepError, read_jsonl, require_messages
+from annoy_datasync.jsonl import Appender, StepError, read_jsonl, require_messages
 
 log = logging.getLogger("annoy_datasync.batched_api_inference")
 
@@ -170,18 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.monotonic()
     out = Appender(args.output)          # repairs a torn last line left by a killed run
     failed = Appender(args.failed_output)
-    models: Counter = Counter()
-    done, dups = scan_indices(args.output, models=models)
-    others = {m: n for m, n in models.items() if m is not None and m != args.model}
-    if others:
-        listed = ", ".join(f"{n} from {m!r}" for m, n in sorted(others.items(), key=str))
-        raise InputError(
-            f"{args.output} already holds answers of another model ({listed}); this run asks "
-            f"{args.model!r}, and a rerun only sends the rows that are missing, so the file "
-            f"would mix models. Write to a new --output (or pass the model that wrote it)")
-    if dups:
-        log.warning("%s: %d indices appear more than once (written by another tool?)",
-                    args.output, dups)
+    done = answered_indices(args.output, args.model)
     limit = args.limit
     nlines, pending = scan_input(args.input, limit, done)
     answered = mmap.mmap(-1, nlines + 1)   # one byte per line, shared with forked workers

@@ -15,6 +15,7 @@ import batched_api_inference as bai
 from annoy_datasync import batch_api, status
 from annoy_datasync.batch_server import BatchServer, echo
 from annoy_datasync.chat_server import ChatServer, echo_responder
+from annoy_datasync.jsonl import InputError
 from testutil import SRC, read, write_requests
 
 
@@ -91,6 +92,24 @@ def test_write_batch_file_one_part_keeps_the_name(tmp_path):
     assert bai.main(base_argv(inp, str(tmp_path / "o.jsonl"), "http://x/v1",
                               "--write_batch_file", target)) == 0
     assert len(read(target)) == 5
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["live", "batch"])
+def test_an_output_of_another_model_is_refused_alike_live_and_in_batches(tmp_path, batch):
+    """A rerun only sends the missing rows: onto another model's answers it would mix models.
+    The live run and the batch run refuse it with the same message, and send nothing."""
+    inp = write_requests(tmp_path / "in.jsonl", 3)
+    out = tmp_path / "o.jsonl"
+    out.write_text('{"index": 0, "model": "other-model", "output": "x"}\n'
+                   '{"index": 1, "model": "other-model", "output": "y"}\n')
+    extra = ("--write_batch_file", str(tmp_path / "req.jsonl")) if batch else ()
+    with pytest.raises(InputError) as err:
+        bai.main(base_argv(inp, str(out), "http://127.0.0.1:9/v1", *extra))
+    assert str(err.value) == (
+        f"{out} already holds answers of another model (2 from 'other-model'); this run asks "
+        "'test-model', and a rerun only sends the rows that are missing, so the file would "
+        "mix models. Write to a new --output (or pass the model that wrote it)")
+    assert not (tmp_path / "req.jsonl").exists()
 
 
 def completion(content, finish="stop"):

@@ -46,8 +46,8 @@ import openai
 from tqdm import tqdm
 
 from . import cli, prices, status
-from .client import (OUR_FIELDS, RequestSettings, _sdk_httpx, parse_request, request_params,
-                     scan_indices)
+from .client import (OUR_FIELDS, RequestSettings, _sdk_httpx, answered_indices, parse_request,
+                     request_params)
 from .endpoints import AttemptOutcome, Endpoint, classify_completion, redact, resolve_endpoint
 from .indexset import IndexSet
 from .jsonl import Appender, InputError, StepError, atomic_text, where
@@ -379,14 +379,7 @@ def settings_of(args: argparse.Namespace, endpoint: Endpoint | None) -> RequestS
 
 
 def open_sink(args: argparse.Namespace, price: prices.Price | None) -> Sink:
-    models: Counter = Counter()
-    done, dups = scan_indices(args.output, models=models)
-    others = {m: n for m, n in models.items() if m is not None and m != args.model}
-    if others:
-        raise InputError(f"{args.output} already holds answers of other models ({others}); "
-                         f"write to a new --output (or pass the model that wrote it)")
-    if dups:
-        log.warning("%s: %d indices appear more than once", args.output, dups)
+    done = answered_indices(args.output, args.model)
     return Sink(Appender(args.output), Appender(args.failed_output), done, Counter(), Counter(),
                 price)
 

@@ -47,7 +47,7 @@ from .cache import ResponseCache, cache_key, endpoint_family
 from .endpoints import (ERROR_CHARS, MAX_RETRY_AFTER, AttemptOutcome, Endpoint, backoff_delay,
                         classify_completion, classify_exception, model_family, redact)
 from .indexset import IndexSet
-from .jsonl import Appender, messages_problem, where
+from .jsonl import Appender, InputError, messages_problem, where
 from .pacing import Pacer, Window, message_chars, parse_limit_headers
 
 log = logging.getLogger(__name__)
@@ -308,6 +308,25 @@ def scan_indices(path: str, models: Counter | None = None) -> tuple[IndexSet, in
             if models is not None:
                 models[rec.get("model")] += 1
     return done, dups
+
+
+def answered_indices(output: str, model: str) -> IndexSet:
+    """The rows already answered in `output`, where a rerun picks up (live or in batches).
+    `InputError` when it holds another model's answers: the rows still missing would be
+    answered by `model`, and the file would mix models."""
+    models: Counter = Counter()
+    done, dups = scan_indices(output, models=models)
+    others = {m: n for m, n in models.items() if m is not None and m != model}
+    if others:
+        listed = ", ".join(f"{n} from {m!r}" for m, n in sorted(others.items(), key=str))
+        raise InputError(
+            f"{output} already holds answers of another model ({listed}); this run asks "
+            f"{model!r}, and a rerun only sends the rows that are missing, so the file "
+            f"would mix models. Write to a new --output (or pass the model that wrote it)")
+    if dups:
+        log.warning("%s: %d indices appear more than once (written by another tool?)",
+                    output, dups)
+    return done
 
 
 def scan_input(path: str, limit: int | None, done: IndexSet) -> tuple[int, int]:
