@@ -56,6 +56,15 @@ def test_token_estimate_learns_from_usage():
     assert est.request(chars, n) == pytest.approx(208 + 50, rel=0.05)
 
 
+def test_message_chars_counts_the_text_of_any_content_parts_the_messages_check_lets_through():
+    """The messages check (jsonl.messages_problem) takes any list of objects as content parts:
+    parts without text, or whose "text" is not a string, count no characters, they do not
+    stop the step."""
+    parts = [{"type": "image_url", "image_url": {"url": "data:,"}}, {"type": "text", "text": 5},
+             {"type": "text", "text": ["a"]}, {"type": "text", "text": "abc"}]
+    assert message_chars([{"role": "user", "content": parts}]) == (3, 1)
+
+
 def test_pacer_learns_limits_from_headers_and_splits_them():
     p = Pacer(share=0.5)
     assert not p.known

@@ -128,7 +128,8 @@ def message_chars(messages: Any) -> tuple[int, int]:
         if isinstance(content, str):
             chars += len(content)
         elif isinstance(content, list):          # parts: [{"type": "text", "text": ...}]
-            chars += sum(len(p.get("text") or "") for p in content if isinstance(p, dict))
+            chars += sum(len(p["text"]) for p in content
+                         if isinstance(p, dict) and isinstance(p.get("text"), str))
     return chars, count
 
 
