@@ -390,6 +390,25 @@ def test_malformed_answers_and_unexpected_errors_never_lose_a_row(serve, tmp_pat
     assert failed[2]["reason"] == status.FAIL_OTHER and "a bug in handling row 2" in failed[2]["error"]
 
 
+def test_no_server_reached_stops_within_the_unreachable_span(tmp_path, monkeypatch):
+    """One request in flight, full retries: the run stops once no attempt has reached a
+    server for UNREACHABLE_SECONDS, not after the retries of FIRST_FAILURES rows in turn."""
+    import socket
+    with socket.socket() as s:                 # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr(client_mod, "UNREACHABLE_SECONDS", 1.0)
+    inp = write_requests(tmp_path / "in.jsonl", 20)
+    out = str(tmp_path / "out.jsonl")
+    with pytest.raises(StepError, match=r"no server answered: \d+ attempts over \d+ s all "
+                                        r"failed with connection_error.*check --base_url"):
+        bai.main(["--input", inp, "--output", out, "--model", "m", "--no_progress",
+                  "--base_url", f"http://127.0.0.1:{port}/v1", "--num_thread", "1",
+                  "--backoff", "0.05", "--no_cache"])
+    # stopped inside the first row's retries: no row given up on, none answered
+    assert read(out + ".failed.jsonl") == [] and read(out) == []
+
+
 def test_a_slow_answer_is_a_timeout_and_a_refused_one_is_not(serve, tmp_path, transport):
     """Both transports report a request that outlives --timeout as request_timeout (the
     aiohttp one calls a refused connection a timeout too; the cause tells them apart)."""

@@ -406,6 +406,12 @@ class StopFlag:
 # for this model) or could not connect (wrong URL, server down), before any success: those
 # would fail every row. Once a request has succeeded, failures are per row.
 FIRST_FAILURES = 8
+# Also stop if no attempt has reached a server at all (every one refused or cut off before
+# an answer) for this long and this many attempts: a wrong --base_url or a server that is down
+# then costs about half a minute, not the retries of FIRST_FAILURES rows one after another
+# (minutes with one request in flight). Once any server has answered, failures are per row.
+UNREACHABLE_SECONDS = 30.0
+UNREACHABLE_ATTEMPTS = 4
 
 
 async def run_shard(settings: RequestSettings, shard: int, nshards: int, out: Appender,
@@ -436,8 +442,28 @@ async def run_shard(settings: RequestSettings, shard: int, nshards: int, out: Ap
     tasks: set[asyncio.Task] = set()
     fatal: list[str] = []
     finished = asyncio.Event()
+    unreachable = {"since": None, "attempts": 0, "heard": False}
+
+    def watch_reach(out: AttemptOutcome) -> None:
+        """Stop the run when no server has been reached for UNREACHABLE_SECONDS."""
+        if unreachable["heard"]:
+            return
+        if out.reason != status.FAIL_CONNECTION:
+            unreachable["heard"] = True
+            return
+        now = time.monotonic()
+        if unreachable["since"] is None:
+            unreachable["since"] = now
+        unreachable["attempts"] += 1
+        waited = now - unreachable["since"]
+        if unreachable["attempts"] >= UNREACHABLE_ATTEMPTS and waited >= UNREACHABLE_SECONDS:
+            servers = " / ".join(e.base_url for e in settings.endpoints)
+            halt(f"no server answered: {unreachable['attempts']} attempts over {waited:.0f} s "
+                 f"all failed with {status.FAIL_CONNECTION}, the last with: {out.error}; "
+                 f"is the server at {servers} up? check --base_url")
 
     def count_attempt(out: AttemptOutcome) -> None:
+        watch_reach(out)
         stats.attempts += 1
         if out.usage:       # every answer is paid for, a truncated or empty one too
             stats.tokens_in += out.usage.get("prompt_tokens") or 0
