@@ -249,7 +249,7 @@ subset() {  # the first --limit raw files, written whole then renamed
 
 # the demo's figure is the one the README shows; other runs keep theirs beside their files
 FIGURE="$OUT/report.png"
-[[ "$OUT" == "data/demo_run" && -z "$LIMIT" && "$MODE" == "replay" ]] && FIGURE="figures/demo_run.png"
+[[ "$OUT" -ef "$ROOT/data/demo_run" && -z "$LIMIT" && "$MODE" == "replay" ]] && FIGURE="figures/demo_run.png"
 
 report() {
     "$PY" src/report.py --run_dir "$OUT" --name "$RUN_NAME" --raw_code_file "$RAW_USED" \
