@@ -39,7 +39,7 @@ from typing import Any
 from annoy_datasync import answers, cli, layout
 from annoy_datasync import status as st
 from annoy_datasync.executor import Executor, Limits
-from annoy_datasync.jsonl import InputError, atomic_write, read_jsonl, where, write_jsonl
+from annoy_datasync.jsonl import InputError, atomic_write, open_lines, read_jsonl, where, write_jsonl
 from annoy_datasync.verification import CallBatcher, ParsedIndex, Verifier, identity, reusable
 
 log = logging.getLogger("annoy_datasync.verify")
@@ -192,7 +192,7 @@ def write_rejects(gens_path: str, bad: list[tuple[int, str]], rejects_path: str)
         return
     why = dict(bad)
     rows = []
-    with open(gens_path, "rb") as fh:
+    with open_lines(gens_path) as fh:
         for lineno, raw in enumerate(fh, start=1):
             if lineno in why:
                 rows.append({"file": gens_path, "line": lineno, "reason": why[lineno],

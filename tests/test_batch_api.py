@@ -15,6 +15,7 @@ import batched_api_inference as bai
 from annoy_datasync import batch_api, status
 from annoy_datasync.batch_server import BatchServer, echo
 from annoy_datasync.chat_server import ChatServer, echo_responder
+from annoy_datasync.jsonl import BOM
 from testutil import read, write_requests
 
 SRC = os.path.join(os.path.dirname(__file__), os.pardir, "src")
@@ -175,6 +176,38 @@ def test_offline_pair_gives_the_live_output(tmp_path):
     # reading the same results again writes nothing twice
     assert bai.main(base_argv(inp, off, "http://x/v1", "--read_batch_output", str(results))) == 0
     assert sorted(r["index"] for r in read(off)) == sorted(got)
+
+
+def test_a_byte_order_mark_at_the_start_of_a_file_changes_nothing(tmp_path):
+    # the files of a Windows editor: input and results begin with a UTF-8 BOM
+    lines = open(write_requests(tmp_path / "in.jsonl", 6)).read().splitlines(keepends=True)
+    got = {}
+    for name, head, line3 in (("plain", b"", b""), ("bom", BOM, b""), ("inside", b"", BOM)):
+        d = tmp_path / name
+        d.mkdir()
+        inp = d / "in.jsonl"
+        inp.write_bytes(head + "".join(lines[:3]).encode() + line3 + "".join(lines[3:]).encode())
+        req = d / "req.jsonl"
+        assert bai.main(base_argv(str(inp), str(d / "o.jsonl"), "http://x/v1",
+                                  "--write_batch_file", str(req))) == 0
+        results = d / "results.jsonl"
+        results.write_bytes(head + "".join(json.dumps(r) + "\n"
+                                           for r in vllm_results(req)).encode())
+        off = d / "off.jsonl"
+        assert bai.main(base_argv(str(inp), str(off), "http://x/v1",
+                                  "--read_batch_output", str(results))) == 0
+        with ChatServer(echo_responder) as server:
+            live = d / "live.jsonl"
+            assert bai.main(base_argv(str(inp), str(live), server.url, "--backoff", "0.01")) == 0
+        got[name] = (req.read_bytes(), off.read_bytes(), sorted(read(live), key=lambda r: r["index"]),
+                     read(d / "o.jsonl.failed.jsonl") + read(str(live) + ".failed.jsonl"))
+    assert got["bom"] == got["plain"] and got["plain"][3] == []
+    # a mark anywhere else is not skipped: that line is a bad request, as any line not JSON
+    # (refused when the request file is written, and by the live run)
+    req, off, live, failed = got["inside"]
+    assert [r["index"] for r in live] == [0, 1, 2, 4, 5]
+    assert [(f["index"], f["reason"]) for f in failed] == [(3, status.FAIL_BAD_INPUT)] * 2
+    assert all("in.jsonl:4" in f["error"] and "byte order mark" in f["error"] for f in failed)
 
 
 def test_read_batch_output_counts_lines_without_a_result(tmp_path, capsys):

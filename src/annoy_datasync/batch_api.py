@@ -50,7 +50,7 @@ from .client import (OUR_FIELDS, RequestSettings, _sdk_httpx, parse_request, req
                      scan_indices)
 from .endpoints import AttemptOutcome, Endpoint, classify_completion, redact, resolve_endpoint
 from .indexset import IndexSet
-from .jsonl import Appender, InputError, StepError, atomic_text, where
+from .jsonl import Appender, InputError, StepError, atomic_text, loads_line, open_lines, where
 
 log = logging.getLogger(__name__)
 
@@ -164,8 +164,8 @@ def write_requests(settings: RequestSettings, skip: IndexSet, failed: Appender,
     parts: list[Part] = []
     fh = None
     try:
-        with open(settings.input, "rb") as src:
-            offset = 0
+        with open_lines(settings.input) as src:
+            offset = src.tell()
             for index, raw in enumerate(src):
                 at, offset = offset, offset + len(raw)
                 if settings.limit is not None and index >= settings.limit:
@@ -210,10 +210,10 @@ def write_requests(settings: RequestSettings, skip: IndexSet, failed: Appender,
 def request_indices(path: str) -> list[int]:
     """The input indices named by a request file we wrote."""
     out = []
-    with open(path, "rb") as fh:
+    with open_lines(path) as fh:
         for raw in fh:
             if raw.strip():
-                idx = index_of(json.loads(raw).get("custom_id"))
+                idx = index_of(loads_line(raw).get("custom_id"))
                 if idx is not None:
                     out.append(idx)
     return out
@@ -274,14 +274,14 @@ def index_results(paths: Iterable[str]) -> dict[int, tuple[str, int]]:
     found: dict[int, tuple[str, int]] = {}
     good: set[int] = set()
     for path in paths:
-        with open(path, "rb") as fh:
-            offset = 0
+        with open_lines(path) as fh:
+            offset = fh.tell()
             for lineno, raw in enumerate(fh, start=1):
                 at, offset = offset, offset + len(raw)
                 if not raw.strip():
                     continue
                 try:
-                    line = json.loads(raw)
+                    line = loads_line(raw)
                 except (ValueError, RecursionError) as exc:
                     raise InputError(f"{where(path, lineno)}: not valid JSON ({exc}); "
                                      f"is this a batch result file?") from None
@@ -304,7 +304,7 @@ def _read_at(path: str, offset: int, cache: dict) -> dict:
     if fh is None:
         fh = cache[path] = open(path, "rb")
     fh.seek(offset)
-    return json.loads(fh.readline())
+    return loads_line(fh.readline())
 
 
 def answer_row(rec: dict, index: int, model: str, res: AttemptOutcome) -> dict:
@@ -344,8 +344,7 @@ def convert(settings: RequestSettings, results: dict[int, tuple[str, int]], sink
     last = max(results)
     cache: dict = {}
     try:
-        with open(settings.input, "rb") as src:
-            src.seek(offset)
+        with open_lines(settings.input, offset) as src:
             for index, raw in enumerate(src, start=first):
                 if index > last:
                     break
@@ -463,7 +462,7 @@ def write_offline(args: argparse.Namespace, rewrite: FailureRewriter, start: flo
 def read_offline(args: argparse.Namespace, rewrite: FailureRewriter, start: float,
                  price: prices.Price | None) -> str:
     results = index_results(args.read_batch_output)
-    with open(args.input, "rb") as fh:
+    with open_lines(args.input) as fh:
         nlines = sum(1 for _ in fh)
     beyond = sum(1 for i in results if i >= nlines)
     if beyond:
@@ -479,7 +478,7 @@ def read_offline(args: argparse.Namespace, rewrite: FailureRewriter, start: floa
         raise
     # lines these results do not cover (a partial run, or files left out): no row, no failure
     missing = 0
-    with open(args.input, "rb") as fh:
+    with open_lines(args.input) as fh:
         for index, raw in enumerate(fh):
             if args.limit is not None and index >= args.limit:
                 break
