@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     counts[st.CACHE_HITS] = verifier.cache.hits
     counts[st.RECORDED_HITS] = verifier.recorded_hits
     cli.view_counts(counts, [executor] if executor is not None else [])
-    line = cli.summary(counts, f"verify: answer_rule={args.answer_rule}")
+    line = cli.summary(counts, cli.summary_head("verify", answer_rule=args.answer_rule))
     if gens.bad:
         line += f" (rejected lines in {rejects})"
     print(line, file=sys.stderr)

@@ -39,6 +39,12 @@ def summary(counts: Mapping[str, int], prefix: str = "") -> str:
     return f"{prefix}{body}" if not prefix else f"{prefix} {body}"
 
 
+def summary_head(step: str, **settings: object) -> str:
+    """The start of a step's summary line: its name, then the settings that decide what its
+    counts mean (``verify: answer_rule=method``)."""
+    return " ".join([f"{step}:", *(f"{k}={v}" for k, v in settings.items())])
+
+
 def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
     """Run a step's ``main`` turning a `StepError` (an `InputError` too) into one line on
     stderr and exit code 1."""
@@ -136,11 +142,13 @@ def add_prompts_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def convert_file(input_file: str | os.PathLike, output_file: str | os.PathLike,
-                 convert: Callable[[int, dict, Counter], Iterable[dict]], name: str) -> Counter:
+                 convert: Callable[[int, dict, Counter], Iterable[dict]], name: str,
+                 **settings: object) -> Counter:
     """Stream `input_file` through ``convert(lineno, record, counts)``, which yields the
     output records of one input record, into `output_file`, written whole through a temp
     file (an error leaves no partial output). Torn or invalid lines are skipped and
-    counted; the summary line ``name: counts`` goes to stderr. Returns the counts."""
+    counted; the summary line ``name: settings counts`` (`summary_head`) goes to stderr.
+    Returns the counts."""
     counts: Counter[str] = Counter()
     reader = read_jsonl(input_file)
     with atomic_write(output_file) as out:
@@ -148,10 +156,10 @@ def convert_file(input_file: str | os.PathLike, output_file: str | os.PathLike,
             for new in convert(lineno, rec, counts):
                 out.write(new)
     counts[status.SKIP_BAD_LINE] += len(reader.bad)
-    print(summary(counts, f"{name}:"), file=sys.stderr)
+    print(summary(counts, summary_head(name, **settings)), file=sys.stderr)
     return counts
 
 
 __all__ = ["add_executor_args", "add_file_arg", "add_prompts_arg", "check_executor_args",
            "convert_file", "exit_on_sigterm", "new_parser", "run", "setup_logging", "summary",
-           "view_counts"]
+           "summary_head", "view_counts"]
