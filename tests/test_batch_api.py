@@ -12,7 +12,7 @@ from collections import Counter
 import pytest
 
 import batched_api_inference as bai
-from annoy_datasync import batch_api, status
+from annoy_datasync import batch_api, prices, status
 from annoy_datasync.batch_server import BatchServer, echo
 from annoy_datasync.chat_server import ChatServer, echo_responder
 from annoy_datasync.jsonl import BOM
@@ -385,20 +385,35 @@ def test_run_pipeline_sends_the_three_rounds_as_batches(serve, tmp_path):
     server = serve()
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = tmp_path / "run"
+    # the run's own price table and batch share reach every round and the report
+    table = tmp_path / "prices.yaml"
+    table.write_text("test-model: {input: 100000, output: 1000000, batch_discount: 0.5}\n")
     cmd = ["bash", os.path.join(root, "scripts", "run_pipeline.sh"), "--model", "test-model",
            "--base_url", server.url, "--out_dir", str(out), "--limit", "1", "--batch_api",
-           "--poll_interval", "0.05"]
+           "--poll_interval", "0.05", "--prices", str(table), "--batch_discount", "0.25"]
     proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHON": sys.executable})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(server.batches) == 3
-    for name in ("rawcode_demo_unified.jsonl", "spec_demo_gens.jsonl", "spec_demo_gens_rev.jsonl"):
+    report = json.loads((out / "report.json").read_text())
+    assert report["prices"] == {"table": str(table), "batch_discount": 0.25}
+    summaries = [_summary_words(line) for line in proc.stderr.splitlines()
+                 if line.startswith("batched_api_inference:")]
+    assert len(summaries) == 3
+    for words, step, name in zip(summaries, ("transform", "turn_1", "turn_2"),
+                                 ("rawcode_demo_unified.jsonl", "spec_demo_gens.jsonl",
+                                  "spec_demo_gens_rev.jsonl")):
         rows = read(out / name)
         assert rows and all(r["output"].startswith("echo: ") for r in rows)
-    # with recorded answers there is no Batch API to send to
-    proc = subprocess.run(cmd[:2] + ["--out_dir", str(tmp_path / "replay"), "--batch_api"],
-                          cwd=root, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 1 and "--batch_api" in proc.stderr
+        # the batch server's echo: 3 prompt and 2 answer tokens a row; less a quarter
+        cost = len(rows) * (3 * 100_000 + 2 * 1_000_000) * 0.75 / 1e6
+        assert words["cost"] == prices.dollars(cost)
+        assert report["inference"][step]["cost"] == pytest.approx(cost)
+    # with recorded answers there is no Batch API to send to, nor batches to price
+    for extra in (["--batch_api"], ["--batch_discount", "0.25"]):
+        proc = subprocess.run(cmd[:2] + ["--out_dir", str(tmp_path / "replay"), *extra],
+                              cwd=root, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 1 and extra[0] in proc.stderr
 
 
 def test_collecting_again_writes_no_row_twice(serve, tmp_path):

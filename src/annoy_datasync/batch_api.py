@@ -68,7 +68,9 @@ FailureRewriter = Callable[[str, IndexSet, Any], int]
 
 
 # --- flags ----------------------------------------------------------------------------------
-def add_args(p: argparse.ArgumentParser) -> None:
+def add_args(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """The batch mode's flags, in a group of their own (returned: --batch_discount, added
+    with the price flags, is listed there too)."""
     g = p.add_argument_group("batch mode (half the price, answers within the completion window)")
     g.add_argument("--batch_api", action="store_true",
                    help="send through the provider's Batch API; rerun the same command to "
@@ -92,16 +94,13 @@ def add_args(p: argparse.ArgumentParser) -> None:
                    help="submit (or look once at the batches) and return; rerun to collect")
     g.add_argument("--batch_cancel", action="store_true",
                    help="cancel the batches of the state file, then collect what they answered")
-    g.add_argument("--batch_discount", metavar="F", type=float, default=None,
-                   help="share of the listed price a batch request saves, for the summary's "
-                        "cost (default: the price table's batch_discount of the model, else "
-                        "0.5)")
     g.add_argument("--write_batch_file", default=None, metavar="FILE",
                    help="only write the request file(s) and stop (FILE, or FILE's name with "
                         ".001, .002, ... before the extension when split)")
     g.add_argument("--read_batch_output", nargs="+", default=None, metavar="FILE",
                    help="only turn batch result files (OpenAI or vLLM run_batch format) into "
                         "the output, joining on custom_id")
+    return g
 
 
 def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -112,8 +111,6 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             or args.batch_max_active < 0):
         p.error("--poll_interval must be > 0, --batch_max_requests >= 1, --batch_max_bytes "
                 ">= 1024, --batch_max_active >= 0")
-    if args.batch_discount is not None and not 0 <= args.batch_discount <= 1:
-        p.error("--batch_discount is a share of the price, between 0 and 1 (0.5: half)")
     if args.batch_discount is not None and not requested(args):
         p.error("--batch_discount goes with --batch_api or --read_batch_output")
     if (args.batch_no_wait or args.batch_cancel) and not args.batch_api:
@@ -413,7 +410,7 @@ def run(args: argparse.Namespace, rewrite: FailureRewriter,
     `price` the model's listed price (None: unknown), of which the summary takes the batch
     price."""
     start = time.monotonic()
-    price = price.at_batch() if price is not None else None
+    price = prices.batch_price(price, args.model) if price is not None else None
     if args.write_batch_file:
         return write_offline(args, rewrite, start, price)
     if args.read_batch_output:

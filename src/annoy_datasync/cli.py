@@ -1,6 +1,6 @@
 """Small helpers shared by the step scripts: the parser and the flags several steps share
-(files of a run, the executor's flags, --prompts), logging set-up, error exit, summary line,
-and the read-convert-write loop of the steps that only rewrite records."""
+(files of a run, the executor's flags, --prompts, the price flags), logging set-up, error
+exit, summary line, and the read-convert-write loop of the steps that only rewrite records."""
 
 from __future__ import annotations
 
@@ -136,6 +136,24 @@ def exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, terminate)
 
 
+def add_price_args(parser: argparse.ArgumentParser,
+                   discount_to: argparse._ActionsContainer | None = None) -> None:
+    """--prices and --batch_discount, the same for the inference step (its summary's cost)
+    and the report (the run's cost); `check_price_args` checks them after parsing.
+    `discount_to`: the argument group listing --batch_discount (default: `parser`)."""
+    parser.add_argument("--prices", default=None, metavar="FILE",
+                        help="YAML price table to use instead of src/annoy_datasync/prices.yaml")
+    (discount_to or parser).add_argument(
+        "--batch_discount", metavar="F", type=float, default=None,
+        help="share of the listed price that an answer through a Batch API saves, for every "
+             "model (default: the price table's batch_discount of the model, else 0.5)")
+
+
+def check_price_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.batch_discount is not None and not 0 <= args.batch_discount <= 1:
+        parser.error("--batch_discount is a share of the price, between 0 and 1 (0.5: half)")
+
+
 def add_prompts_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompts", metavar="FILE",
                         help="YAML file overriding prompt templates (default: the built-in ones)")
@@ -160,6 +178,7 @@ def convert_file(input_file: str | os.PathLike, output_file: str | os.PathLike,
     return counts
 
 
-__all__ = ["add_executor_args", "add_file_arg", "add_prompts_arg", "check_executor_args",
+__all__ = ["add_executor_args", "add_file_arg", "add_price_args", "add_prompts_arg",
+           "check_executor_args", "check_price_args",
            "convert_file", "exit_on_sigterm", "new_parser", "run", "setup_logging", "summary",
            "summary_head", "view_counts"]
