@@ -117,9 +117,9 @@ def batch_price(price: Price, model: str) -> Price:
     """`price.at_batch()`; a warning when that is the full price (a batch_discount of 0: the
     table's entry of a provider without a Batch API, or a run's --batch_discount 0)."""
     if not price.batch_discount:
-        log.warning("%s: no batch discount in the price table (its provider has no Batch API?): "
-                    "answers through a batch are priced at the full price; --batch_discount F "
-                    "sets the share they save", model)
+        log.warning("%s: a batch discount of 0 (the price table's entry of a provider without "
+                    "a Batch API, or --batch_discount 0): answers through a batch are priced "
+                    "at the full price; --batch_discount F sets the share they save", model)
     return price.at_batch()
 
 
