@@ -51,6 +51,11 @@ Options:
                         the price, answers within 24 h); each round waits for its batches,
                         and a rerun re-attaches to them (see README, batch mode)
   --poll_interval S     seconds between two looks at the batches [60]
+  --batch_discount F    share of the listed price a batch answer saves, for the cost in the
+                        rounds' summaries and the report (needs --batch_api) [the price
+                        table's batch_discount of the model, else 0.5]
+  --prices FILE         YAML price table for the cost in the rounds' summaries and the report
+                        [src/annoy_datasync/prices.yaml]
   -h, --help            this help
 The steps run under $PYTHON (default: python, else python3).
 EOF
@@ -73,6 +78,10 @@ LIMIT=""
 ANSWER_RULE="method"
 DROP_FAILED=()
 BATCH=()
+BATCH_API=""
+PRICES=()   # the price flags: every inference round and the report take them
+PRICE_TABLE=""
+DISCOUNT=""
 
 need() { [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value (see --help)"; }
 here() { [[ "$1" == /* ]] && echo "$1" || echo "$CALLER/$1"; }  # a caller's path, absolute
@@ -94,8 +103,10 @@ while [[ $# -gt 0 ]]; do
         --limit) need "$@"; LIMIT="$2"; shift 2 ;;
         --answer_rule) need "$@"; ANSWER_RULE="$2"; shift 2 ;;
         --drop_failed) DROP_FAILED=(--drop_failed); shift ;;
-        --batch_api) BATCH+=(--batch_api); shift ;;
+        --batch_api) BATCH+=(--batch_api); BATCH_API=1; shift ;;
         --poll_interval) need "$@"; BATCH+=(--poll_interval "$2"); shift 2 ;;
+        --batch_discount) need "$@"; DISCOUNT="$2"; PRICES+=(--batch_discount "$2"); shift 2 ;;
+        --prices) need "$@"; PRICE_TABLE="$(here "$2")"; PRICES+=(--prices "$PRICE_TABLE"); shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; die "unknown argument: $1" ;;
     esac
@@ -112,6 +123,9 @@ export ANSWER_RULE
 RUN_PATH="${RUN_PATH:-$OUT/run}"
 [[ -f "$RAW" ]] || die "$RAW: no such raw code file (pass --raw_code_file)"
 [[ -z "$LIMIT" || "$LIMIT" =~ ^[1-9][0-9]*$ ]] || die "--limit $LIMIT: should be a positive integer"
+[[ -z "$DISCOUNT" || -n "$BATCH_API" ]] \
+    || die "--batch_discount goes with --batch_api (it prices the answers of batches)"
+[[ -z "$PRICE_TABLE" || -f "$PRICE_TABLE" ]] || die "$PRICE_TABLE: no such price table (--prices)"
 
 if [[ ${#ANSWERS[@]} -eq 0 && -z "$MODEL" && -z "$BASE_URL" ]]; then
     ANSWERS=("data/demo/answers.jsonl")
@@ -235,7 +249,7 @@ infer() {  # infer INPUT OUTPUT (the replay server, if any, was started by run_s
     local args=(--input "$1" --output "$2" --model "$MODEL" --num_thread "$NUM_THREAD"
                 --temperature "$TEMPERATURE" --max_tokens "$MAX_TOKENS" --no_progress)
     [[ -n "$BASE" ]] && args+=(--base_url "$BASE")
-    args+=(${BATCH[@]+"${BATCH[@]}"})
+    args+=(${BATCH[@]+"${BATCH[@]}"} ${PRICES[@]+"${PRICES[@]}"})
     if [[ "$MODE" == "replay" ]]; then  # recorded answers: nothing worth caching
         OPENAI_API_KEY=sk-replay-demo "$PY" src/batched_api_inference.py "${args[@]}" --no_cache
     else
@@ -254,7 +268,8 @@ FIGURE="$OUT/report.png"
 report() {
     "$PY" src/report.py --run_dir "$OUT" --name "$RUN_NAME" --raw_code_file "$RAW_USED" \
         --output_md "$OUT/report.md" --output_json "$OUT/report.json" \
-        --figure "$FIGURE" --title "Run report: $RAW_USED ($MODE mode, model $MODEL)" --quiet
+        --figure "$FIGURE" --title "Run report: $RAW_USED ($MODE mode, model $MODEL)" --quiet \
+        ${PRICES[@]+"${PRICES[@]}"}
     echo "report: $OUT/report.md, figure: $FIGURE" >&2
 }
 

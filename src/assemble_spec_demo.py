@@ -23,14 +23,13 @@ Written through a temp file: a failed run leaves no partial output.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections import Counter
 
 from annoy_datasync import cli, status
-from annoy_datasync.jsonl import (LineIndex, atomic_write, read_jsonl, require, require_messages,
-                                  require_type, where)
+from annoy_datasync.jsonl import (LineIndex, atomic_write, loads_line, read_jsonl, require,
+                                  require_messages, require_type, where)
 from annoy_datasync.verification import read_verdict
 
 log = logging.getLogger("annoy_datasync.assemble_spec_demo")
@@ -116,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                 second = turn2.get(idx)
                 if second is not None:
                     used.add(idx)
-                    rec2 = json.loads(lines2.line(second[1]))
+                    rec2 = loads_line(lines2.line(second[1]))
                     final["turn_2"] = rec2["output"]
                     final["feedback_2"] = read_verdict(rec2, args.result_file_turn2, second[1]).message
                 if second is not None and second[0]:

@@ -91,8 +91,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="US dollars per million prompt tokens (default: the price table)")
     p.add_argument("--price_out", type=float, default=None,
                    help="US dollars per million answer tokens (default: the price table)")
-    p.add_argument("--prices", default=None,
-                   help="YAML price table to use instead of src/annoy_datasync/prices.yaml")
     p.add_argument("--limit", type=int, default=None,
                    help="only the first N lines of the input (try a few before paying for all)")
     p.add_argument("--transport", choices=("auto", "aiohttp", "httpx"), default="auto",
@@ -100,12 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "extra; less CPU per request, bench/bench_inference.py compares) or "
                         "the SDK's default httpx; auto takes aiohttp when installed")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
-    batch_api.add_args(p)
+    cli.add_price_args(p, batch_api.add_args(p))
     return p
 
 
 def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Usage errors of flag values and combinations; fills in the default --failed_output."""
+    cli.check_price_args(p, args)
     batch_api.check_args(p, args)
     if args.num_process < 1 or args.num_thread < 1:
         p.error("--num_process and --num_thread must be at least 1")

@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         counts[f"included_{verdict.status.replace(' ', '_')}"] += 1
         yield revise(rec, verdict.res, msgs, answer, prompts.revision(feedback))
 
-    cli.convert_file(path, args.output_file, convert, "build_spec_rev_msg")
+    cli.convert_file(path, args.output_file, convert, "build_spec_rev_msg",
+                     answer_rule=args.answer_rule)
     return 0
 
 

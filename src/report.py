@@ -6,8 +6,9 @@ file that is absent is reported as absent). The side files `<file>.failed.jsonl`
 main file unless named. Out: the report as Markdown (--output_md, also printed) and as
 JSON (--output_json): the funnel from raw files to final records with the drop reasons
 at each step, turn-1 and turn-2 pass rates for input and output prediction, verifier
-statuses, token usage, cost and failed requests, I/O pairs per sample; with --figure, a PNG of
-the funnel and the pass rates. Files are streamed: memory does not grow with the run.
+statuses, token usage, cost (at the prices of --prices, else the built-in table) and
+failed requests, I/O pairs per sample; with --figure, a PNG of the funnel and the pass
+rates. Files are streamed: memory does not grow with the run.
 With --funnel_of REPORT_JSON it only prints the funnel of an earlier report in a few lines,
 as scripts/run_pipeline.sh does at its end.
 """
@@ -77,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--funnel_of", default=None, metavar="REPORT_JSON",
                    help="only print the funnel summary of an earlier report (its --output_json) "
                         "and stop: the lines scripts/run_pipeline.sh ends with")
+    cli.add_price_args(p)
     p.add_argument("--replay", action="store_true",
                    help="with --funnel_of: the answers came from the replay server; warn when "
                         "it had no answer for some requests")
@@ -87,6 +89,7 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Usage errors of flag combinations; fills in every file the flags leave unnamed."""
     if args.replay and args.funnel_of is None:
         p.error("--replay goes with --funnel_of")
+    cli.check_price_args(p, args)
     if args.figure is not None and not args.figure.lower().endswith(".png"):
         p.error(f"--figure {args.figure}: the figure is a PNG; name it *.png")
     if (args.run_dir is None) != (args.name is None):
@@ -115,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         print(funnel_of(args.funnel_of, args.replay), end="")
         return 0
     files = RunFiles(**{dest: getattr(args, dest) for dest, _ in FILE_FLAGS.values()})
-    report = build_report(files)
+    report = build_report(files, args.prices, args.batch_discount)
     md = render_markdown(report, title=args.title)
     with atomic_text(args.output_json) as fh:     # a reader never sees half a report
         fh.write(json.dumps(report, indent=2, ensure_ascii=False) + "\n")

@@ -39,7 +39,7 @@ from typing import Any
 from annoy_datasync import answers, cli, layout
 from annoy_datasync import status as st
 from annoy_datasync.executor import Executor, Limits
-from annoy_datasync.jsonl import InputError, atomic_write, read_jsonl, where, write_jsonl
+from annoy_datasync.jsonl import InputError, atomic_write, open_lines, read_jsonl, where, write_jsonl
 from annoy_datasync.verification import CallBatcher, ParsedIndex, Verifier, identity, reusable
 
 log = logging.getLogger("annoy_datasync.verify")
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     counts[st.CACHE_HITS] = verifier.cache.hits
     counts[st.RECORDED_HITS] = verifier.recorded_hits
     cli.view_counts(counts, [executor] if executor is not None else [])
-    line = cli.summary(counts, f"verify: answer_rule={args.answer_rule}")
+    line = cli.summary(counts, cli.summary_head("verify", answer_rule=args.answer_rule))
     if gens.bad:
         line += f" (rejected lines in {rejects})"
     print(line, file=sys.stderr)
@@ -192,7 +192,7 @@ def write_rejects(gens_path: str, bad: list[tuple[int, str]], rejects_path: str)
         return
     why = dict(bad)
     rows = []
-    with open(gens_path, "rb") as fh:
+    with open_lines(gens_path) as fh:
         for lineno, raw in enumerate(fh, start=1):
             if lineno in why:
                 rows.append({"file": gens_path, "line": lineno, "reason": why[lineno],

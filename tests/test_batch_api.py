@@ -12,10 +12,10 @@ from collections import Counter
 import pytest
 
 import batched_api_inference as bai
-from annoy_datasync import batch_api, status
+from annoy_datasync import batch_api, prices, status
 from annoy_datasync.batch_server import BatchServer, echo
 from annoy_datasync.chat_server import ChatServer, echo_responder
-from annoy_datasync.jsonl import InputError
+from annoy_datasync.jsonl import BOM, InputError
 from testutil import SRC, read, write_requests
 
 
@@ -194,6 +194,38 @@ def test_offline_pair_gives_the_live_output(tmp_path):
     assert sorted(r["index"] for r in read(off)) == sorted(got)
 
 
+def test_a_byte_order_mark_at_the_start_of_a_file_changes_nothing(tmp_path):
+    # the files of a Windows editor: input and results begin with a UTF-8 BOM
+    lines = open(write_requests(tmp_path / "in.jsonl", 6)).read().splitlines(keepends=True)
+    got = {}
+    for name, head, line3 in (("plain", b"", b""), ("bom", BOM, b""), ("inside", b"", BOM)):
+        d = tmp_path / name
+        d.mkdir()
+        inp = d / "in.jsonl"
+        inp.write_bytes(head + "".join(lines[:3]).encode() + line3 + "".join(lines[3:]).encode())
+        req = d / "req.jsonl"
+        assert bai.main(base_argv(str(inp), str(d / "o.jsonl"), "http://x/v1",
+                                  "--write_batch_file", str(req))) == 0
+        results = d / "results.jsonl"
+        results.write_bytes(head + "".join(json.dumps(r) + "\n"
+                                           for r in vllm_results(req)).encode())
+        off = d / "off.jsonl"
+        assert bai.main(base_argv(str(inp), str(off), "http://x/v1",
+                                  "--read_batch_output", str(results))) == 0
+        with ChatServer(echo_responder) as server:
+            live = d / "live.jsonl"
+            assert bai.main(base_argv(str(inp), str(live), server.url, "--backoff", "0.01")) == 0
+        got[name] = (req.read_bytes(), off.read_bytes(), sorted(read(live), key=lambda r: r["index"]),
+                     read(d / "o.jsonl.failed.jsonl") + read(str(live) + ".failed.jsonl"))
+    assert got["bom"] == got["plain"] and got["plain"][3] == []
+    # a mark anywhere else is not skipped: that line is a bad request, as any line not JSON
+    # (refused when the request file is written, and by the live run)
+    req, off, live, failed = got["inside"]
+    assert [r["index"] for r in live] == [0, 1, 2, 4, 5]
+    assert [(f["index"], f["reason"]) for f in failed] == [(3, status.FAIL_BAD_INPUT)] * 2
+    assert all("in.jsonl:4" in f["error"] and "byte order mark" in f["error"] for f in failed)
+
+
 def test_read_batch_output_counts_lines_without_a_result(tmp_path, capsys):
     inp = write_requests(tmp_path / "in.jsonl", 6)
     req = str(tmp_path / "req.jsonl")
@@ -369,20 +401,35 @@ def test_run_pipeline_sends_the_three_rounds_as_batches(serve, tmp_path):
     server = serve()
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = tmp_path / "run"
+    # the run's own price table and batch share reach every round and the report
+    table = tmp_path / "prices.yaml"
+    table.write_text("test-model: {input: 100000, output: 1000000, batch_discount: 0.5}\n")
     cmd = ["bash", os.path.join(root, "scripts", "run_pipeline.sh"), "--model", "test-model",
            "--base_url", server.url, "--out_dir", str(out), "--limit", "1", "--batch_api",
-           "--poll_interval", "0.05"]
+           "--poll_interval", "0.05", "--prices", str(table), "--batch_discount", "0.25"]
     proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHON": sys.executable})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(server.batches) == 3
-    for name in ("rawcode_demo_unified.jsonl", "spec_demo_gens.jsonl", "spec_demo_gens_rev.jsonl"):
+    report = json.loads((out / "report.json").read_text())
+    assert report["prices"] == {"table": str(table), "batch_discount": 0.25}
+    summaries = [_summary_words(line) for line in proc.stderr.splitlines()
+                 if line.startswith("batched_api_inference:")]
+    assert len(summaries) == 3
+    for words, step, name in zip(summaries, ("transform", "turn_1", "turn_2"),
+                                 ("rawcode_demo_unified.jsonl", "spec_demo_gens.jsonl",
+                                  "spec_demo_gens_rev.jsonl")):
         rows = read(out / name)
         assert rows and all(r["output"].startswith("echo: ") for r in rows)
-    # with recorded answers there is no Batch API to send to
-    proc = subprocess.run(cmd[:2] + ["--out_dir", str(tmp_path / "replay"), "--batch_api"],
-                          cwd=root, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 1 and "--batch_api" in proc.stderr
+        # the batch server's echo: 3 prompt and 2 answer tokens a row; less a quarter
+        cost = len(rows) * (3 * 100_000 + 2 * 1_000_000) * 0.75 / 1e6
+        assert words["cost"] == prices.dollars(cost)
+        assert report["inference"][step]["cost"] == pytest.approx(cost)
+    # with recorded answers there is no Batch API to send to, nor batches to price
+    for extra in (["--batch_api"], ["--batch_discount", "0.25"]):
+        proc = subprocess.run(cmd[:2] + ["--out_dir", str(tmp_path / "replay"), *extra],
+                              cwd=root, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 1 and extra[0] in proc.stderr
 
 
 def test_collecting_again_writes_no_row_twice(serve, tmp_path):

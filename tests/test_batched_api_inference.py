@@ -649,6 +649,11 @@ def test_price_lookup_and_bad_tables(tmp_path):
     assert prices.resolve("m", None, None, str(bad), 0.0).at_batch().input == 1.0
     assert prices.resolve("m", 3.0, 5.0, str(bad)).batch_discount == 0.2
     assert prices.resolve("unknown", 3.0, 5.0, str(bad)).batch_discount == 0.5
+    assert {p.batch_discount for p in prices.load_table(str(bad), 0.3).values()} == {0.3}
+    # DeepSeek has no Batch API: a batch answer of its models costs the full price, unless
+    # the run says what its batch host saves
+    assert table["deepseek-chat"].at_batch().input == table["deepseek-chat"].input == 0.27
+    assert prices.resolve("deepseek-reasoner", None, None, None, 0.5).at_batch().input == 0.275
     bad.write_text("m: {input: 1, output: 2, batch_discount: 1.5}\n")
     with pytest.raises(InputError, match="m: batch_discount is the share"):
         prices.load_table(str(bad))

@@ -36,9 +36,13 @@ def test_only_failures_with_an_answer_become_conversations(tmp_path, capsys):
         assert r["messages"][0] == first["messages"][0]
         assert r["messages"][1]["content"] == first["output"]
         assert r["messages"][2]["content"] == load_prompts().revision(first["res"]["message"])
-    assert err.strip().splitlines()[-1] == ("build_spec_rev_msg: skipped_passed=2 included_exception=1 "
-                                            "included_no_answer=1 included_wrong_answer=1 "
-                                            "skipped_no_model_output=1")
+    assert err.strip().splitlines()[-1] == ("build_spec_rev_msg: answer_rule=method skipped_passed=2 "
+                                            "included_exception=1 included_no_answer=1 "
+                                            "included_wrong_answer=1 skipped_no_model_output=1")
+    # the rule that read the answers heads the line, as in verify.py's
+    rc, err = run(["--input_file", TURN1, "--output_file", out, "--answer_rule", "lenient"], capsys)
+    assert rc == 0 and err.strip().splitlines()[-1].startswith(
+        "build_spec_rev_msg: answer_rule=lenient skipped_passed=2 ")
 
 
 def test_a_second_round_accumulates_history_and_keeps_the_first_id(tmp_path, capsys):

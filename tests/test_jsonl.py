@@ -4,8 +4,9 @@ import stat
 
 import pytest
 
-from annoy_datasync.jsonl import (MESSAGES_HINT, Appender, InputError, LineIndex, messages_problem,
-                                  read_jsonl, repair_tail, require, require_messages, write_jsonl)
+from annoy_datasync.jsonl import (BOM, MESSAGES_HINT, Appender, InputError, LineIndex, loads_line,
+                                  messages_problem, open_lines, read_jsonl, repair_tail, require,
+                                  require_messages, write_jsonl)
 
 
 def test_read_skips_bad_lines_with_count(tmp_path, caplog):
@@ -116,6 +117,33 @@ def test_line_index_reads_the_lines_read_jsonl_numbers(tmp_path):
                 idx.line(bad)
     with pytest.raises(InputError, match="no such file"):
         LineIndex(tmp_path / "missing.jsonl")
+
+
+
+def test_a_byte_order_mark_starts_a_file_and_nothing_else(tmp_path, caplog):
+    # what Windows editors and pandas' to_json(encoding="utf-8-sig") write first
+    p = tmp_path / "bom.jsonl"
+    p.write_bytes(BOM + b'{"a": 1}\n' + BOM + b'{"a": 2}\n{"a": 3}\n' + BOM + b"\n")
+    r = read_jsonl(p)
+    assert [(n, rec["a"]) for n, rec in r] == [(1, 1), (3, 3)]   # the same line numbers
+    assert [n for n, _ in r.bad] == [2, 4]                         # elsewhere: a bad line
+    assert "bom.jsonl:2" in caplog.text and "byte order mark" in caplog.text
+    with LineIndex(p) as idx:
+        assert idx.line(1) == b'{"a": 1}\n' and idx.line(2) == BOM + b'{"a": 2}\n'
+    with open_lines(p) as fh:
+        assert fh.readline() == b'{"a": 1}\n'
+        at = fh.tell()
+    with open_lines(p, at) as fh:                                  # an offset is the file's
+        assert fh.readline() == BOM + b'{"a": 2}\n'
+    with pytest.raises(ValueError, match="byte order mark"):
+        loads_line(BOM + b'{"a": 2}\n')
+    # a file that is only a mark is empty, not "not JSONL"
+    p.write_bytes(BOM)
+    assert list(read_jsonl(p)) == []
+    # the first line of a BOM file that is not JSON is still the error it always was
+    p.write_bytes(BOM + b"id,name\n1,x\n")
+    with pytest.raises(InputError, match=r"bom.jsonl:1: .*JSONL"):
+        list(read_jsonl(p))
 
 
 U, A = {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}

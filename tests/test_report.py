@@ -380,3 +380,56 @@ def test_rows_answered_through_a_batch_cost_the_batch_price(tmp_path):
     md = rep.render_markdown(r)
     assert "| 4 turn-1 predictions | 3 |" in md and prices.dollars(expected) in md
     assert "Answered through a Batch API: 4 turn-1 predictions 2." in md
+
+
+def test_a_model_without_a_batch_api_costs_the_full_price_in_a_batch(tmp_path, caplog):
+    """DeepSeek has no Batch API: rows of its models marked ``usage.batch`` (another host's
+    batch endpoint serving them) are priced at the full rate, and the report says so."""
+    from annoy_datasync.report import inference_stats
+    out = tmp_path / "gens.jsonl"
+    usage = {"prompt_tokens": 300_000, "completion_tokens": 100_000, "batch": True}
+    out.write_text(json.dumps({"index": 0, "model": "deepseek-chat", "output": "a",
+                               "usage": usage}) + "\n")
+    assert inference_stats(str(out), None)["cost"] == pytest.approx(
+        (300_000 * 0.27 + 100_000 * 1.10) / 1e6)
+    assert "deepseek-chat" in caplog.text and "full price" in caplog.text
+
+
+def test_a_run_priced_by_its_own_table_and_batch_discount(tmp_path, capsys):
+    """--prices FILE and --batch_discount F, as batched_api_inference.py takes them: the cost
+    is tokens x that table's prices, batch rows less F (else less the entry's share); the
+    report names the table and the share it used."""
+    gens = tmp_path / "spec_x_gens.jsonl"
+    batch = {"prompt_tokens": 1_000_000, "completion_tokens": 200_000, "cached_tokens": 400_000,
+             "batch": True}
+    live = {"prompt_tokens": 300_000, "completion_tokens": 100_000}
+    gens.write_text("".join(json.dumps({"index": i, "model": "my-model", "output": "a",
+                                        "usage": u}) + "\n" for i, u in enumerate((batch, live))))
+    table = tmp_path / "my_prices.yaml"
+    table.write_text("my-model: {input: 3, cached_input: 1, output: 12, batch_discount: 0.4}\n")
+    full_batch = (600_000 * 3 + 400_000 * 1 + 200_000 * 12) / 1e6
+    full_live = (300_000 * 3 + 100_000 * 12) / 1e6
+
+    def cost(*flags):
+        assert report.main(["--run_dir", str(tmp_path), "--name", "x", "--quiet", *flags]) == 0
+        r = json.loads((tmp_path / "report.json").read_text())
+        return r, r["inference"]["turn_1"]["cost"], (tmp_path / "report.md").read_text()
+
+    r, got, md = cost()
+    assert got is None and "prices" not in r            # my-model is not in the built-in table
+    r, got, md = cost("--prices", str(table))
+    assert got == pytest.approx(full_batch * 0.6 + full_live)
+    assert r["prices"] == {"table": str(table), "batch_discount": None}
+    assert f"at the prices of {table}" in md
+    r, got, md = cost("--prices", str(table), "--batch_discount", "0.25")
+    assert got == pytest.approx(full_batch * 0.75 + full_live)
+    assert r["prices"] == {"table": str(table), "batch_discount": 0.25}
+    assert "batch price (the listed price less 0.25 of it)" in md
+    for bad in (["--batch_discount", "1.5"], ["--batch_discount", "-0.1"]):
+        with pytest.raises(SystemExit) as exc:
+            report.main(["--run_dir", str(tmp_path), "--name", "x", "--quiet", *bad])
+        assert exc.value.code == 2
+    capsys.readouterr()
+    assert report.cli.run(report.main, ["--run_dir", str(tmp_path), "--name", "x", "--quiet",
+                                        "--prices", str(tmp_path / "none.yaml")]) == 1
+    assert "none.yaml: cannot read the price table" in capsys.readouterr().err

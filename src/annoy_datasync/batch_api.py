@@ -50,7 +50,7 @@ from .client import (OUR_FIELDS, RequestSettings, _sdk_httpx, answered_indices, 
                      request_params)
 from .endpoints import AttemptOutcome, Endpoint, classify_completion, redact, resolve_endpoint
 from .indexset import IndexSet
-from .jsonl import Appender, InputError, StepError, atomic_text, where
+from .jsonl import Appender, InputError, StepError, atomic_text, loads_line, open_lines, where
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,9 @@ FailureRewriter = Callable[[str, IndexSet, Any], int]
 
 
 # --- flags ----------------------------------------------------------------------------------
-def add_args(p: argparse.ArgumentParser) -> None:
+def add_args(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """The batch mode's flags, in a group of their own (returned: --batch_discount, added
+    with the price flags, is listed there too)."""
     g = p.add_argument_group("batch mode (half the price, answers within the completion window)")
     g.add_argument("--batch_api", action="store_true",
                    help="send through the provider's Batch API; rerun the same command to "
@@ -92,16 +94,13 @@ def add_args(p: argparse.ArgumentParser) -> None:
                    help="submit (or look once at the batches) and return; rerun to collect")
     g.add_argument("--batch_cancel", action="store_true",
                    help="cancel the batches of the state file, then collect what they answered")
-    g.add_argument("--batch_discount", metavar="F", type=float, default=None,
-                   help="share of the listed price a batch request saves, for the summary's "
-                        "cost (default: the price table's batch_discount of the model, else "
-                        "0.5)")
     g.add_argument("--write_batch_file", default=None, metavar="FILE",
                    help="only write the request file(s) and stop (FILE, or FILE's name with "
                         ".001, .002, ... before the extension when split)")
     g.add_argument("--read_batch_output", nargs="+", default=None, metavar="FILE",
                    help="only turn batch result files (OpenAI or vLLM run_batch format) into "
                         "the output, joining on custom_id")
+    return g
 
 
 def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -112,8 +111,6 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             or args.batch_max_active < 0):
         p.error("--poll_interval must be > 0, --batch_max_requests >= 1, --batch_max_bytes "
                 ">= 1024, --batch_max_active >= 0")
-    if args.batch_discount is not None and not 0 <= args.batch_discount <= 1:
-        p.error("--batch_discount is a share of the price, between 0 and 1 (0.5: half)")
     if args.batch_discount is not None and not requested(args):
         p.error("--batch_discount goes with --batch_api or --read_batch_output")
     if (args.batch_no_wait or args.batch_cancel) and not args.batch_api:
@@ -164,8 +161,8 @@ def write_requests(settings: RequestSettings, skip: IndexSet, failed: Appender,
     parts: list[Part] = []
     fh = None
     try:
-        with open(settings.input, "rb") as src:
-            offset = 0
+        with open_lines(settings.input) as src:
+            offset = src.tell()
             for index, raw in enumerate(src):
                 at, offset = offset, offset + len(raw)
                 if settings.limit is not None and index >= settings.limit:
@@ -210,10 +207,10 @@ def write_requests(settings: RequestSettings, skip: IndexSet, failed: Appender,
 def request_indices(path: str) -> list[int]:
     """The input indices named by a request file we wrote."""
     out = []
-    with open(path, "rb") as fh:
+    with open_lines(path) as fh:
         for raw in fh:
             if raw.strip():
-                idx = index_of(json.loads(raw).get("custom_id"))
+                idx = index_of(loads_line(raw).get("custom_id"))
                 if idx is not None:
                     out.append(idx)
     return out
@@ -274,14 +271,14 @@ def index_results(paths: Iterable[str]) -> dict[int, tuple[str, int]]:
     found: dict[int, tuple[str, int]] = {}
     good: set[int] = set()
     for path in paths:
-        with open(path, "rb") as fh:
-            offset = 0
+        with open_lines(path) as fh:
+            offset = fh.tell()
             for lineno, raw in enumerate(fh, start=1):
                 at, offset = offset, offset + len(raw)
                 if not raw.strip():
                     continue
                 try:
-                    line = json.loads(raw)
+                    line = loads_line(raw)
                 except (ValueError, RecursionError) as exc:
                     raise InputError(f"{where(path, lineno)}: not valid JSON ({exc}); "
                                      f"is this a batch result file?") from None
@@ -304,7 +301,7 @@ def _read_at(path: str, offset: int, cache: dict) -> dict:
     if fh is None:
         fh = cache[path] = open(path, "rb")
     fh.seek(offset)
-    return json.loads(fh.readline())
+    return loads_line(fh.readline())
 
 
 def answer_row(rec: dict, index: int, model: str, res: AttemptOutcome) -> dict:
@@ -344,8 +341,7 @@ def convert(settings: RequestSettings, results: dict[int, tuple[str, int]], sink
     last = max(results)
     cache: dict = {}
     try:
-        with open(settings.input, "rb") as src:
-            src.seek(offset)
+        with open_lines(settings.input, offset) as src:
             for index, raw in enumerate(src, start=first):
                 if index > last:
                     break
@@ -407,7 +403,7 @@ def run(args: argparse.Namespace, rewrite: FailureRewriter,
     `price` the model's listed price (None: unknown), of which the summary takes the batch
     price."""
     start = time.monotonic()
-    price = price.at_batch() if price is not None else None
+    price = prices.batch_price(price, args.model) if price is not None else None
     if args.write_batch_file:
         return write_offline(args, rewrite, start, price)
     if args.read_batch_output:
@@ -456,7 +452,7 @@ def write_offline(args: argparse.Namespace, rewrite: FailureRewriter, start: flo
 def read_offline(args: argparse.Namespace, rewrite: FailureRewriter, start: float,
                  price: prices.Price | None) -> str:
     results = index_results(args.read_batch_output)
-    with open(args.input, "rb") as fh:
+    with open_lines(args.input) as fh:
         nlines = sum(1 for _ in fh)
     beyond = sum(1 for i in results if i >= nlines)
     if beyond:
@@ -472,7 +468,7 @@ def read_offline(args: argparse.Namespace, rewrite: FailureRewriter, start: floa
         raise
     # lines these results do not cover (a partial run, or files left out): no row, no failure
     missing = 0
-    with open(args.input, "rb") as fh:
+    with open_lines(args.input) as fh:
         for index, raw in enumerate(fh):
             if args.limit is not None and index >= args.limit:
                 break

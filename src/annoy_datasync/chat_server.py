@@ -88,7 +88,7 @@ class Reply:
     body: bytes | None = None            # raw body, sent as is
 
 
-Responder = Callable[[ChatRequest], "Reply | Awaitable[Reply]"]
+Responder = Callable[[ChatRequest], Reply | Awaitable[Reply]]
 
 
 def echo_responder(req: ChatRequest) -> Reply:

@@ -1,6 +1,6 @@
 """Small helpers shared by the step scripts: the parser and the flags several steps share
-(files of a run, the executor's flags, --prompts), logging set-up, error exit, summary line,
-and the read-convert-write loop of the steps that only rewrite records."""
+(files of a run, the executor's flags, --prompts, the price flags), logging set-up, error
+exit, summary line, and the read-convert-write loop of the steps that only rewrite records."""
 
 from __future__ import annotations
 
@@ -37,6 +37,12 @@ def summary(counts: Mapping[str, int], prefix: str = "") -> str:
     items = sorted(merged.items(), key=lambda kv: (-kv[1], kv[0]))
     body = " ".join(f"{k}={v}" for k, v in items) or "nothing"
     return f"{prefix}{body}" if not prefix else f"{prefix} {body}"
+
+
+def summary_head(step: str, **settings: object) -> str:
+    """The start of a step's summary line: its name, then the settings that decide what its
+    counts mean (``verify: answer_rule=method``)."""
+    return " ".join([f"{step}:", *(f"{k}={v}" for k, v in settings.items())])
 
 
 def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
@@ -133,17 +139,37 @@ def exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, terminate)
 
 
+def add_price_args(parser: argparse.ArgumentParser,
+                   discount_to: argparse._ActionsContainer | None = None) -> None:
+    """--prices and --batch_discount, the same for the inference step (its summary's cost)
+    and the report (the run's cost); `check_price_args` checks them after parsing.
+    `discount_to`: the argument group listing --batch_discount (default: `parser`)."""
+    parser.add_argument("--prices", default=None, metavar="FILE",
+                        help="YAML price table to use instead of src/annoy_datasync/prices.yaml")
+    (discount_to or parser).add_argument(
+        "--batch_discount", metavar="F", type=float, default=None,
+        help="share of the listed price that an answer through a Batch API saves, for every "
+             "model (default: the price table's batch_discount of the model, else 0.5)")
+
+
+def check_price_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.batch_discount is not None and not 0 <= args.batch_discount <= 1:
+        parser.error("--batch_discount is a share of the price, between 0 and 1 (0.5: half)")
+
+
 def add_prompts_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompts", metavar="FILE",
                         help="YAML file overriding prompt templates (default: the built-in ones)")
 
 
 def convert_file(input_file: str | os.PathLike, output_file: str | os.PathLike,
-                 convert: Callable[[int, dict, Counter], Iterable[dict]], name: str) -> Counter:
+                 convert: Callable[[int, dict, Counter], Iterable[dict]], name: str,
+                 **settings: object) -> Counter:
     """Stream `input_file` through ``convert(lineno, record, counts)``, which yields the
     output records of one input record, into `output_file`, written whole through a temp
     file (an error leaves no partial output). Torn or invalid lines are skipped and
-    counted; the summary line ``name: counts`` goes to stderr. Returns the counts."""
+    counted; the summary line ``name: settings counts`` (`summary_head`) goes to stderr.
+    Returns the counts."""
     counts: Counter[str] = Counter()
     reader = read_jsonl(input_file)
     with atomic_write(output_file) as out:
@@ -151,10 +177,11 @@ def convert_file(input_file: str | os.PathLike, output_file: str | os.PathLike,
             for new in convert(lineno, rec, counts):
                 out.write(new)
     counts[status.SKIP_BAD_LINE] += len(reader.bad)
-    print(summary(counts, f"{name}:"), file=sys.stderr)
+    print(summary(counts, summary_head(name, **settings)), file=sys.stderr)
     return counts
 
 
-__all__ = ["add_executor_args", "add_file_arg", "add_prompts_arg", "check_executor_args",
+__all__ = ["add_executor_args", "add_file_arg", "add_price_args", "add_prompts_arg",
+           "check_executor_args", "check_price_args",
            "convert_file", "exit_on_sigterm", "new_parser", "run", "setup_logging", "summary",
-           "view_counts"]
+           "summary_head", "view_counts"]

@@ -47,7 +47,7 @@ from .cache import ResponseCache, cache_key, endpoint_family
 from .endpoints import (ERROR_CHARS, MAX_RETRY_AFTER, AttemptOutcome, Endpoint, backoff_delay,
                         classify_completion, classify_exception, model_family, redact)
 from .indexset import IndexSet
-from .jsonl import Appender, InputError, messages_problem, where
+from .jsonl import Appender, InputError, loads_line, messages_problem, open_lines, where
 from .pacing import Pacer, Window, message_chars, parse_limit_headers
 
 log = logging.getLogger(__name__)
@@ -293,12 +293,12 @@ def scan_indices(path: str, models: Counter | None = None) -> tuple[IndexSet, in
     dups = 0
     if not os.path.exists(path):
         return done, 0
-    with open(path, "rb") as fh:
+    with open_lines(path) as fh:
         for lineno, raw in enumerate(fh, start=1):
             if not raw.strip():
                 continue
             try:
-                rec = json.loads(raw)
+                rec = loads_line(raw)
                 idx = rec.get("index")
             except (ValueError, AttributeError, RecursionError):
                 log.warning("%s: skipped an unreadable line while resuming", where(path, lineno))
@@ -332,7 +332,7 @@ def answered_indices(output: str, model: str) -> IndexSet:
 def scan_input(path: str, limit: int | None, done: IndexSet) -> tuple[int, int]:
     """(lines in the file, requests still to send: non-blank, index < limit, not done)."""
     lines = pending = 0
-    with open(path, "rb") as fh:
+    with open_lines(path) as fh:
         for index, raw in enumerate(fh):
             lines += 1
             if (limit is None or index < limit) and index not in done and raw.strip():
@@ -343,7 +343,7 @@ def scan_input(path: str, limit: int | None, done: IndexSet) -> tuple[int, int]:
 def iter_shard(path: str, shard: int, nshards: int, limit: int | None,
                done: IndexSet) -> Iterator[tuple[int, bytes]]:
     """(index, raw line) of this shard's lines that are not done, streamed."""
-    with open(path, "rb") as fh:
+    with open_lines(path) as fh:
         for index, raw in enumerate(fh):
             if limit is not None and index >= limit:
                 return
@@ -356,7 +356,7 @@ def parse_request(raw: bytes, path: str, index: int) -> tuple[dict | None, str]:
     """The record and its messages, or None and why not."""
     lineno = index + 1
     try:
-        rec = json.loads(raw)
+        rec = loads_line(raw)
     except (ValueError, RecursionError) as exc:
         torn = "" if raw.endswith(b"\n") else " (torn last line?)"
         return None, f"{where(path, lineno)}: not valid JSON{torn}: {exc}"

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import json
 import mmap
 import multiprocessing as mp
 import os
@@ -28,7 +27,7 @@ from tqdm import tqdm
 from . import prices, status
 from .client import RequestSettings, run_shard
 from .indexset import IndexSet
-from .jsonl import Appender, atomic_write
+from .jsonl import Appender, atomic_write, loads_line, open_lines
 
 class Progress:
     """The bar: done / failed / in flight, the window of attempts allowed in flight (adaptive),
@@ -168,10 +167,10 @@ def rewrite_failures(path: str, done: IndexSet, answered: mmap.mmap) -> int:
     if not os.path.exists(path):
         return 0
     latest: dict[int, dict] = {}
-    with open(path, "rb") as fh:
+    with open_lines(path) as fh:
         for raw in fh:
             try:
-                rec = json.loads(raw)
+                rec = loads_line(raw)
                 idx = rec.get("index")
             except (ValueError, AttributeError, RecursionError):
                 continue

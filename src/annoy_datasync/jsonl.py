@@ -4,6 +4,9 @@
   with file and line number and skipped (counted in ``Reader.bad``). A file whose first
   line is not a JSON object is not JSONL at all: that raises `InputError`.
 - `LineIndex` reads single lines of a large file by number, keeping only their offsets.
+- `open_lines` and `loads_line` are how every reader of a JSONL file opens it and parses a
+  line: a UTF-8 byte order mark is skipped at the very start of a file (Windows editors,
+  ``to_json(encoding="utf-8-sig")``) and is a bad line anywhere else.
 - `require`, `require_type` and `require_messages` / `messages_problem` check the fields
   of a record, naming file and line and what to do.
 - `Appender` appends one record per ``write`` call with a single ``os.write`` of the whole
@@ -21,6 +24,7 @@
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import json
 import logging
@@ -28,7 +32,7 @@ import os
 import tempfile
 from array import array
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, BinaryIO
 
 import jsonlines
 import yaml
@@ -51,6 +55,39 @@ def where(path: str | os.PathLike, lineno: int | None = None) -> str:
     return f"{os.fspath(path)}:{lineno}" if lineno is not None else os.fspath(path)
 
 
+BOM = codecs.BOM_UTF8
+
+
+def open_lines(path: str | os.PathLike, offset: int = 0) -> BinaryIO:
+    """`path` opened for reading bytes from `offset`; from the start, past a UTF-8 byte
+    order mark if the file begins with one.
+
+    The mark belongs to the file, not to its first line: line numbers do not change, and
+    offsets (``tell()``, `LineIndex`) stay byte positions in the file, so the first line
+    starts at 3 in a file with a mark.
+    """
+    fh = open(path, "rb")
+    if offset:
+        fh.seek(offset)
+    elif fh.read(len(BOM)) != BOM:
+        fh.seek(0)
+    return fh
+
+
+def loads_line(raw: bytes) -> Any:
+    """Parse one line of a JSONL file read by `open_lines` (UTF-8; ValueError if it is not
+    JSON).
+
+    Not ``json.loads(raw)``: given bytes, json guesses the encoding of each line on its own
+    and drops a byte order mark wherever one stands; here the start of the file is the only
+    place for a mark, and a line holding one is bad (a file pasted into another?).
+    """
+    if raw.startswith(BOM):
+        raise ValueError("a UTF-8 byte order mark inside the file (only its start may have "
+                         "one: files pasted together?)")
+    return json.loads(raw.decode("utf-8", "surrogatepass"))   # json's own decoding of bytes
+
+
 class Reader:
     """Iterate ``(lineno, record)`` over a JSONL file of objects, 1-based line numbers.
 
@@ -66,13 +103,13 @@ class Reader:
             raise InputError(f"{self.path}: no such file")
 
     def __iter__(self) -> Iterator[tuple[int, dict]]:
-        with open(self.path, "rb") as fh:
+        with open_lines(self.path) as fh:
             for lineno, raw in enumerate(fh, start=1):
                 if not raw.strip():
                     continue
                 torn = not raw.endswith(b"\n")
                 try:
-                    rec = json.loads(raw)
+                    rec = loads_line(raw)
                 except (ValueError, RecursionError) as exc:
                     self._bad(lineno, torn, f"not valid JSON ({exc})")
                     continue
@@ -111,8 +148,8 @@ class LineIndex:
         if not os.path.isfile(self.path):
             raise InputError(f"{self.path}: no such file")
         self.offsets = array("q")
-        pos = 0
-        with open(self.path, "rb") as fh:
+        with open_lines(self.path) as fh:
+            pos = fh.tell()
             for line in fh:            # the same physical lines as read_jsonl's numbering
                 self.offsets.append(pos)
                 pos += len(line)

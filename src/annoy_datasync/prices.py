@@ -1,16 +1,20 @@
 """What tokens cost: a price table of known models (``prices.yaml``, editable) and the
 arithmetic. Prices are US dollars per million tokens. A request answered through a
 provider's Batch API costs the listed prices less the entry's ``batch_discount`` (a share,
-0.5 unless the entry says otherwise)."""
+0.5 unless the entry says otherwise; 0, the full price, for a provider without a Batch
+API)."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from .jsonl import InputError, read_yaml
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TABLE = os.path.join(os.path.dirname(__file__), "prices.yaml")
 BATCH_DISCOUNT = 0.5      # OpenAI's Batch API: half the listed price
@@ -37,14 +41,20 @@ class Price:
                      None if self.cached_input is None else self.cached_input * keep, 0.0)
 
 
-def load_table(path: str = DEFAULT_TABLE) -> dict[str, Price]:
-    """The price table of a YAML file: ``model: {input, output, cached_input, batch_discount}``."""
+def load_table(path: str | None = None, batch_discount: float | None = None) -> dict[str, Price]:
+    """The price table of a YAML file (default: the built-in `DEFAULT_TABLE`):
+    ``model: {input, output, cached_input, batch_discount}``; `batch_discount`, when given,
+    replaces every entry's (a run's --batch_discount)."""
+    path = path or DEFAULT_TABLE
     raw = read_yaml(path, "price table") or {}
     if not isinstance(raw, dict):
         raise InputError(f"{path}: a price table maps model names to prices")
     table = {}
     for model, entry in raw.items():
-        table[str(model).lower()] = _price(entry, f"{path}: {model}")
+        price = _price(entry, f"{path}: {model}")
+        if batch_discount is not None:
+            price = replace(price, batch_discount=batch_discount)
+        table[str(model).lower()] = price
     return table
 
 
@@ -81,9 +91,7 @@ def resolve(model: str, price_in: float | None, price_out: float | None,
     """Flags win; else the table's entry for `model` (cached-input price from the table
     only when the flags are not given; the batch discount from the table unless
     `batch_discount` is given, else 0.5)."""
-    entry = lookup(model, load_table(table_path or DEFAULT_TABLE))
-    if batch_discount is not None and entry is not None:
-        entry = replace(entry, batch_discount=batch_discount)
+    entry = lookup(model, load_table(table_path, batch_discount))
     if price_in is None and price_out is None:
         return entry
     if price_in is None or price_out is None:
@@ -95,6 +103,16 @@ def resolve(model: str, price_in: float | None, price_out: float | None,
     if batch_discount is None:
         batch_discount = entry.batch_discount if entry is not None else BATCH_DISCOUNT
     return Price(price_in, price_out, None, batch_discount)
+
+
+def batch_price(price: Price, model: str) -> Price:
+    """`price.at_batch()`; a warning when that is the full price (a batch_discount of 0: the
+    table's entry of a provider without a Batch API, or a run's --batch_discount 0)."""
+    if not price.batch_discount:
+        log.warning("%s: a batch discount of 0 (the price table's entry of a provider without "
+                    "a Batch API, or --batch_discount 0): answers through a batch are priced "
+                    "at the full price; --batch_discount F sets the share they save", model)
+    return price.at_batch()
 
 
 def dollars(x: float) -> str:

@@ -109,8 +109,10 @@ def count_records(path: str | None) -> dict:
     return _file_info(path, n, len(reader.bad))
 
 
-def inference_stats(output: str | None, failed: str | None) -> dict:
-    """Succeeded requests, failed ones by reason, tokens spent, finish reasons, cost.
+def inference_stats(output: str | None, failed: str | None,
+                    table: Mapping[str, prices.Price] | None = None) -> dict:
+    """Succeeded requests, failed ones by reason, tokens spent, finish reasons, cost at the
+    prices of `table` (default: the built-in table).
 
     Rows answered through a Batch API (``usage.batch`` true, see batch_api.py) are counted in
     ``via_batch`` and priced at the batch price. A request counts once: a repeated ``index`` in the output is counted in
@@ -180,16 +182,18 @@ def inference_stats(output: str | None, failed: str | None) -> dict:
         total_tokens=tokens["total_tokens"],
         finish_reasons=_sorted(finish),
         models=_sorted(models),
-        cost=answers_cost(by_model),
+        cost=answers_cost(by_model, table),
     )
     return res
 
 
-def answers_cost(by_model: Mapping[tuple[str, bool], Mapping[str, int]]) -> float | None:
-    """Dollars of these tokens by (model, answered through a batch) at the price table's
-    prices (see prices.yaml), batch answers at the batch price; None when a model that used
-    tokens has no price."""
-    table = prices.load_table()
+def answers_cost(by_model: Mapping[tuple[str, bool], Mapping[str, int]],
+                 table: Mapping[str, prices.Price] | None = None) -> float | None:
+    """Dollars of these tokens by (model, answered through a batch) at the prices of `table`
+    (default: the built-in prices.yaml), batch answers at the batch price; None when a model
+    that used tokens has no price."""
+    if table is None:
+        table = prices.load_table()
     total = 0.0
     for (model, batch), t in by_model.items():
         if not (t["prompt_tokens"] or t["completion_tokens"]):
@@ -198,7 +202,7 @@ def answers_cost(by_model: Mapping[tuple[str, bool], Mapping[str, int]]) -> floa
         if price is None:
             return None
         if batch:
-            price = price.at_batch()
+            price = prices.batch_price(price, model)
         total += price.cost(t["prompt_tokens"], t["completion_tokens"], t["cached_tokens"])
     return total
 
@@ -400,16 +404,23 @@ def funnel(r: dict) -> list[dict]:
             for k, s, u, c, d in stages]
 
 
-def build_report(files: RunFiles) -> dict:
-    """Read every file of the run once and return the report as plain JSON data."""
+def build_report(files: RunFiles, prices_file: str | None = None,
+                 batch_discount: float | None = None) -> dict:
+    """Read every file of the run once and return the report as plain JSON data.
+
+    Costs are at the prices of `prices_file` (default: the built-in table), batch answers less
+    `batch_discount` when given (else less each entry's share); when either is given, the
+    report's ``prices`` says so (``{"table", "batch_discount"}``, None where not given).
+    """
     files = fill_sidecars(files)
+    table = prices.load_table(prices_file, batch_discount)
     r: dict[str, Any] = {"files": {}}
     r["files"]["raw_code"] = count_records(files.raw_code)
     r["files"]["transform_msg"] = count_records(files.transform_msg)
     r["inference"] = {
-        "transform": inference_stats(files.unified, files.unified_failed),
-        "turn_1": inference_stats(files.gens, files.gens_failed),
-        "turn_2": inference_stats(files.rev_gens, files.rev_gens_failed),
+        "transform": inference_stats(files.unified, files.unified_failed, table),
+        "turn_1": inference_stats(files.gens, files.gens_failed, table),
+        "turn_2": inference_stats(files.rev_gens, files.rev_gens_failed, table),
     }
     r["parse"] = parse_stats(files.parsed, files.parsed_dropped)
     r["spec_msg"] = messages_stats(files.spec_msg)
@@ -442,6 +453,8 @@ def build_report(files: RunFiles) -> dict:
     costs = [s["cost"] for s in steps if s["output"]["present"]]
     r["inference_total"]["cost"] = None if None in costs else sum(costs)
     r["funnel"] = funnel(r)
+    if prices_file is not None or batch_discount is not None:
+        r["prices"] = {"table": prices_file, "batch_discount": batch_discount}
     return r
 
 
@@ -583,10 +596,14 @@ def _md_inference(r: dict) -> list[str]:
     md = ["## Inference", ""] + _table(
         ["step", "succeeded", "failed", "failed by reason", "prompt tokens",
          "completion tokens", "total tokens", "cost"], rows, right={1, 2, 4, 5, 6, 7})
-    md += ["", "Cost: the answers kept, at the prices of src/annoy_datasync/prices.yaml "
+    priced = r.get("prices") or {}
+    discount = priced.get("batch_discount")
+    md += ["", f"Cost: the answers kept, at the prices of "
+           f"{priced.get('table') or 'src/annoy_datasync/prices.yaml'} "
            "(\"-\": a model without a price), answers that came through a Batch API at the "
-           "batch price; the inference step's summary line also counts paid attempts that "
-           "failed."]
+           "batch price"
+           + ("" if discount is None else f" (the listed price less {discount:g} of it)")
+           + "; the inference step's summary line also counts paid attempts that failed."]
     via = {k: s["via_batch"] for k, s in r["inference"].items() if s["via_batch"]}
     if via:
         md += ["", "Answered through a Batch API: "

@@ -37,7 +37,7 @@ from typing import Any
 from . import answers
 from . import status as st
 from .compare import canonical, exec_key, json_equal
-from .jsonl import InputError, LineIndex, require, require_type, where
+from .jsonl import InputError, LineIndex, loads_line, require, require_type, where
 from .sections import MAIN_FUNC
 
 log = logging.getLogger(__name__)
@@ -223,7 +223,7 @@ class ParsedIndex:
                       if (raw := self.lines.line(n)).strip()), None)
         if first is not None:
             try:
-                rec = json.loads(first[1])
+                rec = loads_line(first[1])
             except (ValueError, RecursionError):
                 rec = None
             if not isinstance(rec, dict):
@@ -258,7 +258,7 @@ class ParsedIndex:
         here = where(self.path, itemid + 1)
         raw = self.lines.line(itemid + 1)
         try:
-            rec = json.loads(raw)
+            rec = loads_line(raw)
         except (ValueError, RecursionError):
             return f"{here} is not valid JSON"
         if not isinstance(rec, dict):
