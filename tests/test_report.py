@@ -432,4 +432,4 @@ def test_a_run_priced_by_its_own_table_and_batch_discount(tmp_path, capsys):
     capsys.readouterr()
     assert report.cli.run(report.main, ["--run_dir", str(tmp_path), "--name", "x", "--quiet",
                                         "--prices", str(tmp_path / "none.yaml")]) == 1
-    assert "none.yaml: cannot read the price table" in capsys.readouterr().err
+    assert "none.yaml: no such price table file" in capsys.readouterr().err
