@@ -124,14 +124,14 @@ def run_baseline(samples: list[tuple[int, dict]], workers: int) -> float:
     return time.perf_counter() - t0
 
 
-def run_ours(tmp: str, inp: str, workers: int) -> tuple[float, str]:
+def run_ours(tmp: str, inp: str, workers: int, extra: list[str]) -> tuple[float, str]:
     out = os.path.join(tmp, "parsed.jsonl")
     for f in (out, out + ".dropped.jsonl"):
         if os.path.exists(f):
             os.unlink(f)
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, PARSE, "--input_file", inp, "--output_file", out,
-                           "--run_path", os.path.join(tmp, "run"), "--workers", str(workers)],
+                           "--run_path", os.path.join(tmp, "run"), "--workers", str(workers), *extra],
                           capture_output=True, text=True)
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
@@ -154,7 +154,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--light_ms", type=float, default=50.0)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--hash_seeds", type=int, default=None,
+                    help="passed to parse_gen_ios.py (0: no hash-seed re-checks, to see their cost)")
     args = ap.parse_args()
+    extra = [] if args.hash_seeds is None else ["--hash_seeds", str(args.hash_seeds)]
     if args.quick:
         args.repeats = 1
 
@@ -175,7 +178,7 @@ def main() -> None:
             write_unified(inp, part, copies)
             ours, base = [], []
             for _ in range(args.repeats):
-                sec, summary = run_ours(tmp, inp, args.workers)
+                sec, summary = run_ours(tmp, inp, args.workers, extra)
                 ours.append(copies * len(part) / sec)
                 base.append(len(part) / run_baseline(part, args.workers))
             o, b = statistics.median(ours), statistics.median(base)
