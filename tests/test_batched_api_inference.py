@@ -739,6 +739,7 @@ def test_pool_sets_aside_and_probes_again(monkeypatch):
 
 
 def test_progress_projects_the_cost_of_the_rows_left():
+    from annoy_datasync.client import Stats
     from annoy_datasync.fanout import Progress
     from annoy_datasync.prices import Price
     p = Progress(total=100, disable=True, price=Price(1.0, 2.0))
@@ -752,3 +753,16 @@ def test_progress_projects_the_cost_of_the_rows_left():
     # $2 for the 20 rows sent so far; 90 of the 100 rows cost something: $9 in all
     assert p.cost_text(t, 30) == " spent=$2.0000 projected=$9.0000"
     assert Progress(total=5, disable=True).cost_text(t, 30) == ""
+
+
+def test_the_progress_bar_starts_no_thread_before_the_workers_fork():
+    import threading
+    from annoy_datasync.client import Stats
+    from annoy_datasync.fanout import Progress
+    before = threading.active_count()
+    bar = Progress(10, disable=False)
+    try:
+        bar.update(0, Stats().snapshot())
+        assert threading.active_count() == before
+    finally:
+        bar.close()

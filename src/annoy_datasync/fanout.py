@@ -38,6 +38,9 @@ class Progress:
     def __init__(self, total: int, disable: bool, price: prices.Price | None = None):
         self.price = price
         self.total = total
+        # no tqdm monitor thread: the worker processes are forked after the bar exists, and a
+        # fork should not copy a thread that may hold a lock (the bar refreshes on updates)
+        tqdm.monitor_interval = 0
         self.bar = tqdm(total=total, unit="req", dynamic_ncols=True, mininterval=0.5,
                         disable=disable, smoothing=0.1)
         self.snaps: dict[int, dict] = {}
