@@ -168,9 +168,9 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("--key is visible to other users in `ps`; prefer OPENAI_API_KEY or "
                     "DEEPSEEK_API_KEY in the environment")
     start = time.monotonic()
+    done = answered_indices(args.output, args.model)   # refuses before anything is opened
     out = Appender(args.output)          # repairs a torn last line left by a killed run
     failed = Appender(args.failed_output)
-    done = answered_indices(args.output, args.model)
     limit = args.limit
     nlines, pending = scan_input(args.input, limit, done)
     answered = mmap.mmap(-1, nlines + 1)   # one byte per line, shared with forked workers
