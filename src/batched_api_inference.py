@@ -169,6 +169,10 @@ def main(argv: list[str] | None = None) -> int:
                     "DEEPSEEK_API_KEY in the environment")
     start = time.monotonic()
     done = answered_indices(args.output, args.model)   # refuses before anything is opened
+    cache_path = None if args.no_cache else os.path.join(
+        args.cache_dir or cache_lib.default_dir(), cache_lib.FILENAME)
+    if cache_path:      # created here, before the workers (they raced to create it)
+        cache_lib.check_usable(cache_path)
     out = Appender(args.output)          # repairs a torn last line left by a killed run
     failed = Appender(args.failed_output)
     limit = args.limit
@@ -180,9 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         max_retries=args.max_retries, backoff=args.backoff, concurrency=args.num_thread,
         limit=limit, transport=choose_transport(args.transport), rpm=args.rpm, tpm=args.tpm,
         nshards=args.num_process,
-        cache_path=None if args.no_cache else os.path.join(
-            args.cache_dir or cache_lib.default_dir(), cache_lib.FILENAME),
-        sample=args.sample)
+        cache_path=cache_path, sample=args.sample)
     log.info("%s: %d requests to send (%d already answered) to %s as %s, %d in flight (%s)",
              args.input, pending, done.count, " + ".join(e.base_url for e in endpoints), args.model,
              args.num_process * args.num_thread, settings.transport)

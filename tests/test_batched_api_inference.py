@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -309,6 +310,69 @@ def test_sigkill_midway_then_resume_gives_the_same_rows(serve, tmp_path):
     assert _ids(killed) == _ids(whole)                  # same rows, each exactly once
     assert len(_ids(killed)) == len(set(_ids(killed))) == n - n // 25
     assert _ids(killed + ".failed.jsonl") == _ids(whole + ".failed.jsonl") == list(range(0, n, 25))
+
+
+def test_a_stop_before_any_row_started_ends_the_shard(serve, tmp_path):
+    """A stop seen while the rows just handed out have not started yet (their coroutines never
+    ran) ends the shard: each such row gives its slot back when its task is cancelled.
+
+    It hung for good once: a worker of a two-process run crashed at start-up, the parent set
+    the stop flag, and the other worker cancelled its first rows before they had run, so their
+    slots were never released and the worker waited for a free one for ever."""
+    from annoy_datasync.indexset import IndexSet
+    from annoy_datasync.jsonl import Appender
+    server = serve(lambda req: Reply(content="ok"))
+    inp = write_requests(tmp_path / "in.jsonl", 50)
+    settings = client_mod.RequestSettings(
+        input=inp, model="test-model", concurrency=8, report_every=0.05,
+        endpoint=resolve_endpoint("test-model", server.url, None, {}))
+    stop = client_mod.StopFlag()
+    stop.set()                                      # the parent stopped the run at once
+    with Appender(tmp_path / "out.jsonl") as out, Appender(tmp_path / "failed.jsonl") as failed:
+        stats, fatal = asyncio.run(asyncio.wait_for(
+            client_mod.run_shard(settings, 0, 1, out, failed, IndexSet(), stop), 30))
+    assert fatal is None and stats.in_flight == 0
+    assert read_lines(tmp_path / "out.jsonl") == [] and server.count == 0
+
+
+def test_workers_opening_a_new_cache_at_once_all_open_it(tmp_path):
+    """Several processes opening one new cache file at the same moment each get it (the first
+    switch to write-ahead logging raced with the others' and one of them failed with
+    "database is locked", which crashed that inference worker)."""
+    import multiprocessing as mp
+    ctx = mp.get_context("fork")
+    for attempt in range(6):
+        path = str(tmp_path / f"c{attempt}" / "responses.sqlite3")
+        start = ctx.Barrier(6)
+        procs = [ctx.Process(target=_open_cache_at, args=(path, start)) for _ in range(6)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert [p.exitcode for p in procs] == [0] * 6, f"round {attempt}"
+
+
+def test_a_cache_that_cannot_be_opened_stops_the_run_before_it_starts(serve, tmp_path):
+    server = serve(lambda req: Reply(content="ok"))
+    inp = write_requests(tmp_path / "in.jsonl", 4)
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("a file where the cache directory should be")
+    out = str(tmp_path / "out.jsonl")
+    with pytest.raises(StepError) as err:
+        run(server, inp, out, "--cache_dir", str(blocker))
+    assert f"cannot open the response cache {blocker}" in str(err.value)
+    assert "--no_cache" in str(err.value)
+    assert server.count == 0 and not os.path.exists(out)
+    assert run(server, inp, out, "--cache_dir", str(blocker), "--no_cache") == 0
+    assert len(read(out)) == 4
+
+
+def _open_cache_at(path, start):
+    from annoy_datasync.cache import ResponseCache, cache_key
+    start.wait()
+    c = ResponseCache(path)
+    c.put(cache_key("f", {"pid": os.getpid()}, 0), {"output": "x"})
+    c.close()
 
 
 def read_lines(path):

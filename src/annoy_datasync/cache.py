@@ -21,11 +21,14 @@ import hashlib
 import ipaddress
 import json
 import os
+import random
 import sqlite3
 import time
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
+
+from .jsonl import StepError
 
 FILENAME = "responses.sqlite3"
 
@@ -61,13 +64,52 @@ def cache_key(family: str, params: Mapping[str, Any], sample: int) -> bytes:
     return hashlib.sha256(text.encode()).digest()
 
 
+# how long an open or a write waits for other processes holding the file
+WAIT_SECONDS = 60.0
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+def check_usable(path: str) -> None:
+    """Open the cache at `path` once (creating it), so that a cache that cannot be used stops
+    the run with one message before any worker starts."""
+    try:
+        ResponseCache(path).close()
+    except (OSError, sqlite3.Error) as exc:
+        raise StepError(f"cannot open the response cache {path}: {exc}; pass --cache_dir "
+                        f"with a writable directory, or --no_cache to run without it") from exc
+
+
 class ResponseCache:
     """Answers by key. Open it in the process that uses it (a connection is not fork-safe)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, timeout: float = WAIT_SECONDS) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
         self.path = path
-        self.db = sqlite3.connect(path, timeout=60, isolation_level=None)
+        self.db = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+        # SQLite answers "database is locked" at once, without waiting out the busy timeout,
+        # when the switch to write-ahead logging (or the first table) meets another process
+        # doing the same: the workers of one run open a new cache file at the same moment
+        deadline = time.monotonic() + timeout
+        pause = 0.005
+        while True:
+            try:
+                self._set_up()
+                break
+            except sqlite3.OperationalError as exc:
+                if not _busy(exc) or time.monotonic() > deadline:
+                    self.db.close()
+                    raise
+            time.sleep(pause * (1 + random.random()))
+            pause = min(pause * 2, 0.25)
+        self.pending: dict[bytes, str] = {}
+
+    def _set_up(self) -> None:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         # read through a memory map and keep the upper B-tree levels in memory: a lookup in
@@ -78,7 +120,6 @@ class ResponseCache:
         # holds only 32-byte keys (a WITHOUT ROWID table put a 1 KB answer on two pages)
         self.db.execute("CREATE TABLE IF NOT EXISTS answers (key BLOB PRIMARY KEY, "
                         "answer TEXT NOT NULL, created REAL NOT NULL)")
-        self.pending: dict[bytes, str] = {}
 
     def get(self, key: bytes) -> dict | None:
         if key in self.pending:

@@ -498,9 +498,14 @@ async def run_shard(settings: RequestSettings, shard: int, nshards: int, out: Ap
                 fail(index, status.FAIL_OTHER, 0, error)
             except OSError as exc2:   # e.g. a full disk: nothing more can be recorded
                 halt(f"cannot write {failed.path}: {exc2}")
-        finally:
-            stats.in_flight -= 1
-            slots.release()
+
+    def row_done(task: asyncio.Task) -> None:
+        # a done callback, not a `finally` in `one`: a task cancelled before its coroutine
+        # ever ran (a halt right after the rows were handed out) runs no `finally`, and its
+        # slot would never come back (the shard then waited for one for ever)
+        tasks.discard(task)
+        stats.in_flight -= 1
+        slots.release()
 
     def keep(index: int, rec: dict, answer: dict) -> None:
         for k in OUR_FIELDS:
@@ -572,7 +577,7 @@ async def run_shard(settings: RequestSettings, shard: int, nshards: int, out: Ap
             stats.in_flight += 1
             task = asyncio.create_task(one(index, raw))
             tasks.add(task)
-            task.add_done_callback(tasks.discard)
+            task.add_done_callback(row_done)
         while tasks:
             await asyncio.gather(*list(tasks), return_exceptions=True)
     finally:
