@@ -566,6 +566,59 @@ def test_as_an_ordinary_user(open_tmp):
     assert out["dotenv"][0::2] == [status.EXCEPTION, "FileNotFoundError"]   # cwd is hidden
 
 
+def test_an_ordinary_user_without_namespaces_keeps_the_process_limit_of_a_job(open_tmp):
+    """RLIMIT_NPROC counts every task of the job's real uid. Without a user namespace of
+    the worker's own, an ordinary user's other programs count too: 24 of them used to make
+    any fork of a job fail under a limit of 16 (a desktop user has hundreds). The limit is
+    what the job itself may start, and a fork flood still hits it."""
+    py = _nobody_python()
+    if py is None:
+        pytest.skip("needs root, setpriv and an interpreter readable by uid 65534")
+    tmp_path = open_tmp
+    codes = {
+        "forks": "import os\ndef main_solution():\n    kids = [os.fork() for _ in range(4)]\n"
+                 "    if 0 in kids:\n        os._exit(0)\n"
+                 "    return sum(os.waitpid(k, 0)[1] == 0 for k in kids)\n",
+        "thread": "import threading\ndef main_solution():\n    t = threading.Thread(target=len, "
+                  "args=('x',))\n    t.start()\n    t.join()\n    return 'joined'\n",
+        "flood": "import os, time\ndef main_solution():\n    for _ in range(100):\n"
+                 "        if os.fork() == 0:\n            time.sleep(60)\n",
+    }
+    (tmp_path / "codes.json").write_text(json.dumps(codes))
+    script = tmp_path / "as_user.py"
+    script.write_text(textwrap.dedent(f"""
+        import json, sys
+        sys.path.insert(0, {str(SRC)!r})
+        import annoy_datasync.executor as executor_mod
+        from annoy_datasync.executor import Executor, Limits
+        executor_mod.USE_NAMESPACES = False
+        codes = json.load(open({str(tmp_path / "codes.json")!r}))
+        out = {{}}
+        with Executor(run_path={str(tmp_path / "run")!r}, workers=1,
+                      limits=Limits(cpu_time=2, nproc=16), preload=("math",)) as ex:
+            assert ex._workers[0].hello["pidns"] is False
+            for name, code in codes.items():
+                r = ex.run_calls(code, [{{}}]).result(60)[0]
+                out[name] = [r.status, r.value, r.error_type]
+        print(json.dumps(out))
+    """))
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    others = [subprocess.Popen(as_nobody + ["sleep", "120"]) for _ in range(24)]
+    try:
+        proc = subprocess.run(as_nobody + [py, str(script)], capture_output=True, text=True,
+                              timeout=120, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+                              cwd=str(tmp_path))
+    finally:
+        for p in others:
+            p.kill()
+            p.wait()
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.splitlines()[-1])
+    assert out["forks"][:2] == [status.SUCCESS, 4]
+    assert out["thread"][:2] == [status.SUCCESS, "joined"]
+    assert out["flood"][0::2] == [status.RESOURCE_LIMIT, "processes"]
+
+
 def test_hash_seed_is_fixed_per_executor(tmp_path):
     code = "def main_solution():\n    return hash('annoy')\n"
     values = []

@@ -518,8 +518,38 @@ def child_main(cfg, job, token, workdir, fds, ids, hooks_ran=True, counters=None
     os._exit(code)
 
 
+def user_tasks(uid):
+    """Tasks (threads of every process) whose real uid is `uid`: what RLIMIT_NPROC counts
+    for that uid outside a user namespace of our own."""
+    n = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status", "rb") as f:
+                text = f.read()
+        except OSError:
+            continue
+        real = threads = None
+        for line in text.split(b"\n"):
+            if line.startswith(b"Uid:"):
+                real = int(line.split()[1])
+            elif line.startswith(b"Threads:"):
+                threads = int(line.split()[1])
+                break
+        if real == uid and threads:
+            n += threads
+    return n
+
+
 def isolate(job, workdir, fds, ids):
     """Session, standard fds, directory, rlimits, privileges (in the child, before the code).
+
+    RLIMIT_NPROC counts every task of the job's real uid in its user namespace. With a uid
+    or a user namespace of the worker's own, those are the job's; otherwise (an ordinary
+    user where namespaces are refused) they include the user's other programs, counted by
+    the worker as ``fds["tasks"]`` and added to the limit, so that the limit still means
+    what the job itself may start.
 
     Made cheap (it runs once per job, in a process where all its code is cold): signal
     dispositions through _signal (signal.signal converts to and from enums), /dev/null opened
@@ -543,7 +573,7 @@ def isolate(job, workdir, fds, ids):
                          (resource.RLIMIT_FSIZE, (lim["fsize_mb"] * mb,) * 2),
                          (resource.RLIMIT_NOFILE, (lim["nofile"],) * 2),
                          (resource.RLIMIT_CORE, (0, 0)),
-                         (resource.RLIMIT_NPROC, (lim["nproc"],) * 2)):
+                         (resource.RLIMIT_NPROC, (lim["nproc"] + fds.get("tasks", 0),) * 2)):
         resource.setrlimit(which, value)
     if not fds["no_new_privs"]:
         prctl(PR_SET_NO_NEW_PRIVS, 1)   # no setuid binary gives privileges back

@@ -53,7 +53,7 @@ from sandbox_view import (PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS, View, enter_name
 # the CPU and idle time of a running job, its budgets (also a sibling module)
 from sandbox_time import JobClock
 # the job's child process: isolation, running the code, the frames it writes (a sibling too)
-from sandbox_job import COUNTER, HEADER, child_main, recv, send
+from sandbox_job import COUNTER, HEADER, child_main, recv, send, user_tasks
 
 # fork(2) for job children, called with the GIL held (see job_fork).
 _libc_gil = ctypes.PyDLL(ctypes.util.find_library("c") or None, use_errno=True)
@@ -93,6 +93,7 @@ class Worker:
         self.run_path = cfg["run_path"]
         self.ids = cfg.get("job_uid")   # None when not root
         self.pidns = False
+        self.tasks_at = None      # (when, count) of others_tasks
         self.pending = None
         self.view = None        # sandbox_view.View once the file system view is built
         self.notes = []
@@ -216,11 +217,13 @@ class Worker:
         err_r, err_w = os.pipe()
         self._status = None
         self.clock.start_job()   # the last job's processes are all reaped
+        tasks = self.others_tasks()
         pid, hooks_ran = job_fork()
         if pid == 0:
             child_main(self.cfg, job, token, workdir,
                        {"out": out_w, "err": err_w, "res": res_w, "null": self.devnull,
-                        "no_new_privs": self.no_new_privs}, self.ids, hooks_ran, self.counters)
+                        "no_new_privs": self.no_new_privs, "tasks": tasks},
+                       self.ids, hooks_ran, self.counters)
         for fd in (res_w, out_w, err_w):
             os.close(fd)
         state = {"ready": False, "calls": [], "pairs": [], "errors": {}, "done": False,
@@ -246,6 +249,17 @@ class Worker:
             if dups:
                 state["errors"]["duplicate"] = state["errors"].get("duplicate", 0) + dups
         return state
+
+    def others_tasks(self):
+        """Tasks of our uid that RLIMIT_NPROC would count against the job although they are
+        not its own: none with a job uid (root) or a user namespace of ours; otherwise the
+        user's other programs, recounted at most once a second (a scan of /proc)."""
+        if self.ids is not None or self.pidns:
+            return 0
+        now = time.monotonic()
+        if self.tasks_at is None or now - self.tasks_at[0] > 1.0:
+            self.tasks_at = (now, user_tasks(os.getuid()))
+        return self.tasks_at[1]
 
     def cleanup(self):
         """Finish the last job: every process of it dead and reaped, its directory gone."""
