@@ -12,14 +12,21 @@ Start-up, once per worker:
      server (then exits with its status) or for the step's pidfd (then SIGKILLs the server);
      the server dies with the outer process (PR_SET_PDEATHSIG: it is single-threaded) and
      also watches the step's pidfd itself, between jobs and during them;
-  3. import the preload modules;
+  3. build the system-call filter of the jobs (sandbox_filter.py) and try it in a child;
+     where it cannot be installed (seccomp off in the kernel, an architecture without a
+     table) the jobs run without it and the hello says so (notes, "syscall_filter");
+     import the preload modules;
   4. build the file system view of the jobs (sandbox_view.py: an allow-list on a new root
      -- the interpreter, its libraries, a few /dev and /etc files, its own /proc, a private
      /tmp and the run directory on size-limited tmpfs mounts -- everything else absent);
      say hello.
 Per job (the child's side is sandbox_job.py, the time accounting sandbox_time.py): fork a
 child that starts a session, closes stdin, gets a fresh 0700 directory,
-rlimits, drops privileges (a dedicated uid when root; no capabilities otherwise), execs the
+rlimits, drops privileges (a dedicated uid when root; no capabilities otherwise), installs
+the system-call filter (one seccomp(2) call: the program is the worker's, built once; from
+then on the job and all it starts get EPERM for new namespaces, mount, chroot, pivot_root,
+ptrace, bpf, perf_event_open, io_uring, keyrings, module loading, clock setters ..., ENOSYS
+for clone3 so that glibc uses clone, whose flags the filter checks), execs the
 code and writes one frame per call on fd 3 (tagged with a per-job token; a generator job
 counts the inputs it skipped as repeats in a page of memory shared with the worker, which
 reads it, bounded, after the job). The worker enforces the CPU budget of each call
@@ -38,6 +45,7 @@ When the step dies (even by SIGKILL), the worker kills the running job's process
 
 import ctypes
 import ctypes.util
+import errno
 import gc
 import json
 import mmap
@@ -48,12 +56,14 @@ import sys
 import time
 
 # the namespaces and the file system a job sees (a sibling module: we run as a script)
-from sandbox_view import (PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS, View, enter_namespaces,
-                          prctl, remove_tree)
+from sandbox_view import (CLONE_NEWUSER, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS, View,
+                          enter_namespaces, prctl, remove_tree, unshare)
 # the CPU and idle time of a running job, its budgets (also a sibling module)
 from sandbox_time import JobClock
 # the job's child process: isolation, running the code, the frames it writes (a sibling too)
 from sandbox_job import COUNTER, HEADER, child_main, recv, send
+# the system calls a job may not make (a sibling too)
+from sandbox_filter import Filter
 
 # fork(2) for job children, called with the GIL held (see job_fork).
 _libc_gil = ctypes.PyDLL(ctypes.util.find_library("c") or None, use_errno=True)
@@ -101,6 +111,7 @@ class Worker:
         self.counters = None    # a page shared with the job children (made on first use)
         self.devnull = None     # /dev/null, the stdin of every job
         self.no_new_privs = False   # set on the worker itself: every job inherits it
+        self.filter = None      # sandbox_filter.Filter, once the probe showed it works
         self.clock = JobClock(self.S)   # the running job's CPU and idle time (sandbox_time.py)
 
     # -- isolation set-up -------------------------------------------------------------
@@ -135,6 +146,45 @@ class Worker:
     def resize_run_tmpfs(self, mb):
         if self.view is not None:
             self.view.resize(mb)
+
+    def probe_filter(self):
+        """Build the system-call filter once and try it in a child (install it, then check
+        that a new user namespace is refused); jobs get it only if that worked. Otherwise
+        a note says why: the jobs then run without it, which the executor reports."""
+        what = "no system-call filter for jobs"
+        if not self.cfg.get("syscall_filter", True):
+            self.notes.append(f"{what} (turned off by the caller)")
+            return
+        filt = Filter()
+        if not filt.available:
+            self.notes.append(f"{what} ({filt.reason})")
+            return
+        pid = os.fork()
+        if pid == 0:
+            code = 3
+            try:
+                if not self.no_new_privs:
+                    prctl(PR_SET_NO_NEW_PRIVS, 1)
+                try:
+                    filt.install()
+                except OSError as exc:
+                    code = min(exc.errno or 1, 99) + 100   # the kernel refused: why
+                else:
+                    try:
+                        unshare(CLONE_NEWUSER)
+                        code = 4    # installed, yet not in force
+                    except OSError as exc:
+                        code = 0 if exc.errno == errno.EPERM else 4
+            finally:
+                os._exit(code)
+        _, st = os.waitpid(pid, 0)
+        code = os.waitstatus_to_exitcode(st)
+        if code == 0:
+            self.filter = filt
+        elif code > 100:
+            self.notes.append(f"{what} (the kernel refused it: {os.strerror(code - 100)})")
+        else:
+            self.notes.append(f"{what} (it did not take effect: probe status {code})")
 
     def preload(self):
         for name in self.cfg["preload"]:
@@ -220,7 +270,8 @@ class Worker:
         if pid == 0:
             child_main(self.cfg, job, token, workdir,
                        {"out": out_w, "err": err_w, "res": res_w, "null": self.devnull,
-                        "no_new_privs": self.no_new_privs}, self.ids, hooks_ran, self.counters)
+                        "no_new_privs": self.no_new_privs, "filter": self.filter},
+                       self.ids, hooks_ran, self.counters)
         for fd in (res_w, out_w, err_w):
             os.close(fd)
         state = {"ready": False, "calls": [], "pairs": [], "errors": {}, "done": False,
@@ -539,6 +590,7 @@ def main():
     except OSError:
         pass
     worker.clock.probe_proc(worker.pidns, worker.notes)
+    worker.probe_filter()   # before the preload imports: the probe's fork is cheaper
     worker.preload()
     if worker.pidns:
         # after the preload imports: the libraries they mapped are part of the view
@@ -553,7 +605,7 @@ def main():
     # the worker) every object of numpy & co.
     gc.freeze()
     send(wr, {"hello": True, "pidns": worker.pidns, "notes": worker.notes,
-              "view": worker.view is not None,
+              "view": worker.view is not None, "syscall_filter": worker.filter is not None,
               "pid": os.getpid()})
     worker.serve(rd, wr)
 
