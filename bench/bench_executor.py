@@ -11,7 +11,8 @@ Rows:
                      filter (executor.USE_SYSCALL_FILTER = False): the filter's cost, A/B
                      in the same run;
   syscalls [no filter]: a call making 20,000 stat/getppid calls and 20 forks, with and
-                     without the filter (what the filter costs code that makes many calls).
+                     without the filter (what the filter costs code that makes many calls;
+                     clone, the forks, is one of the calls the filter always examines).
 Prints calls/s (median of the repeats), ms per call and the ratio to the baseline, then
 the filter's ratios (with / without; 1.00 = no cost).
 """

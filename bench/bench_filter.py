@@ -1,10 +1,11 @@
-"""What installing the jobs' system-call filter costs, in the same run on the same machine.
+"""What installing the jobs' system-call filter costs, in the same run on the same machine
+(why the worker installs it once on itself, and jobs inherit it, rather than per job).
 
     python bench/bench_filter.py [--rounds 200]
 
 Each round forks a child (as the worker forks a job) that sets no_new_privs and then
 installs, timed from inside the child:
-  our filter:        sandbox_filter.Filter().install(), the program every job gets;
+  our filter:        sandbox_filter.Filter().install(), the program every job inherits;
   1-instruction:     a filter that allows everything: the kernel's fixed cost of any filter;
   none:              no filter (the timer alone).
 Then, in a child with and one without our filter: 20,000 stat + getppid calls, and 50

@@ -82,6 +82,9 @@ def main_solution():
         "unshare_user": in_child(lambda: unshare(CLONE_NEWUSER)),
         "userns_then_mount": in_child(userns_then_mount),
         "mount": in_child(lambda: check(libc.mount(b"none", b"/tmp", b"tmpfs", 0, None))),
+        # let through by the filter for the worker; the kernel refuses it to the job
+        "remount": in_child(lambda: check(libc.mount(None, b"/tmp", None, 32 | 2 | 4,
+                                                     b"size=4g"))),
         "ptrace_traceme": in_child(lambda: check(libc.ptrace(0, 0, None, None))),
         "clone_newuser": in_child(lambda: os.waitpid(clone_newuser(), 0)),
         "clone3": in_child(lambda: check(libc.syscall(NR["clone3"], None, 0))),
@@ -166,7 +169,7 @@ def _run(code: str, run_path: Path, filtered: bool, monkeypatch) -> tuple[bool, 
 
 EPERM = errno.errorcode[errno.EPERM]
 DENIED_FILTERED = {"seccomp": "2", "unshare_user": EPERM, "userns_then_mount": EPERM,
-                   "mount": EPERM, "ptrace_traceme": EPERM, "clone_newuser": EPERM,
+                   "mount": EPERM, "remount": EPERM, "ptrace_traceme": EPERM, "clone_newuser": EPERM,
                    "clone3": errno.errorcode[errno.ENOSYS], "process_vm_readv": EPERM}
 ALLOWED_FILTERED = {"seccomp": "2", "thread": ["2"], "fork": ["2", 7],
                     "python": [0, "2"], "pool": [[1, "2"], [4, "2"], [9, "2"]],
@@ -288,16 +291,17 @@ def test_numbers_match_the_kernel_headers(machine, header, pattern):
         pytest.skip(f"no {header}")
     numbers = _header_numbers(header, pattern)
     table = sandbox_filter.ARCHES[machine][1]
-    assert set(sandbox_filter.DENIED) <= set(table)
+    assert set(sandbox_filter.DENIED) | {"mount", "clone", "clone3", "personality"} <= set(table)
     for name, nr in table.items():
         if name in numbers:        # an old header may lack the newest calls
             assert numbers[name] == nr, name
 
 
-def _emulate(prog, arch: int, nr: int, arg0: int = 0) -> int:
+def _emulate(prog, arch: int, nr: int, arg0: int = 0, arg3: int = 0) -> int:
     """Run a program of our five opcodes on one seccomp_data."""
     data = {sandbox_filter.OFF_NR: nr & 0xFFFFFFFF, sandbox_filter.OFF_ARCH: arch,
-            sandbox_filter.OFF_ARG0_LOW: arg0 & 0xFFFFFFFF}
+            sandbox_filter.OFF_ARG0_LOW: arg0 & 0xFFFFFFFF,
+            sandbox_filter.OFF_ARG3_LOW: arg3 & 0xFFFFFFFF}
     acc, pc = 0, 0
     while True:
         code, jt, jf, k = prog[pc]
@@ -328,10 +332,17 @@ def test_decisions_of_the_program(machine):
     for flag in (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000,
                  0x40000000):
         assert _emulate(prog, arch, nrs["clone"], fork_flags | flag) == eperm, hex(flag)
+    # mount: only the worker's remount of its tmpfs options (a bind remount could make a
+    # read-only mount writable); the kernel still asks for CAP_SYS_ADMIN, which no job has
+    assert _emulate(prog, arch, nrs["mount"], arg3=0) == eperm
+    assert _emulate(prog, arch, nrs["mount"], arg3=sandbox_filter.MS_BIND) == eperm
+    assert _emulate(prog, arch, nrs["mount"], arg3=32 | 2 | 4) == allow     # the worker's resize
+    assert _emulate(prog, arch, nrs["mount"], arg3=32 | 4096 | 1) == eperm
     assert _emulate(prog, arch, nrs["personality"], 0xFFFFFFFF) == allow
     assert _emulate(prog, arch, nrs["personality"], 0) == allow
     assert _emulate(prog, arch, nrs["personality"], 0x0040000) == eperm   # ADDR_NO_RANDOMIZE
-    special = {nrs[n] for n in sandbox_filter.DENIED} | {nrs["clone"], nrs["clone3"]}
+    special = {nrs[n] for n in sandbox_filter.DENIED} | {nrs["clone"], nrs["clone3"],
+                                                        nrs["mount"]}
     for nr in range(600):       # every other number is allowed (clone's arg 0 is 0 here)
         if nr not in special and nr != nrs["personality"]:
             assert _emulate(prog, arch, nr) == allow, nr

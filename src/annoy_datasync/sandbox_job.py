@@ -519,8 +519,7 @@ def child_main(cfg, job, token, workdir, fds, ids, hooks_ran=True, counters=None
 
 
 def isolate(job, workdir, fds, ids):
-    """Session, standard fds, directory, rlimits, privileges, the system-call filter (in the
-    child, before the code).
+    """Session, standard fds, directory, rlimits, privileges (in the child, before the code).
 
     Made cheap (it runs once per job, in a process where all its code is cold): signal
     dispositions through _signal (signal.signal converts to and from enums), /dev/null opened
@@ -554,7 +553,4 @@ def isolate(job, workdir, fds, ids):
         os.setresuid(ids, ids, ids)
     else:
         drop_capabilities()
-    if fds["filter"] is not None:
-        # last: the calls above are not the job's; from here on, for this process and all
-        # it starts, the system calls of sandbox_filter.py are refused
-        fds["filter"].install()
+    # the system-call filter (sandbox_filter.py) is the worker's own, inherited at the fork
