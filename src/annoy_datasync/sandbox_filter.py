@@ -1,7 +1,7 @@
 """The system calls a job may not make: a seccomp-BPF filter every job inherits.
 
-Standard library only, imported by ``sandbox_worker.py`` and ``sandbox_job.py`` as a sibling
-module (the worker is started as a script under the target interpreter).
+Standard library only, imported by ``sandbox_worker.py`` as a sibling module (the worker
+is started as a script under the target interpreter).
 
 A deny-list, not an allow-list: jobs run arbitrary Python (numpy, scipy, sympy, threads,
 subprocess, multiprocessing), and nothing of what that needs is refused. What is refused
@@ -67,6 +67,7 @@ SECCOMP_SET_MODE_FILTER = 1
 # from its own code, which here is the untrusted party.
 SECCOMP_FILTER_FLAG_SPEC_ALLOW = 1 << 2
 
+# refused whatever their arguments (mount, clone and personality are decided by theirs)
 DENIED = ("unshare", "setns", "umount2", "pivot_root", "chroot", "open_tree",
           "move_mount", "fsopen", "fsconfig", "fsmount", "fspick", "mount_setattr",
           "ptrace", "process_vm_readv", "process_vm_writev", "bpf", "perf_event_open",
@@ -77,8 +78,8 @@ DENIED = ("unshare", "setns", "umount2", "pivot_root", "chroot", "open_tree",
           "settimeofday", "clock_settime", "adjtimex", "clock_adjtime", "sethostname",
           "setdomainname")
 
-# machine -> (AUDIT_ARCH_*, {name: number}); the numbers of DENIED plus clone, clone3,
-# personality and seccomp
+# machine -> (AUDIT_ARCH_*, {name: number}); the numbers of DENIED plus mount, clone,
+# clone3, personality and seccomp
 ARCHES = {
     "x86_64": (0xC000003E, {
         "clone": 56, "clone3": 435, "personality": 135, "seccomp": 317,
