@@ -664,6 +664,12 @@ def test_read_path_lets_reference_code_read_a_directory(tmp_path, capsys, monkey
     assert run_verify(tmp_path, parsed, gens, out, "--read_path", str(corpus)) == 0
     summary = capsys.readouterr().err.strip().splitlines()[-1]
     assert f"{st.VIEW_UNRESTRICTED}=1" in summary
+    assert st.SYSCALLS_UNFILTERED not in summary
+    # so does it when jobs run without the system-call filter (no seccomp, another arch)
+    monkeypatch.setattr(executor_mod, "USE_SYSCALL_FILTER", False)
+    assert run_verify(tmp_path, parsed, gens, out, "--read_path", str(corpus)) == 0
+    summary = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"{st.SYSCALLS_UNFILTERED}=1" in summary
 
 
 @pytest.mark.parametrize("res, passed, message, no_answer", [

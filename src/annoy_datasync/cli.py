@@ -125,9 +125,13 @@ def _read_paths(parser: argparse.ArgumentParser, values: Sequence[str]) -> list[
 
 
 def view_counts(counts: Counter, executors: Iterable[object]) -> None:
-    """Count, once, that jobs saw the whole file system (the kernel refused namespaces)."""
+    """Count, once each, that jobs saw the whole file system (the kernel refused namespaces)
+    and that they ran without the system-call filter (no seccomp, another architecture)."""
+    executors = list(executors)
     if any(getattr(ex, "view_restricted", True) is False for ex in executors):
         counts[status.VIEW_UNRESTRICTED] = 1
+    if any(getattr(ex, "syscalls_filtered", True) is False for ex in executors):
+        counts[status.SYSCALLS_UNFILTERED] = 1
 
 
 def exit_on_sigterm() -> None:

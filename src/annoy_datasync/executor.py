@@ -6,7 +6,8 @@ judged by the caller, never by the child. The worker side is ``sandbox_worker.py
 only, so ``python_path`` may be an environment without this package); its docstring
 describes the isolation, and ``sandbox_view.py`` the file system a job sees (an allow-list:
 the interpreter, its libraries, a private /tmp, the run directory, `read_paths`);
-``sandbox_job.py`` is the job's child process, ``sandbox_time.py`` its CPU and idle time.
+``sandbox_job.py`` is the job's child process, ``sandbox_time.py`` its CPU and idle time,
+``sandbox_filter.py`` the system calls it may not make (a seccomp filter).
 
 Workers live as long as the Executor or the PROCESS that made it, whichever ends first (they
 watch a pidfd of that process, so an Executor may be made in a short-lived thread). A job
@@ -52,6 +53,9 @@ _instances = itertools.count()
 # Switch for tests and debugging: False runs workers without namespaces (the fallback used
 # when the kernel refuses them).
 USE_NAMESPACES = True
+# Switch for tests and benchmarks (the A/B of its cost): False runs jobs without the
+# system-call filter (sandbox_filter.py), as where the kernel or the architecture has none.
+USE_SYSCALL_FILTER = True
 # A worker that has not answered this long after a job's own limits is killed and replaced.
 WATCHDOG_GRACE_S = 60.0
 _warned: set[str] = set()
@@ -160,6 +164,7 @@ class _Worker:
             "job_uid": ex.uid_base + self.index if os.geteuid() == 0 else None,
             "read_paths": ex.read_paths,
             "namespaces": USE_NAMESPACES,
+            "syscall_filter": ex.syscall_filter,
         }
         self.proc = subprocess.Popen(
             [ex.python_path, "-s", str(WORKER_SCRIPT), json.dumps(cfg)],
@@ -251,6 +256,7 @@ class Executor:
         self.limits = limits or Limits()
         self.preload = tuple(preload)
         self.hash_seed = hash_seed
+        self.syscall_filter = USE_SYSCALL_FILTER   # read once: replaced workers keep it
         self.uid_base = JOB_UID_BASE + ((os.getpid() * 8 + next(_instances)) % 30000) * 128
         # Directories the jobs may read besides the interpreter's own (--read_path); the
         # worker binds them read-only into the jobs' view (sandbox_view.py).
@@ -317,6 +323,15 @@ class Executor:
         if not self._ready and not self._closed:
             self.wait_ready()
         return all(w.hello.get("view", False) for w in self._workers
+                   if getattr(w, "hello", None) is not None)
+
+    @property
+    def syscalls_filtered(self) -> bool:
+        """True when every worker installs the system-call filter in its jobs (False where
+        the kernel refused it, on an architecture without a table, or when turned off)."""
+        if not self._ready and not self._closed:
+            self.wait_ready()
+        return all(w.hello.get("syscall_filter", False) for w in self._workers
                    if getattr(w, "hello", None) is not None)
 
     # -- public API ------------------------------------------------------------------------

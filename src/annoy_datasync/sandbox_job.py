@@ -583,3 +583,4 @@ def isolate(job, workdir, fds, ids):
         os.setresuid(ids, ids, ids)
     else:
         drop_capabilities()
+    # the system-call filter (sandbox_filter.py) is the worker's own, inherited at the fork

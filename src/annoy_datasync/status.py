@@ -106,6 +106,7 @@ REUSED = "reused"                               # verdict copied from an earlier
 EXECUTIONS = "executions"                       # reference-code runs started by verify.py
 CACHE_HITS = "cache_hits"                       # input predictions answered from the execution cache
 VIEW_UNRESTRICTED = "jobs_see_whole_file_system"   # summary: the kernel refused namespaces
+SYSCALLS_UNFILTERED = "jobs_syscalls_unfiltered"   # summary: no system-call filter in jobs
 RECORDED_HITS = "recorded_hits"                 # input predictions equal to a recorded input: not run
 
 # --- report.py (funnel gaps: records of a stage that no file of the next one accounts for)
