@@ -693,3 +693,18 @@ def test_read_verdict_names_file_and_line(rec, problem):
     with pytest.raises(InputError) as err:
         read_verdict(rec, "v.jsonl", 3)
     assert str(err.value) == f"v.jsonl:3: {problem}"
+
+
+def test_a_result_no_file_can_hold_is_a_verdict_not_a_crash(tmp_path, capsys):
+    """Reference code that returns a lone surrogate on the predicted input: not plain JSON
+    (non_json_output), the verified file is written, the summary counts it."""
+    parsed, gens, out = tmp_path / "parsed.jsonl", tmp_path / "gens.jsonl", tmp_path / "v.jsonl"
+    code = "def main_solution(n):\n    return 'ok' if n == 1 else chr(0xd800)\n"
+    write_lines(parsed, [json.dumps({"refcode": code, "ios": [{"input": {"n": 1}, "output": "ok"}]})])
+    write_lines(gens, [json.dumps({"itemid": 0, "ioid": 0, "io_pred": "i",
+                                   "output": answer({"input": {"n": k}})}) for k in (2, 1)])
+    assert run_verify(tmp_path, parsed, gens, out) == 0
+    got = read(out)
+    assert [r["res"]["status"] for r in got] == [st.NON_JSON, st.SUCCESS]
+    assert "surrogate" in got[0]["res"]["message"]
+    assert f"{st.NON_JSON}=1" in capsys.readouterr().err.strip().splitlines()[-1]

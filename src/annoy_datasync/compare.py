@@ -79,6 +79,60 @@ def json_equal(expected: Any, actual: Any) -> bool:
     return True
 
 
+# What a value executed code returns may hold, as the child checks it (sandbox_job.plain):
+# the trusted side checks it again (`json_problem`), the child's check being the code's to fake.
+MAX_DEPTH = 100
+MAX_INT = 10 ** 100
+
+
+def json_problem(value: Any) -> str | None:
+    """Why `value` (decoded from JSON) is not a plain JSON value a job may return, or None.
+
+    Plain: None, bool, str, int, float, list, dict with str keys, of exactly these types;
+    strings are UTF-8 text (no lone surrogate: no file could hold them); ints have at most
+    100 digits; floats are finite; nesting is at most `MAX_DEPTH` deep. Iterative.
+    """
+    stack = [(value, 0)]
+    while stack:
+        v, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return f"nesting deeper than {MAX_DEPTH}"
+        t = type(v)
+        if t is str:
+            if not v.isascii() and _not_text(v):
+                return "a string holding a lone surrogate"
+        elif t is int:
+            if not -MAX_INT < v < MAX_INT:
+                return "an int with more than 100 digits"
+        elif t is float:
+            if not math.isfinite(v):
+                return f"the float {v!r}"
+        elif t is list:
+            stack.extend((x, depth + 1) for x in v)
+        elif t is dict:
+            for k, x in v.items():
+                if type(k) is not str or (not k.isascii() and _not_text(k)):
+                    return "a dict key that is not UTF-8 text"
+                stack.append((x, depth + 1))
+        elif v is not None and t is not bool:
+            return f"a value of type {t.__name__}"
+    return None
+
+
+def _not_text(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def text(s: Any) -> str:
+    """`s` as a str that UTF-8 can hold (lone surrogates replaced)."""
+    s = s if isinstance(s, str) else str(s)
+    return s if s.isascii() or not _not_text(s) else s.encode("utf-8", "replace").decode("utf-8")
+
+
 def canonical(value: Any) -> str:
     """Deterministic JSON text of `value`: sorted keys, no spaces, unicode kept."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
