@@ -708,3 +708,18 @@ def test_a_result_no_file_can_hold_is_a_verdict_not_a_crash(tmp_path, capsys):
     assert [r["res"]["status"] for r in got] == [st.NON_JSON, st.SUCCESS]
     assert "surrogate" in got[0]["res"]["message"]
     assert f"{st.NON_JSON}=1" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_a_model_text_with_a_lone_surrogate_is_judged_and_kept(tmp_path, capsys):
+    """Model text is whatever the API returned: a lone surrogate in it (a JSON escape in the
+    gens file) gets a verdict and is written back unchanged, not a crash of the step."""
+    parsed, gens, out = tmp_path / "parsed.jsonl", tmp_path / "gens.jsonl", tmp_path / "v.jsonl"
+    write_lines(parsed, [json.dumps({"refcode": DOUBLE, "ios": [{"input": {"x": 1}, "output": 2}]})])
+    rows = [{"itemid": 0, "ioid": 0, "io_pred": "o", "output": "hm \ud800 " + answer({"output": 2})},
+            {"itemid": 0, "ioid": 0, "io_pred": "o", "output": answer({"output": "\udc00"})},
+            {"itemid": 0, "ioid": 0, "io_pred": "i", "output": answer({"input": {"x": "\ud83d"}})}]
+    write_lines(gens, [json.dumps(r) for r in rows])
+    assert run_verify(tmp_path, parsed, gens, out) == 0
+    got = read(out)
+    assert [r["output"] for r in got] == [r["output"] for r in rows]
+    assert [r["res"]["status"] for r in got] == [st.SUCCESS, st.NO_ANSWER, st.NO_ANSWER]

@@ -272,7 +272,16 @@ def read_yaml(path: str | os.PathLike, what: str) -> Any:
 
 
 def dumps(record: Any) -> str:
-    return json.dumps(record, ensure_ascii=False)
+    """One JSON line of `record`, text kept as it is, except that a record holding a lone
+    surrogate (a model's text may: JSON can escape one, UTF-8 cannot hold it) is written
+    with every non-ASCII character escaped: still the same record when read back."""
+    text = json.dumps(record, ensure_ascii=False)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return json.dumps(record)
+    return text
 
 
 def repair_tail(path: str | os.PathLike) -> int:
