@@ -1159,6 +1159,9 @@ def _forge(fields):
      status.EXCEPTION),
     ('"t": "call", "i": 0, "s": "success", "d": 0.1', status.CRASHED),   # success, no value
     ('"t": "fatal", "s": "success", "e": null, "m": "all good"', status.CRASHED),
+    # texts of any size: a message is one sentence, shortened by the parent
+    ('"t": "call", "i": 0, "s": "exception", "e": "' + "E" * 100_000 + '", "m": "'
+     + "m" * 1_000_000 + '", "d": 0.1', status.EXCEPTION),
 ])
 def test_forged_result_frames_are_judged_by_the_trusted_side(ex, fields, expected):
     """Whatever the code writes on the result channel, the job gets a verdict on the code
@@ -1170,7 +1173,8 @@ def test_forged_result_frames_are_judged_by_the_trusted_side(ex, fields, expecte
     assert r.status in (expected if isinstance(expected, tuple) else (expected,)), r
     assert r.status != status.SUCCESS and r.value is None
     assert isinstance(r.message, str) and r.message
-    assert r.error_type is None or isinstance(r.error_type, str)
+    assert r.error_type is None or isinstance(r.error_type, str) and len(r.error_type) <= 100
+    assert len(r.message) <= 1000
     json.dumps([r.message, r.error_type], ensure_ascii=False).encode("utf-8")
     # the worker survived it: the next job runs in the same worker
     assert run1(ex, "def main_solution():\n    return [1.5, 'ok']\n").value == [1.5, "ok"]

@@ -514,6 +514,8 @@ class Executor:
 _live: weakref.WeakSet[Executor] = weakref.WeakSet()
 _KNOWN = frozenset(getattr(status, name) for name in _STATUS_NAMES)
 MSG_CHANNEL = "The code wrote to the executor's result channel."
+MESSAGE_CHARS = 1000     # longest message of a result (the child's own are shorter)
+ERROR_TYPE_CHARS = 100   # longest error type (an exception class name, a limit name)
 
 
 # The values in an answer are what the job's code made them: its child checked them, but
@@ -522,8 +524,8 @@ MSG_CHANNEL = "The code wrote to the executor's result channel."
 # makes its call NON_JSON and its pair dropped; every text is made writable as UTF-8.
 def _call_result(r: dict, stdout: str, stderr: str) -> JobResult:
     st, value = r["status"], r.get("value")
-    etype, msg = r.get("error_type"), text(r.get("message", ""))
-    etype = text(etype) if isinstance(etype, str) else None
+    etype, msg = r.get("error_type"), _short(r.get("message", ""), MESSAGE_CHARS)
+    etype = _short(etype, ERROR_TYPE_CHARS) if isinstance(etype, str) else None
     if st not in _KNOWN:
         st, etype, msg = status.CRASHED, "bad frame", MSG_CHANNEL
     if st == status.SUCCESS:
@@ -542,7 +544,8 @@ def _gen_result(job: dict, answer: dict) -> GenResult:
     errors: dict[str, int] = {}
     for key, n in answer["errors"].items():
         if type(n) is int and n > 0:
-            errors[text(key)] = errors.get(text(key), 0) + min(n, job["max_calls"])
+            key = _short(key, ERROR_TYPE_CHARS)
+            errors[key] = errors.get(key, 0) + min(n, job["max_calls"])
     pairs = []
     for p in answer["pairs"]:
         inp, out = p.get("input"), p.get("output")
@@ -551,7 +554,12 @@ def _gen_result(job: dict, answer: dict) -> GenResult:
             errors[status.NON_JSON] = errors.get(status.NON_JSON, 0) + 1
             continue
         pairs.append({"input": inp, "output": out})
-    return GenResult(st, pairs, errors, text(answer["message"]))
+    return GenResult(st, pairs, errors, _short(answer["message"], MESSAGE_CHARS))
+
+
+def _short(s: str, limit: int) -> str:
+    """`s` as writable text of at most `limit` characters (the code chose its length)."""
+    return text(s if len(s) <= limit else s[:limit - 3] + "...")
 
 
 def read_path_problem(path: str) -> str | None:
