@@ -723,3 +723,38 @@ def test_a_model_text_with_a_lone_surrogate_is_judged_and_kept(tmp_path, capsys)
     got = read(out)
     assert [r["output"] for r in got] == [r["output"] for r in rows]
     assert [r["res"]["status"] for r in got] == [st.SUCCESS, st.NO_ANSWER, st.NO_ANSWER]
+
+
+def test_the_cache_does_not_keep_large_results():
+    """Reference code may return megabytes for a predicted input: those results reach the
+    records waiting on them, but the cache keeps small ones only (a later identical
+    prediction runs again), so memory does not grow with the number of predictions."""
+    import gc
+    import weakref
+    from concurrent.futures import Future
+
+    from annoy_datasync.executor import JobResult
+    from annoy_datasync.verification import ExecCache
+
+    pending, calls = [], []
+
+    def submit(code, kwargs, func):
+        calls.append(kwargs)
+        pending.append(Future())
+        return pending[-1]
+
+    cache = ExecCache(submit, max_weight=100_000)
+    big = cache.get(DOUBLE, {"x": 1})
+    small = cache.get(DOUBLE, {"x": 2})
+    assert cache.get(DOUBLE, {"x": 1}) is big and len(calls) == 2     # shared while running
+    pending[0].set_result([JobResult(st.SUCCESS, value=[[0.5] * 1000 for _ in range(1000)])])
+    pending[1].set_result([JobResult(st.SUCCESS, value=[4])])
+    assert len(big.result()[0].value) == 1000       # the waiting record gets the whole value
+    held = weakref.ref(big.result()[0])
+    del big
+    pending.clear()
+    gc.collect()
+    assert held() is None, "the cache still holds a large result"
+    assert cache.get(DOUBLE, {"x": 2}).result()[0].value == [4] and len(calls) == 2
+    cache.get(DOUBLE, {"x": 1})
+    assert len(calls) == 3                          # run again

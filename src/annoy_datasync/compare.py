@@ -92,30 +92,44 @@ def json_problem(value: Any) -> str | None:
     strings are UTF-8 text (no lone surrogate: no file could hold them); ints have at most
     100 digits; floats are finite; nesting is at most `MAX_DEPTH` deep. Iterative.
     """
+    if type(value) not in (list, dict):
+        return _scalar_problem(value)
     stack = [(value, 0)]
     while stack:
-        v, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            return f"nesting deeper than {MAX_DEPTH}"
-        t = type(v)
-        if t is str:
-            if not v.isascii() and _not_text(v):
-                return "a string holding a lone surrogate"
-        elif t is int:
-            if not -MAX_INT < v < MAX_INT:
-                return "an int with more than 100 digits"
-        elif t is float:
-            if not math.isfinite(v):
-                return f"the float {v!r}"
-        elif t is list:
-            stack.extend((x, depth + 1) for x in v)
-        elif t is dict:
-            for k, x in v.items():
+        c, depth = stack.pop()
+        if type(c) is dict:
+            for k in c:
                 if type(k) is not str or (not k.isascii() and _not_text(k)):
                     return "a dict key that is not UTF-8 text"
+            items = c.values()
+        else:
+            items = c
+        if depth >= MAX_DEPTH and c:
+            return f"nesting deeper than {MAX_DEPTH}"
+        for x in items:     # scalars in place: most of a large value, no tuple each
+            t = type(x)
+            if t is list or t is dict:
                 stack.append((x, depth + 1))
-        elif v is not None and t is not bool:
-            return f"a value of type {t.__name__}"
+            elif t is not float or not math.isfinite(x):
+                problem = _scalar_problem(x)
+                if problem:
+                    return problem
+    return None
+
+
+def _scalar_problem(v: Any) -> str | None:
+    t = type(v)
+    if t is str:
+        if not v.isascii() and _not_text(v):
+            return "a string holding a lone surrogate"
+    elif t is int:
+        if not -MAX_INT < v < MAX_INT:
+            return "an int with more than 100 digits"
+    elif t is float:
+        if not math.isfinite(v):
+            return f"the float {v!r}"
+    elif v is not None and t is not bool:
+        return f"a value of type {t.__name__}"
     return None
 
 
