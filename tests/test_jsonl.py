@@ -230,3 +230,13 @@ def test_a_lone_surrogate_is_written_as_an_escape_and_reads_back_the_same(tmp_pa
         raw.decode("utf-8")                          # a valid UTF-8 file
         assert raw.splitlines()[2] == '{"output": "café ✓"}'.encode()   # unicode kept as is
         assert [rec for _, rec in read_jsonl(p)] == records
+
+
+def test_a_whole_text_file_with_a_lone_surrogate_is_written(tmp_path):
+    """report.py writes counts keyed by corpus strings (categories, reasons) through
+    atomic_text, as JSON with the text kept: a lone surrogate in one is its JSON escape."""
+    from annoy_datasync.jsonl import atomic_text
+    report = {"categories": {"math \ud800": 3, "é": 1}}
+    with atomic_text(tmp_path / "r.json") as fh:
+        fh.write(json.dumps(report, ensure_ascii=False))
+    assert json.loads((tmp_path / "r.json").read_bytes().decode("utf-8")) == report
