@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from annoy_datasync.compare import canonical, exec_key, json_equal
+from annoy_datasync.compare import canonical, exec_key, json_equal, json_problem
 
 EQUAL = [
     (1, 1),
@@ -109,3 +109,22 @@ def test_exec_key_separates_code_and_input():
     assert k == exec_key("def main_solution(x): return x", {"x": 1})
     assert k != exec_key("def main_solution(x): return x ", {"x": 1})
     assert k != exec_key("def main_solution(x): return x", {"x": 1.0})
+
+
+def _nested(levels):
+    v = 0
+    for _ in range(levels):
+        v = [v]
+    return v
+
+
+@pytest.mark.parametrize("value, says", [
+    (1, None), (-(10 ** 100) + 1, None), ({"a": [{"b": None, "c": True, "d": "é"}]}, None),
+    (_nested(100), None),                           # what the child's check lets through
+    (10 ** 100, "int"), (float("nan"), "float"), ([1.5, float("-inf")], "float"),
+    ("a\ud800", "surrogate"), ({"\udc00": 1}, "key"), ({1: 2}, "key"),
+    ((1,), "type"), ([set()], "type"), (_nested(101), "nesting"), ({"a": _nested(100)}, "nesting"),
+])
+def test_json_problem_is_the_childs_rule_checked_again(value, says):
+    got = json_problem(value)
+    assert got is None if says is None else says in got

@@ -1173,3 +1173,93 @@ def test_fresh_calls_report_random_draws_and_clock_reads_of_the_module_body(ex):
     unwatched = ex.run_fresh(codes[1:2], calls[:1]).result(timeout=60)
     assert unwatched[0].status == status.SUCCESS and not unwatched[0].drew_random
     assert settle(ex) == []
+
+
+# -- what executed code sends back: the trusted side checks it --------------------------------
+# The child's own frames carry only plain JSON, but the code can find the job's token (it is
+# in the memory of the process it runs in) and write frames of its own on fd 3.
+FORGER = '''
+import os, struct, sys
+
+def _token():
+    f = sys._getframe()
+    while f is not None:
+        s = f.f_locals.get("self")
+        if s is not None and hasattr(s, "token") and hasattr(s, "job"):
+            return s.token
+        f = f.f_back
+
+def _forge(fields):
+    text = '{"k": "%s", ' % _token() + fields + "}"
+    os.write(3, struct.pack(">I", len(text.encode())) + text.encode())
+'''
+
+
+@pytest.mark.parametrize("fields, expected", [
+    # values a real call never sends: NaN, nesting past the limit, a 4000-digit int, a
+    # string that is no UTF-8 text
+    ('"t": "call", "i": 0, "s": "success", "v": NaN, "d": 0.1', status.CRASHED),
+    ('"t": "call", "i": 0, "s": "success", "v": [Infinity], "d": 0.1', status.CRASHED),
+    ('"t": "call", "i": 0, "s": "success", "v": ' + "[" * 900 + "]" * 900 + ', "d": 0.1',
+     (status.CRASHED, status.NON_JSON)),
+    ('"t": "call", "i": 0, "s": "success", "v": ' + "9" * 4000 + ', "d": 0.1', status.NON_JSON),
+    ('"t": "call", "i": 0, "s": "success", "v": "a\\ud800", "d": 0.1', status.NON_JSON),
+    ('"t": "call", "i": 0, "s": "success", "v": {"\\udc00": 1}, "d": 0.1', status.NON_JSON),
+    # fields of the frame itself
+    ('"t": "call", "i": 0, "s": "success", "v": 1, "d": 1e999', status.CRASHED),
+    ('"t": "call", "i": 0, "s": "exception", "e": {"a": 1}, "m": "x", "d": 0.1', status.CRASHED),
+    ('"t": "call", "i": 0, "s": "exception", "e": "E\\ud800", "m": "m\\udfff", "d": 0.1',
+     status.EXCEPTION),
+    ('"t": "call", "i": 0, "s": "success", "d": 0.1', status.CRASHED),   # success, no value
+    ('"t": "fatal", "s": "success", "e": null, "m": "all good"', status.CRASHED),
+    # texts of any size: a message is one sentence, shortened by the parent
+    ('"t": "call", "i": 0, "s": "exception", "e": "' + "E" * 100_000 + '", "m": "'
+     + "m" * 1_000_000 + '", "d": 0.1', status.EXCEPTION),
+])
+def test_forged_result_frames_are_judged_by_the_trusted_side(ex, fields, expected):
+    """Whatever the code writes on the result channel, the job gets a verdict on the code
+    (never the executor's fault, which a rerun would retry forever), a value only when it
+    is plain JSON, and text that can be written to a UTF-8 file."""
+    code = FORGER + f"\ndef main_solution(x):\n    _forge({fields!r})\n    os._exit(0)\n"
+    r = run1(ex, code, {"x": 1})
+    assert r.error_type != status.EXECUTOR_ERROR, r.message
+    assert r.status in (expected if isinstance(expected, tuple) else (expected,)), r
+    assert r.status != status.SUCCESS and r.value is None
+    assert isinstance(r.message, str) and r.message
+    assert r.error_type is None or isinstance(r.error_type, str) and len(r.error_type) <= 100
+    assert len(r.message) <= 1000
+    json.dumps([r.message, r.error_type], ensure_ascii=False).encode("utf-8")
+    # the worker survived it: the next job runs in the same worker
+    assert run1(ex, "def main_solution():\n    return [1.5, 'ok']\n").value == [1.5, "ok"]
+
+
+def test_a_string_that_is_not_text_is_not_json(ex):
+    """A lone surrogate cannot be written as UTF-8: returning one is not plain JSON (it
+    used to come back as a success and crash the step that wrote it)."""
+    code = "def main_solution(k):\n    return [chr(0xd800)] if k == 0 else {chr(0xdfff): 1}\n"
+    res = ex.run_calls(code, [{"k": 0}, {"k": 1}, {"k": 2}]).result(timeout=60)
+    assert [r.status for r in res] == [status.NON_JSON] * 3
+    assert all("surrogate" in r.message for r in res)
+
+
+def test_forged_generator_frames_are_bounded_and_checked(ex):
+    """A generator job's pairs: no more than max_pairs, inputs objects, values plain JSON;
+    a forged pair that breaks a rule is never recorded as one."""
+    main = FORGER + '''
+def main_solution(n):
+    if n == 0:
+        _forge('"t": "pair", "in": [1], "out": 2')          # an input that is no object
+        _forge('"t": "pair", "in": {"n": 5}, "out": "\\\\ud800"')
+        _forge('"t": "pair", "in": {"n": 6}, "out": ''' + "1" + "0" * 200 + ''' ')
+        for i in range(1000):
+            _forge('"t": "pair", "in": {"n": %d}, "out": %d' % (100 + i, i))
+    return n
+'''
+    gen = "import itertools\nc = itertools.count()\ndef input_generator():\n    return {'n': next(c)}\n"
+    g = ex.run_generator(main, gen, seed=1, max_calls=20, max_pairs=5, budget_s=5).result(60)
+    assert g.error_type != status.EXECUTOR_ERROR
+    assert len(g.pairs) <= 5
+    for p in g.pairs:
+        assert isinstance(p["input"], dict)
+        assert p["input"] != {"n": 5} and p["input"] != {"n": 6}
+    assert settle(ex) == []

@@ -212,3 +212,31 @@ def test_read_yaml_of_a_missing_file_says_what_it_should_hold(tmp_path):
     from annoy_datasync.jsonl import read_yaml
     with pytest.raises(InputError, match=r"nope\.yaml: no such price table file"):
         read_yaml(tmp_path / "nope.yaml", "price table")
+
+
+def test_a_lone_surrogate_is_written_as_an_escape_and_reads_back_the_same(tmp_path):
+    """A model's text may hold a lone surrogate (valid JSON as an escape, no UTF-8 text):
+    every writer keeps it, as the escape, instead of crashing; other text stays as it is."""
+    records = [{"output": "think \ud800 then ```json\n{}\n```", "n": 1},
+               {"output": "café ✓", "k": {"\udfff": ["\udc80"]}},
+               {"output": "café ✓"}]
+    path = tmp_path / "a.jsonl"
+    with Appender(path) as out:
+        for r in records:
+            out.write(r)
+    write_jsonl(tmp_path / "w.jsonl", records)
+    for p in (path, tmp_path / "w.jsonl"):
+        raw = p.read_bytes()
+        raw.decode("utf-8")                          # a valid UTF-8 file
+        assert raw.splitlines()[2] == '{"output": "café ✓"}'.encode()   # unicode kept as is
+        assert [rec for _, rec in read_jsonl(p)] == records
+
+
+def test_a_whole_text_file_with_a_lone_surrogate_is_written(tmp_path):
+    """report.py writes counts keyed by corpus strings (categories, reasons) through
+    atomic_text, as JSON with the text kept: a lone surrogate in one is its JSON escape."""
+    from annoy_datasync.jsonl import atomic_text
+    report = {"categories": {"math \ud800": 3, "é": 1}}
+    with atomic_text(tmp_path / "r.json") as fh:
+        fh.write(json.dumps(report, ensure_ascii=False))
+    assert json.loads((tmp_path / "r.json").read_bytes().decode("utf-8")) == report

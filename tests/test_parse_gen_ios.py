@@ -447,3 +447,26 @@ def test_a_merged_recheck_that_fails_in_the_executor_is_rerun_sample_by_sample()
 def test_what_may_depend_on_hash_order(code, suspect):
     from annoy_datasync.generation import may_depend_on_hash_order
     assert may_depend_on_hash_order(code) is suspect
+
+
+def test_values_no_file_can_hold_are_dropped_not_a_crash(tmp_path, capsys):
+    """Outputs and inputs with a lone surrogate (no UTF-8 file can hold one) are not plain
+    JSON: the pairs are dropped and counted; the step ends normally with the other samples."""
+    names = {"surrogate_out": unified("def main_solution(n):\n    return chr(0xd800) + str(n)\n",
+                                      GEN_N),
+             "surrogate_in": unified("def main_solution(s):\n    return len(s)\n",
+                                     "import random\n\ndef input_generator():\n"
+                                     "    return {'s': chr(0xdc00) * random.randint(1, 9)}\n")}
+    SAMPLES.update(names)
+    try:
+        inp = tmp_path / "u.jsonl"
+        write_input(inp, [*names, "plain"])
+        out = tmp_path / "p.jsonl"
+        assert run(tmp_path, inp, out, "--workers", "1") == 0
+    finally:
+        for name in names:
+            del SAMPLES[name]
+    assert [r["meta"]["msgidx"] for r in read(out)] == [2]
+    summary = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "kept=1" in summary and f"{st.DROP_FEW_IOS}=2" in summary, summary
+    assert f"{st.PAIR_NON_JSON}=" in summary

@@ -699,3 +699,68 @@ def test_read_verdict_names_file_and_line(rec, problem):
     with pytest.raises(InputError) as err:
         read_verdict(rec, "v.jsonl", 3)
     assert str(err.value) == f"v.jsonl:3: {problem}"
+
+
+def test_a_result_no_file_can_hold_is_a_verdict_not_a_crash(tmp_path, capsys):
+    """Reference code that returns a lone surrogate on the predicted input: not plain JSON
+    (non_json_output), the verified file is written, the summary counts it."""
+    parsed, gens, out = tmp_path / "parsed.jsonl", tmp_path / "gens.jsonl", tmp_path / "v.jsonl"
+    code = "def main_solution(n):\n    return 'ok' if n == 1 else chr(0xd800)\n"
+    write_lines(parsed, [json.dumps({"refcode": code, "ios": [{"input": {"n": 1}, "output": "ok"}]})])
+    write_lines(gens, [json.dumps({"itemid": 0, "ioid": 0, "io_pred": "i",
+                                   "output": answer({"input": {"n": k}})}) for k in (2, 1)])
+    assert run_verify(tmp_path, parsed, gens, out) == 0
+    got = read(out)
+    assert [r["res"]["status"] for r in got] == [st.NON_JSON, st.SUCCESS]
+    assert "surrogate" in got[0]["res"]["message"]
+    assert f"{st.NON_JSON}=1" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_a_model_text_with_a_lone_surrogate_is_judged_and_kept(tmp_path, capsys):
+    """Model text is whatever the API returned: a lone surrogate in it (a JSON escape in the
+    gens file) gets a verdict and is written back unchanged, not a crash of the step."""
+    parsed, gens, out = tmp_path / "parsed.jsonl", tmp_path / "gens.jsonl", tmp_path / "v.jsonl"
+    write_lines(parsed, [json.dumps({"refcode": DOUBLE, "ios": [{"input": {"x": 1}, "output": 2}]})])
+    rows = [{"itemid": 0, "ioid": 0, "io_pred": "o", "output": "hm \ud800 " + answer({"output": 2})},
+            {"itemid": 0, "ioid": 0, "io_pred": "o", "output": answer({"output": "\udc00"})},
+            {"itemid": 0, "ioid": 0, "io_pred": "i", "output": answer({"input": {"x": "\ud83d"}})}]
+    write_lines(gens, [json.dumps(r) for r in rows])
+    assert run_verify(tmp_path, parsed, gens, out) == 0
+    got = read(out)
+    assert [r["output"] for r in got] == [r["output"] for r in rows]
+    assert [r["res"]["status"] for r in got] == [st.SUCCESS, st.NO_ANSWER, st.NO_ANSWER]
+
+
+def test_the_cache_does_not_keep_large_results():
+    """Reference code may return megabytes for a predicted input: those results reach the
+    records waiting on them, but the cache keeps small ones only (a later identical
+    prediction runs again), so memory does not grow with the number of predictions."""
+    import gc
+    import weakref
+    from concurrent.futures import Future
+
+    from annoy_datasync.executor import JobResult
+    from annoy_datasync.verification import ExecCache
+
+    pending, calls = [], []
+
+    def submit(code, kwargs, func):
+        calls.append(kwargs)
+        pending.append(Future())
+        return pending[-1]
+
+    cache = ExecCache(submit, max_weight=100_000)
+    big = cache.get(DOUBLE, {"x": 1})
+    small = cache.get(DOUBLE, {"x": 2})
+    assert cache.get(DOUBLE, {"x": 1}) is big and len(calls) == 2     # shared while running
+    pending[0].set_result([JobResult(st.SUCCESS, value=[[0.5] * 1000 for _ in range(1000)])])
+    pending[1].set_result([JobResult(st.SUCCESS, value=[4])])
+    assert len(big.result()[0].value) == 1000       # the waiting record gets the whole value
+    held = weakref.ref(big.result()[0])
+    del big
+    pending.clear()
+    gc.collect()
+    assert held() is None, "the cache still holds a large result"
+    assert cache.get(DOUBLE, {"x": 2}).result()[0].value == [4] and len(calls) == 2
+    cache.get(DOUBLE, {"x": 1})
+    assert len(calls) == 3                          # run again

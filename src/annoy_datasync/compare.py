@@ -79,6 +79,74 @@ def json_equal(expected: Any, actual: Any) -> bool:
     return True
 
 
+# What a value executed code returns may hold, as the child checks it (sandbox_job.plain):
+# the trusted side checks it again (`json_problem`), the child's check being the code's to fake.
+MAX_DEPTH = 100
+MAX_INT = 10 ** 100
+
+
+def json_problem(value: Any) -> str | None:
+    """Why `value` (decoded from JSON) is not a plain JSON value a job may return, or None.
+
+    Plain: None, bool, str, int, float, list, dict with str keys, of exactly these types;
+    strings are UTF-8 text (no lone surrogate: no file could hold them); ints have at most
+    100 digits; floats are finite; nesting is at most `MAX_DEPTH` deep. Iterative.
+    """
+    if type(value) not in (list, dict):
+        return _scalar_problem(value)
+    stack = [(value, 0)]
+    while stack:
+        c, depth = stack.pop()
+        if type(c) is dict:
+            for k in c:
+                if type(k) is not str or (not k.isascii() and _not_text(k)):
+                    return "a dict key that is not UTF-8 text"
+            items = c.values()
+        else:
+            items = c
+        if depth >= MAX_DEPTH and c:
+            return f"nesting deeper than {MAX_DEPTH}"
+        for x in items:     # scalars in place: most of a large value, no tuple each
+            t = type(x)
+            if t is list or t is dict:
+                stack.append((x, depth + 1))
+            elif t is not float or not math.isfinite(x):
+                problem = _scalar_problem(x)
+                if problem:
+                    return problem
+    return None
+
+
+def _scalar_problem(v: Any) -> str | None:
+    t = type(v)
+    if t is str:
+        if not v.isascii() and _not_text(v):
+            return "a string holding a lone surrogate"
+    elif t is int:
+        if not -MAX_INT < v < MAX_INT:
+            return "an int with more than 100 digits"
+    elif t is float:
+        if not math.isfinite(v):
+            return f"the float {v!r}"
+    elif v is not None and t is not bool:
+        return f"a value of type {t.__name__}"
+    return None
+
+
+def _not_text(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def text(s: Any) -> str:
+    """`s` as a str that UTF-8 can hold (lone surrogates replaced)."""
+    s = s if isinstance(s, str) else str(s)
+    return s if s.isascii() or not _not_text(s) else s.encode("utf-8", "replace").decode("utf-8")
+
+
 def canonical(value: Any) -> str:
     """Deterministic JSON text of `value`: sorted keys, no spaces, unicode kept."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from . import layout, status
+from .compare import json_problem, text
 from .sections import MAIN_FUNC
 
 log = logging.getLogger(__name__)
@@ -520,15 +521,60 @@ class Executor:
             return [JobResult(status.NOT_RUNNABLE, error_type=status.EXECUTOR_ERROR,
                               message=msg, seconds=seconds) for _ in job["inputs"]]
         if job["kind"] == "gen":
-            return GenResult(answer["status"], answer["pairs"], answer["errors"],
-                             answer["message"])
-        return [JobResult(r["status"], r["value"] if r["status"] == status.SUCCESS else None,
-                          r["error_type"], r["message"], answer["stdout"], answer["stderr"],
-                          r["seconds"], r.get("random") is True, r.get("clock") is True)
-                for r in answer["results"]]
+            return _gen_result(job, answer)
+        out, err = text(answer["stdout"]), text(answer["stderr"])
+        return [_call_result(r, out, err) for r in answer["results"]]
 
 
 _live: weakref.WeakSet[Executor] = weakref.WeakSet()
+_KNOWN = frozenset(getattr(status, name) for name in _STATUS_NAMES)
+MSG_CHANNEL = "The code wrote to the executor's result channel."
+MESSAGE_CHARS = 1000     # longest message of a result (the child's own are shorter)
+ERROR_TYPE_CHARS = 100   # longest error type (an exception class name, a limit name)
+
+
+# The values in an answer are what the job's code made them: its child checked them, but
+# the code can write frames of its own (it can read the job's token). So here, in the
+# trusted parent, each is judged again: a value that is not plain JSON (compare.json_problem)
+# makes its call NON_JSON and its pair dropped; every text is made writable as UTF-8.
+def _call_result(r: dict, stdout: str, stderr: str) -> JobResult:
+    st, value = r["status"], r.get("value")
+    etype, msg = r.get("error_type"), _short(r.get("message", ""), MESSAGE_CHARS)
+    etype = _short(etype, ERROR_TYPE_CHARS) if isinstance(etype, str) else None
+    if st not in _KNOWN:
+        st, etype, msg = status.CRASHED, "bad frame", MSG_CHANNEL
+    if st == status.SUCCESS:
+        problem = json_problem(value)
+        if problem:
+            st, etype = status.NON_JSON, "non_json"
+            msg = f"The code returned {problem}, not plain JSON."
+    seconds = r.get("seconds")
+    return JobResult(st, value if st == status.SUCCESS else None, etype, msg, stdout, stderr,
+                     float(seconds) if type(seconds) in (int, float) else 0.0,
+                     r.get("random") is True, r.get("clock") is True)
+
+
+def _gen_result(job: dict, answer: dict) -> GenResult:
+    st = answer["status"] if answer["status"] in _KNOWN else status.CRASHED
+    errors: dict[str, int] = {}
+    for key, n in answer["errors"].items():
+        if type(n) is int and n > 0:
+            key = _short(key, ERROR_TYPE_CHARS)
+            errors[key] = errors.get(key, 0) + min(n, job["max_calls"])
+    pairs = []
+    for p in answer["pairs"]:
+        inp, out = p.get("input"), p.get("output")
+        if len(pairs) >= job["max_pairs"] or not isinstance(inp, dict) \
+                or json_problem(inp) or json_problem(out):
+            errors[status.NON_JSON] = errors.get(status.NON_JSON, 0) + 1
+            continue
+        pairs.append({"input": inp, "output": out})
+    return GenResult(st, pairs, errors, _short(answer["message"], MESSAGE_CHARS))
+
+
+def _short(s: str, limit: int) -> str:
+    """`s` as writable text of at most `limit` characters (the code chose its length)."""
+    return text(s if len(s) <= limit else s[:limit - 3] + "...")
 
 
 def read_path_problem(path: str) -> str | None:

@@ -272,7 +272,16 @@ def read_yaml(path: str | os.PathLike, what: str) -> Any:
 
 
 def dumps(record: Any) -> str:
-    return json.dumps(record, ensure_ascii=False)
+    """One JSON line of `record`, text kept as it is, except that a record holding a lone
+    surrogate (a model's text may: JSON can escape one, UTF-8 cannot hold it) is written
+    with every non-ASCII character escaped: still the same record when read back."""
+    text = json.dumps(record, ensure_ascii=False)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return json.dumps(record)
+    return text
 
 
 def repair_tail(path: str | os.PathLike) -> int:
@@ -387,14 +396,16 @@ def _umask() -> int:
 def atomic_text(path: str | os.PathLike) -> Iterator[Any]:
     """Write a whole text file: a temp file beside `path` (with the mode a new file gets),
     fsync, rename over `path`. If the block raises, the temp file is removed and `path` is
-    untouched."""
+    untouched. Text UTF-8 cannot hold (a lone surrogate) is written as a backslash escape."""
     path = os.fspath(path)
     parent = os.path.dirname(path) or "."
     os.makedirs(parent, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=parent)
     try:
         os.fchmod(fd, _file_mode(path))   # mkstemp makes 0600; a data file is shared like any
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        # a lone surrogate (from a model's or a corpus's text) is written as \udXXX: in a
+        # JSON string that is its escape, so the value reads back the same
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())

@@ -81,7 +81,7 @@ def plain(x, depth=0):
     if x is None or x is True or x is False:
         return x
     if isinstance(x, str):
-        return str.__str__(x)
+        return text_of(x)
     if isinstance(x, int) and not isinstance(x, bool):
         v = int.__index__(x)
         if abs(v) >= MAX_INT:
@@ -99,7 +99,7 @@ def plain(x, depth=0):
         out = {}
         for k, v in dict.items(x):
             if isinstance(k, str):
-                key = str.__str__(k)
+                key = text_of(k)
             elif isinstance(k, int) and not isinstance(k, bool):
                 key = str(int.__index__(k))   # as json.dumps does: {1: x} -> {"1": x}
             else:
@@ -109,6 +109,30 @@ def plain(x, depth=0):
             out[key] = plain(v, depth + 1)
         return out
     raise NotJSON(f"a value of type {type_name(x)}")
+
+
+def text_of(s):
+    """A str `s` as an exact str, or NotJSON when it holds a lone surrogate: no UTF-8 text
+    (and no file the pipeline writes) can hold it."""
+    s = str.__str__(s)
+    if not s.isascii():
+        try:
+            s.encode("utf-8")
+        except UnicodeEncodeError:
+            raise NotJSON("a string holding a lone surrogate") from None
+    return s
+
+
+def too_deep(value, limit=MAX_DEPTH):
+    """Whether a decoded JSON value nests lists / dicts deeper than `limit` (as plain() counts)."""
+    stack = [(value, 0)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, (list, dict)):
+            if depth >= limit:   # its items would sit deeper than the limit
+                return bool(v)
+            stack.extend((x, depth + 1) for x in (v.values() if isinstance(v, dict) else v))
+    return False
 
 
 def type_name(x):

@@ -60,7 +60,8 @@ from sandbox_view import (CLONE_NEWUSER, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS, V
 # the CPU and idle time of a running job, its budgets (also a sibling module)
 from sandbox_time import JobClock
 # the job's child process: isolation, running the code, the frames it writes (a sibling too)
-from sandbox_job import COUNTER, HEADER, child_main, recv, send, user_tasks
+from sandbox_job import (COUNTER, HEADER, MAX_DEPTH, child_main, recv, send, too_deep,
+                         user_tasks)
 # the system calls a job may not make (a sibling too)
 from sandbox_filter import Filter
 
@@ -91,6 +92,10 @@ def job_fork():
         err = ctypes.get_errno()
         raise OSError(err, f"fork: {os.strerror(err)}")
     return pid, False
+
+
+def _no_constant(name):
+    raise ValueError(f"{name} in a frame")
 
 
 # ----------------------------------------------------------------- the worker (trusted)
@@ -279,7 +284,8 @@ class Worker:
         for fd in (res_w, out_w, err_w):
             os.close(fd)
         state = {"ready": False, "calls": [], "pairs": [], "errors": {}, "done": False,
-                 "end": None, "n": len(job["inputs"])}
+                 "end": None, "n": len(job["inputs"]),
+                 "max_pairs": job.get("max_pairs", 0), "max_calls": job.get("max_calls", 0)}
         try:
             self.watch(pid, job, token, state, {res_r: None, out_r: "stdout", err_r: "stderr"},
                        out)
@@ -442,37 +448,59 @@ class Worker:
             body = bytes(buf[HEADER.size:HEADER.size + n])
             del buf[:HEADER.size + n]
             try:
-                msg = json.loads(body)
-                ok = self.apply(msg, token, state) if isinstance(msg, dict) else False
+                # NaN and Infinity: our child code never writes them (and they would make
+                # the answer to the executor unwritable)
+                msg = json.loads(body, parse_constant=_no_constant)
+                # (a frame with fewer brackets than the limit cannot nest deeper)
+                deep = body.count(b"[") + body.count(b"{") > MAX_DEPTH
+                ok = self.apply(msg, token, state, deep) if isinstance(msg, dict) else False
             except (ValueError, RecursionError, KeyError, TypeError):
                 ok = False
             if not ok:
                 return "The code wrote to the executor's result channel."
         return None
 
-    def apply(self, msg, token, state):
+    def apply(self, msg, token, state, deep=True):
+        """Take one frame into `state`; False when it is not one our child code writes (the
+        code can learn the token and write frames of its own: these are checked here so
+        that the answer stays writable and bounded; the executor judges the values)."""
         if msg.get("k") != token:
             return False
         kind = msg["t"]
         if "s" in msg and msg["s"] not in self.statuses:
             return False
+        if not isinstance(msg.get("e"), (str, type(None))) or \
+                not isinstance(msg.get("m", ""), str):
+            return False
+        if deep and any(too_deep(msg[key]) for key in ("v", "in", "out") if key in msg):
+            return False
         if kind == "ready":
             state["ready"] = True
         elif kind == "fatal":
-            state["end"] = (msg["s"], msg.get("e"), str(msg["m"]))
+            if msg["s"] == self.S["SUCCESS"]:
+                return False
+            state["end"] = (msg["s"], msg.get("e"), msg["m"])
             state["done"] = True
         elif kind == "call":
             if msg["i"] != len(state["calls"]) or len(state["calls"]) >= state["n"]:
                 return False
-            res = self.result(msg["s"], msg.get("e"), str(msg.get("m", "")), msg.get("v"),
-                              float(msg.get("d", 0.0)))
+            d = msg.get("d", 0.0)
+            if type(d) not in (int, float) or not 0 <= d < 1e9:
+                return False
+            if ("v" in msg) != (msg["s"] == self.S["SUCCESS"]):
+                return False    # a value comes with success, and only with it
+            res = self.result(msg["s"], msg.get("e"), msg.get("m", ""), msg.get("v"), float(d))
             if "r" in msg:      # a watched fresh call: did it draw random numbers, read a clock
                 res["random"], res["clock"] = msg["r"] is True, msg["c"] is True
             state["calls"].append(res)
             state["done"] = len(state["calls"]) == state["n"]
         elif kind == "pair":
+            if len(state["pairs"]) >= state["max_pairs"] or not isinstance(msg["in"], dict):
+                return False
             state["pairs"].append({"input": msg["in"], "output": msg["out"]})
         elif kind == "err":
+            if sum(state["errors"].values()) >= state["max_calls"]:
+                return False
             state["errors"][msg["s"]] = state["errors"].get(msg["s"], 0) + 1
         elif kind == "gdone":
             state["done"] = True

@@ -17,7 +17,8 @@ WALL_TIMEOUT = "wall_timeout"      # stopped computing (slept, blocked, stopped)
                                    # may come from load, re-checked by pipeline_check
 RESOURCE_LIMIT = "resource_limit"  # memory, processes, file size, open files, output size
 CRASHED = "crashed"                # killed by a signal we did not send
-NON_JSON = "non_json_output"       # returned a value that is not plain JSON (set, NaN, ndarray, ...)
+NON_JSON = "non_json_output"       # returned a value that is not plain JSON (set, NaN, ndarray,
+                                   # a lone surrogate ...: compare.json_problem)
 NOT_RUNNABLE = "not_runnable"      # the code could not be run at all (syntax error, missing function, no record)
 
 VERDICTS = (SUCCESS, WRONG_ANSWER, NO_ANSWER, BAD_ANSWER, EXCEPTION, TIMEOUT,

@@ -347,38 +347,95 @@ def judge_run(pred: Any, job: Any, expected: Any, timeout_s: float,
 
 # --- the stream ------------------------------------------------------------------------
 
+CACHE_WEIGHT = 2_000_000   # ExecCache: results kept, in JSON values (about 64 MB of them)
+
+
 class ExecCache:
     """Futures of executions keyed by (sha256 of code, function called, canonical input).
 
     Identical predictions share one execution, even while it is still running. Bounded:
-    the oldest finished entries go first.
+    at most `max_entries` entries and `max_weight` (about the number of JSON values and
+    32-character pieces of strings) in the finished results kept; the oldest finished
+    entries go first. Reference code can return megabytes for a predicted input, so a
+    result larger than the whole budget reaches the records waiting on it and is not kept
+    (an identical prediction later runs again).
     """
 
-    def __init__(self, submit: Callable[[str, Any, str], Future], max_entries: int = 10_000):
+    def __init__(self, submit: Callable[[str, Any, str], Future], max_entries: int = 10_000,
+                 max_weight: int = CACHE_WEIGHT):
         self._submit = submit
         self._futures: OrderedDict[tuple[str, str, str], Future] = OrderedDict()
+        self._weights: dict[tuple[str, str, str], int] = {}
+        self.weight = 0
         self.max_entries = max_entries
+        self.max_weight = max_weight
+        self._lock = threading.Lock()    # results arrive in the executor's threads
         self.hits = 0
         self.runs = 0
 
     def get(self, code: str, inp: Any, func: str = DEFAULT_FUNC) -> Future:
         key = exec_key(code, inp) + (func,)
-        fut = self._futures.get(key)
-        if fut is not None and _executor_failed(fut):
-            fut = None      # the executor's fault, not the code's: run it again
-        if fut is not None:
-            self.hits += 1
-            self._futures.move_to_end(key)
-            return fut
+        with self._lock:
+            fut = self._futures.get(key)
+            if fut is not None and _executor_failed(fut):
+                fut = None      # the executor's fault, not the code's: run it again
+            if fut is not None:
+                self.hits += 1
+                self._futures.move_to_end(key)
+                return fut
         fut = _slim(self._submit(code, inp, func))
         self.runs += 1
-        self._futures[key] = fut
-        while len(self._futures) > self.max_entries:
-            oldest_key, oldest = next(iter(self._futures.items()))
-            if not oldest.done():
-                break
-            del self._futures[oldest_key]
+        with self._lock:
+            self.weight -= self._weights.pop(key, 0)
+            self._futures[key] = fut
+            self._futures.move_to_end(key)
+            self._evict()
+        fut.add_done_callback(lambda f: self._finished(key, f))
         return fut
+
+    def _finished(self, key: tuple[str, str, str], fut: Future) -> None:
+        weight = _weight(fut, self.max_weight)
+        with self._lock:
+            if self._futures.get(key) is not fut:
+                return
+            self._weights[key] = weight
+            self.weight += weight
+            self._evict()
+
+    def _evict(self) -> None:
+        over_n = len(self._futures) - self.max_entries
+        over_w = self.weight - self.max_weight
+        drop = []
+        for key, fut in self._futures.items():
+            if over_n <= 0 and over_w <= 0:
+                break
+            if fut.done() and key in self._weights:
+                drop.append(key)
+                over_n -= 1
+                over_w -= self._weights[key]
+        for key in drop:
+            del self._futures[key]
+            self.weight -= self._weights.pop(key)
+
+
+def _weight(fut: Future, cap: int) -> int:
+    """Size of the values of a finished execution: JSON values plus string lengths / 32
+    (counted up to `cap` + 1)."""
+    if fut.exception() is not None:
+        return 1
+    total = 0
+    stack = [j.value for j in fut.result()]
+    while stack and total <= cap:
+        v = stack.pop()
+        total += 1
+        if isinstance(v, str):
+            total += len(v) // 32
+        elif isinstance(v, list):
+            stack.extend(v)
+        elif isinstance(v, dict):
+            total += len(v)
+            stack.extend(v.values())
+    return total
 
 
 def _executor_failed(fut: Future) -> bool:
@@ -475,10 +532,27 @@ class CallBatcher:
 class _Entry:
     record: dict
     res: dict | None = None
-    future: Future | None = None
-    pred: Any = None
-    expected: Any = None
-    func: str = DEFAULT_FUNC
+    future: Future | None = None    # of the verdict (res) of an execution
+
+
+def _verdict(execution: Future, pred: Any, expected: Any, timeout_s: float,
+             func: str) -> Future:
+    """A future of the verdict on `execution` (a future of one JobResult), judged as soon
+    as it finishes: a record waiting to be written holds its verdict, not the result,
+    which may be megabytes of JSON."""
+    verdict: Future = Future()
+
+    def done(f: Future) -> None:
+        try:
+            jobs = f.result()
+            if len(jobs) != 1:
+                raise RuntimeError(f"executor returned {len(jobs)} results for one input")
+            verdict.set_result(judge_run(pred, jobs[0], expected, timeout_s, func))
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever waits
+            verdict.set_exception(exc)
+
+    execution.add_done_callback(done)
+    return verdict
 
 
 class Verifier:
@@ -551,18 +625,15 @@ class Verifier:
                              else res(st.WRONG_ANSWER,
                                       msg_input_wrong(pred, got, target.expected, target.func)))
                 return entry
-        entry.pred, entry.expected, entry.func = pred, target.expected, target.func
-        entry.future = self.cache.get(target.refcode, pred, target.func)
+        entry.future = _verdict(self.cache.get(target.refcode, pred, target.func), pred,
+                                target.expected, self.timeout_s, target.func)
         return entry
 
     def _finish(self, entry: _Entry) -> dict:
         if entry.res is None:
             if not entry.future.done():
                 self._flush()   # it may be in the batch still being filled
-            jobs = entry.future.result()
-            if len(jobs) != 1:
-                raise RuntimeError(f"executor returned {len(jobs)} results for one input")
-            entry.res = judge_run(entry.pred, jobs[0], entry.expected, self.timeout_s, entry.func)
+            entry.res = entry.future.result()
         out = dict(entry.record)
         out["res"] = entry.res
         self.counts[entry.res["status"]] += 1
