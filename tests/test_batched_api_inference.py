@@ -831,3 +831,49 @@ def test_the_progress_bar_starts_no_thread_before_the_workers_fork():
         assert threading.active_count() == before
     finally:
         bar.close()
+
+
+# --- the parent of the worker processes never waits for ever on one ---------------------------
+def _killed_holding_the_queue_lock(settings, shard, nshards, out, failed, done, answered, stop,
+                                   q, parent):
+    from annoy_datasync.client import Stats
+    if shard == 0:          # killed (say by the OOM killer) while it was sending a message
+        q._wlock.acquire()
+        os.kill(os.getpid(), signal.SIGKILL)
+    stop.wait()             # the parent stops the run; this one's report can never get through
+    q.put(("final", shard, Stats().snapshot(), None))
+
+
+def _ended_without_a_report(settings, shard, nshards, out, failed, done, answered, stop, q,
+                            parent):
+    from annoy_datasync.client import Stats
+    if shard == 0:
+        os._exit(0)
+    stop.wait()
+    q.put(("final", shard, Stats().snapshot(), None))
+
+
+def _run_processes_with(worker, monkeypatch, nproc=2):
+    """run_processes over fake workers, in a thread so that a hang fails the test."""
+    from annoy_datasync import fanout
+    monkeypatch.setattr(fanout, "_worker", worker)
+    monkeypatch.setattr(fanout, "STOP_GRACE_S", 1.0)
+    result = []
+    t = threading.Thread(target=lambda: result.append(fanout.run_processes(
+        None, nproc, None, None, None, None, fanout.Progress(10, disable=True))), daemon=True)
+    t.start()
+    t.join(60)
+    assert not t.is_alive(), "run_processes waited for ever on a worker that cannot report"
+    return result[0]
+
+
+def test_a_worker_killed_while_sending_does_not_hang_the_parent(monkeypatch):
+    """A worker killed while it held the queue's write lock: the others can send nothing (nor
+    exit); the parent gives up on them once the run has been stopping for STOP_GRACE_S."""
+    fatal = _run_processes_with(_killed_holding_the_queue_lock, monkeypatch)
+    assert fatal == "worker 0 died (exit code -9)"
+
+
+def test_a_worker_that_ends_without_its_report_stops_the_run(monkeypatch):
+    fatal = _run_processes_with(_ended_without_a_report, monkeypatch)
+    assert fatal == "worker 0 ended without its final report"
