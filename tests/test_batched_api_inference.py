@@ -20,7 +20,8 @@ from annoy_datasync.chat_server import ChatServer, Reply
 from annoy_datasync import client as client_mod
 from annoy_datasync.endpoints import backoff_delay, parse_retry_after, redact, resolve_endpoint
 from annoy_datasync.jsonl import MESSAGES_HINT, InputError, StepError
-from testutil import NO_MESSAGES, NOT_JSON, SRC, read, write_requests
+from testutil import (NO_MESSAGES, NOT_JSON, SRC, abort_with_stacks, read, run_or_show_stacks,
+                      with_stack_dumps, write_requests)
 
 KEY = "sk-test-0123456789abcdefSECRET"
 
@@ -37,9 +38,8 @@ def run(server, inp, out, *extra):
             "--num_thread", "8", "--backoff", "0.01", "--max_retries", "3", "--no_progress",
             *extra]
     if "--num_process" in extra and extra[extra.index("--num_process") + 1] != "1":
-        proc = subprocess.run([sys.executable, os.path.join(SRC, "batched_api_inference.py"),
-                               *argv], capture_output=True, text=True, timeout=300,
-                              env={**os.environ, "OPENAI_API_KEY": ""})
+        proc = run_or_show_stacks([sys.executable, os.path.join(SRC, "batched_api_inference.py"),
+                                   *argv], timeout=300, env={**os.environ, "OPENAI_API_KEY": ""})
         assert proc.returncode == 0, proc.stderr
         return proc.returncode
     return bai.main(argv)
@@ -285,13 +285,17 @@ def test_sigkill_midway_then_resume_gives_the_same_rows(serve, tmp_path):
     cmd = [sys.executable, os.path.join(SRC, "batched_api_inference.py"), "--input", inp,
            "--output", killed, "--model", "test-model", "--base_url", server.url,
            "--num_process", "2", "--num_thread", "8", "--no_progress"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "OPENAI_API_KEY": ""})
-    deadline = time.monotonic() + 300
-    while len(read_lines(killed)) < n // 8 or len(workers := _children(proc.pid)) < 2:
-        assert proc.poll() is None, f"the run ended (exit code {proc.returncode}) unkilled"
-        assert time.monotonic() < deadline, "no rows written in 300 s"
-        time.sleep(0.02)
+    env = with_stack_dumps({**os.environ, "OPENAI_API_KEY": ""})
+    with open(tmp_path / "killed.stderr", "w+") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
+        deadline = time.monotonic() + 300
+        while len(read_lines(killed)) < n // 8 or len(workers := _children(proc.pid)) < 2:
+            if proc.poll() is None and time.monotonic() > deadline:
+                abort_with_stacks(proc)
+                err.seek(0)
+                pytest.fail(f"no rows written in 300 s; where the step waited:\n{err.read()[-20000:]}")
+            assert proc.poll() is None, f"the run ended (exit code {proc.returncode}) unkilled"
+            time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     run_killed.set()
@@ -304,8 +308,7 @@ def test_sigkill_midway_then_resume_gives_the_same_rows(serve, tmp_path):
         assert time.monotonic() < deadline, "the workers outlived the killed run"
         time.sleep(0.02)
 
-    assert subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                          timeout=300).returncode == 0
+    assert run_or_show_stacks(cmd, timeout=300, env=env).returncode == 0
     whole = str(tmp_path / "whole.jsonl")
     assert run(server, inp, whole) == 0
 
