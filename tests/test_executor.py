@@ -68,12 +68,14 @@ def leftovers(ex: Executor) -> list[int]:
 def settle(ex: Executor) -> list[int]:
     """Leftovers once the worker finished its clean-up: it sends SIGKILL to every process of
     the job before answering, then reaps them and removes the directory (within ms)."""
-    for _ in range(100):
+    deadline = time.monotonic() + 10     # a condition, not a clock: a leftover stays for good
+    while True:
         left = leftovers(ex)
         if not left and not os.listdir(ex.run_path):
             return []
+        if time.monotonic() > deadline:
+            return left or os.listdir(ex.run_path)
         time.sleep(0.02)
-    return left
 
 
 @pytest.fixture(scope="module")
@@ -1102,6 +1104,63 @@ def test_load_slows_a_job_but_does_not_time_it_out(ex, where):
         r = run1(ex, code, inp, limits=limits)
     # it waited for a CPU for longer than its idle allowance, yet is no wall stop
     assert (r.status, r.value) == (status.SUCCESS, list(inp.values())[0])
+
+
+def test_a_thread_that_waited_for_a_cpu_and_ended_is_not_charged_idle_time(monkeypatch):
+    """The time a job's thread waited for a CPU still counts once the thread has ended (it is
+    gone from /proc then). It was lost: under load, a job whose computing thread had waited
+    and ended was measured as idle for that long and stopped for idling (seen in CI-like runs
+    of test_load_slows_a_job_but_does_not_time_it_out[thread]). On a made-up /proc: job
+    process 100, its main thread waiting on a worker thread 101 that waited 0.5 s for a CPU."""
+    import types
+    from annoy_datasync import sandbox_time
+
+    proc = {"100": {"100": 0, "101": 500_000_000}}     # tid -> run-queue wait (ns)
+
+    def stat(threads):
+        fields = ["S", "1"] + ["0"] * 9 + ["40", "10", "0", "0", "0", "0", str(threads), "0"]
+        return ("100 (python3) " + " ".join(fields)).encode()
+
+    def fake_open(path, mode="r"):
+        parts = path.split("/")             # /proc/<pid>/stat, /proc/<pid>/task/<tid>/schedstat
+        if parts[2] not in proc:
+            raise FileNotFoundError(path)
+        threads = proc[parts[2]]
+        if parts[3] == "stat":
+            return _BytesFile(stat(len(threads)))
+        if parts[4] not in threads:
+            raise FileNotFoundError(path)
+        return _BytesFile(f"1000 {threads[parts[4]]} 3\n".encode())
+
+    fake_os = types.SimpleNamespace(getpid=lambda: 1, listdir=lambda d: (
+        ["1", *proc] if d == "/proc" else list(proc[d.split("/")[2]])))
+    monkeypatch.setattr(sandbox_time, "open", fake_open, raising=False)
+    monkeypatch.setattr(sandbox_time, "os", fake_os)
+    monkeypatch.setattr(sandbox_time.resource, "getrusage",
+                        lambda who: types.SimpleNamespace(ru_utime=0.0, ru_stime=0.0))
+    clock = sandbox_time.JobClock({})
+    clock.pidns = True                      # every process but the worker (pid 1) is the job's
+    clock.start_job()
+    assert clock.job_usage()[1] == pytest.approx(0.5)
+    del proc["100"]["101"]                  # the worker thread ended
+    assert clock.job_usage()[1] == pytest.approx(0.5)
+    assert clock.job_usage(main=100)[1] == pytest.approx(0.5)      # the quick reading too
+    proc["100"]["101"] = 100_000_000        # a new thread took its id: both count
+    assert clock.job_usage()[1] == pytest.approx(0.6)
+    clock.start_job()                       # the next job starts from nothing
+    del proc["100"]["101"]
+    assert clock.job_usage()[1] == pytest.approx(0.0)
+
+
+class _BytesFile(contextlib.AbstractContextManager):
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def read(self) -> bytes:
+        return self.data
+
+    def __exit__(self, *exc) -> None:
+        return None
 
 
 def test_generator_budget_is_cpu_time(ex):

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from annoy_datasync import pacing
 from annoy_datasync.pacing import (Bucket, Pacer, TokenEstimate, Window, message_chars,
                                    parse_duration, parse_limit_headers)
 
@@ -77,43 +78,53 @@ def test_pacer_learns_limits_from_headers_and_splits_them():
     assert given.limits["requests"] == 120.0 and not given.learned
 
 
-def test_pacer_spreads_a_queue_of_attempts():
+def test_pacer_spreads_a_queue_of_attempts(monkeypatch):
+    """30 waiters at 38 a second: about 10 go at once (a quarter second of allowance), the
+    rest spread out, never early. Checked on the instants at which the pacer let each go (its
+    own clock readings), not on when the test saw them: a loaded machine may wake a waiter
+    late, and after such a stall the allowance saved up meanwhile lets the next ones go
+    together, as a token bucket should (a test that forbade that failed on a busy machine)."""
+    granted = []
+    take = pacing.Bucket.take
+
+    def recording_take(self, cost, now):
+        granted.append(now)
+        take(self, cost, now)
+
+    monkeypatch.setattr(pacing.Bucket, "take", recording_take)
+
     async def main():
         p = Pacer(rpm=60 * 40.0)                 # 38 per second after headroom
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
-        times = []
+        await asyncio.gather(*(p.acquire(0) for _ in range(30)))
+        return p.buckets["requests"]
 
-        async def one():
-            await p.acquire(0)
-            times.append(loop.time() - t0)
-
-        await asyncio.gather(*(one() for _ in range(30)))
-        return sorted(times)
-
-    times = asyncio.run(main())
-    # about 10 go at once (a quarter second of allowance), the rest one by one: on a loaded
-    # machine a waiter may wake late, never early
-    assert times[-1] >= (30 - 10.5) / 38
-    assert sum(1 for t in times if t < 0.01) <= 11
-    gaps = [b - a for a, b in zip(times[10:], times[11:])]
-    assert min(gaps) > 0.5 / 38                  # no two waiters leave together
+    bucket = asyncio.run(main())
+    assert (bucket.rate, bucket.capacity) == (pytest.approx(38.0), pytest.approx(9.5))
+    times = sorted(granted)
+    assert len(times) == 30
+    # never early: n attempts in a row span at least (n - 10.5) / rate seconds (a full
+    # allowance of 9.5 lets 10 go at once, then one each 1/38 s); in the end at least 19/38 s
+    for i in range(30):
+        for j in range(i + 10, 30):
+            assert times[j] - times[i] >= (j - i + 1 - 10.5) / 38.0 - 1e-9, (i, j, times)
 
 
 def test_a_smaller_answer_than_estimated_wakes_the_queue():
+    """The waiter leaves soon after the settlement, not ~10 s later when the debt of the
+    estimate would have been paid (the bound leaves room for a loaded machine)."""
     async def main():
         p = Pacer(tpm=60 * 100.0)                # 95 tokens a second
         await p.acquire(1000.0)                  # estimated 1,000: about 10 s of debt
         loop = asyncio.get_running_loop()
-        t0 = loop.time()
         waiter = asyncio.create_task(p.acquire(10.0))
         await asyncio.sleep(0.05)
         assert not waiter.done()
+        t0 = loop.time()
         p.settle_tokens(1000.0, 30.0)            # the answer used 30
-        await asyncio.wait_for(waiter, 2)
+        await asyncio.wait_for(waiter, 9)
         return loop.time() - t0
 
-    assert asyncio.run(main()) < 1.0
+    assert asyncio.run(main()) < 5.0
 
 
 def test_window_halves_once_per_burst_and_grows_back():

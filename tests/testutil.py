@@ -75,3 +75,66 @@ def cpu_burners(per_cpu: int = 2):
             p.kill()
         for p in procs:
             p.wait()
+
+
+# --- a hung step says where it waits ------------------------------------------------------------
+def with_stack_dumps(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """`env` (default: this process's) with PYTHONFAULTHANDLER=1: a Python process then prints
+    every thread's stack on stderr when it gets SIGABRT (see `abort_with_stacks`)."""
+    return {**(os.environ if env is None else env), "PYTHONFAULTHANDLER": "1"}
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes below `pid` (children first)."""
+    kids: dict[int, list[int]] = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                kids.setdefault(int(fh.read().rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+        except (OSError, ValueError, IndexError):
+            continue
+    found, stack = [], list(kids.get(pid, []))
+    while stack:
+        p = stack.pop(0)
+        found.append(p)
+        stack.extend(kids.get(p, []))
+    return found
+
+
+def abort_with_stacks(proc: subprocess.Popen) -> None:
+    """End a hung step so that it shows where it waited: each of it and its child processes
+    (started with `with_stack_dumps`) prints its threads' stacks on its stderr. All are frozen
+    first and given SIGABRT, then let go children first: the step sees no child die before it
+    has printed, and the children are not killed with it before they have."""
+    import signal
+    procs = [*reversed(descendants(proc.pid)), proc.pid]
+    for sig in (signal.SIGSTOP, signal.SIGABRT):
+        for pid in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+    for pid in procs:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+        if pid != proc.pid:
+            time.sleep(0.2)     # its stacks are written before the next one goes
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def run_or_show_stacks(cmd: list[str], timeout: float, env: Mapping[str, str] | None = None,
+                       **kw) -> subprocess.CompletedProcess:
+    """subprocess.run with stdout and stderr captured as text; a run that outlives `timeout`
+    fails the test with the stacks of the step and its child processes (not only a timeout)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=with_stack_dumps(env), **kw)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        abort_with_stacks(proc)
+        out, err = proc.communicate()
+        raise AssertionError(f"{' '.join(map(str, cmd))[:300]} still ran after {timeout:g} s; "
+                             f"its stderr, with the stacks of where it waited:\n{err[-20000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)

@@ -28,7 +28,9 @@ responder; every answer carries ``x-ratelimit-limit-*`` (per minute), ``-remaini
 ``-reset-*`` headers for the limits set (``limit_headers=False`` leaves them out). Prompt
 tokens are charged when a request is admitted, answer tokens when it is answered; tokens
 are counted as words. ``server.rejected`` counts the 429s it sent (their arrival times are
-in ``server.rejected_at``).
+in ``server.rejected_at``). ``clock`` (default time.monotonic) is what the limits and the
+requests' times are measured by: a test that gives a clock it moves itself checks the limits
+without depending on how fast a busy machine sends the requests.
 """
 
 from __future__ import annotations
@@ -159,11 +161,12 @@ def _head(status: int, headers: dict[str, str], length: int, close: bool) -> byt
 class RateLimiter:
     """Requests and tokens per minute, as continuous-refill buckets of `burst` seconds."""
 
-    def __init__(self, rpm: float | None, tpm: float | None, burst: float = 1.0) -> None:
+    def __init__(self, rpm: float | None, tpm: float | None, burst: float = 1.0,
+                 now: float | None = None) -> None:
         self.limits = {"requests": rpm, "tokens": tpm}
         self.level: dict[str, float] = {}
         self.capacity: dict[str, float] = {}
-        self.stamp = time.monotonic()
+        self.stamp = time.monotonic() if now is None else now
         for kind, per_minute in self.limits.items():
             if per_minute:
                 self.capacity[kind] = max(1.0, per_minute / 60.0 * burst)
@@ -279,9 +282,10 @@ class ChatServer:
     def __init__(self, responder: Responder = echo_responder, host: str = "127.0.0.1",
                  port: int = 0, *, record: bool = True, models: list[str] | None = None,
                  rpm: float | None = None, tpm: float | None = None, burst: float = 1.0,
-                 limit_headers: bool = True):
+                 limit_headers: bool = True, clock: Callable[[], float] = time.monotonic):
         self.responder = responder
-        self.limiter = RateLimiter(rpm, tpm, burst) if (rpm or tpm) else None
+        self.clock = clock      # of the rate limits and of the requests' times
+        self.limiter = RateLimiter(rpm, tpm, burst, clock()) if (rpm or tpm) else None
         self.limit_headers = limit_headers
         self.rejected = 0
         self.rejected_at: list[float] = []
@@ -388,7 +392,7 @@ class ChatServer:
         with self._lock:
             number = self.count
             self.count += 1
-        req = ChatRequest(method, path, headers, body, number, time.monotonic())
+        req = ChatRequest(method, path, headers, body, number, self.clock())
         if self.record:
             self.requests.append(req)
         if self.limiter is not None:
@@ -421,7 +425,7 @@ class ChatServer:
         self._answer(conn, req, reply)
 
     def _answer(self, conn: _Connection, req: ChatRequest, reply: Reply) -> None:
-        req.answered = time.monotonic()
+        req.answered = self.clock()
         if reply.cut:
             conn._cut()
             return

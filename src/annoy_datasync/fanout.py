@@ -119,8 +119,21 @@ def _worker(settings: RequestSettings, shard: int, nshards: int, out: Appender,
         raise
 
 
+# once the run is stopping, how long the parent waits for the last workers' reports before
+# it gives up on them (and kills them): a stopped worker cancels its requests and reports
+# within a second or so
+STOP_GRACE_S = 30.0
+
+
 def run_processes(settings: RequestSettings, nproc: int, out: Appender, failed: Appender,
                   done: IndexSet, answered: mmap.mmap, progress: Progress) -> str | None:
+    """Run the shards in `nproc` forked workers; the first fatal error (a worker's own, or a
+    worker that died or ended without its final report) stops them all and is returned.
+
+    Never waits for ever on a worker that cannot report: one that ended without a final
+    report counts as dead, and once the run is stopping, workers that have not reported
+    within STOP_GRACE_S are given up on (a worker killed while it held the queue's write
+    lock leaves the others unable to send anything, or even to exit)."""
     ctx = mp.get_context("fork")
     stop = ctx.Event()
     q = ctx.Queue()
@@ -131,33 +144,61 @@ def run_processes(settings: RequestSettings, nproc: int, out: Appender, failed: 
         p.start()
     fatal: str | None = None
     finals: set[int] = set()
+    stopping_since: float | None = None
+    gave_up = False
+
+    def stopping(message: str) -> None:
+        nonlocal fatal, stopping_since
+        fatal = fatal or message
+        stop.set()
+        if stopping_since is None:
+            stopping_since = time.monotonic()
+
+    def handle(kind: str, shard: int, payload, message: str | None) -> None:
+        if kind == "stats":
+            progress.update(shard, payload)
+        elif kind == "final":
+            progress.update(shard, payload)
+            finals.add(shard)
+            if message:
+                stopping(message)
+        else:
+            finals.add(shard)
+            stopping(f"worker {shard} crashed: {payload}")
+
     try:
         while len(finals) < nproc:
             try:
-                kind, shard, payload, message = q.get(timeout=0.5)
-            except queue.Empty:
-                dead = [i for i, p in enumerate(procs) if i not in finals and p.exitcode not in (None, 0)]
-                if dead:
-                    fatal = fatal or f"worker {dead[0]} died (exit code {procs[dead[0]].exitcode})"
-                    stop.set()
-                    finals.update(dead)
+                handle(*q.get(timeout=0.5))
                 continue
-            if kind == "stats":
-                progress.update(shard, payload)
-            elif kind == "final":
-                progress.update(shard, payload)
-                finals.add(shard)
-                if message and not fatal:
-                    fatal = message
-                    stop.set()
-            else:
-                finals.add(shard)
-                fatal = fatal or f"worker {shard} crashed: {payload}"
-                stop.set()
+            except queue.Empty:
+                pass
+            ended = [i for i, p in enumerate(procs) if i not in finals and p.exitcode is not None]
+            if ended:       # what they sent before they ended is in the pipe: read it first
+                try:
+                    while True:
+                        handle(*q.get_nowait())
+                except queue.Empty:
+                    pass
+            for i in ended:
+                if i not in finals:
+                    finals.add(i)
+                    code = procs[i].exitcode
+                    stopping(f"worker {i} died (exit code {code})" if code
+                             else f"worker {i} ended without its final report")
+            if (stopping_since is not None and len(finals) < nproc
+                    and time.monotonic() - stopping_since > STOP_GRACE_S):
+                silent = sorted(set(range(nproc)) - finals)
+                stopping(f"worker(s) {', '.join(map(str, silent))} did not report within "
+                         f"{STOP_GRACE_S:g} s of the stop")
+                gave_up = True
+                break
     finally:
         stop.set()
+        # 10 s for all to end (none after they were given up on), then the rest are killed
+        end = time.monotonic() + (0.0 if gave_up else 10.0)
         for p in procs:
-            p.join(timeout=10)
+            p.join(timeout=max(0.0, end - time.monotonic()))
             if p.is_alive():
                 p.kill()
                 p.join()

@@ -31,6 +31,12 @@ class JobClock:
         self.zombies: dict[int, int] = {}   # pid -> CPU ticks of the job's zombies (last scan)
         self.proc_readable = True   # /proc shows the job's live processes (see probe_proc)
         self.schedstat = True       # ... and their run-queue wait
+        # run-queue wait (ns) of each thread of the job, as last read: a thread or process
+        # that has ended is no longer in /proc, and the time it waited for a CPU must not
+        # turn into idle time then (a job whose worker thread waited under load and ended
+        # was stopped for idling)
+        self.waits: dict[tuple[int, str], int] = {}
+        self.ended_wait_ns = 0      # of threads whose id was taken again by a new thread
 
     def probe_proc(self, pidns, notes):
         """What /proc tells us (as the namespace set it up) about a job's live processes;
@@ -51,6 +57,8 @@ class JobClock:
         ru = resource.getrusage(resource.RUSAGE_CHILDREN)
         self.cpu_base = ru.ru_utime + ru.ru_stime
         self.zombies = {}
+        self.waits = {}
+        self.ended_wait_ns = 0
 
     def job_usage(self, main=None):
         """(CPU seconds, seconds spent waiting for a CPU) of the running job so far.
@@ -69,7 +77,8 @@ class JobClock:
         process but us is the job's (orphans come to us, PID 1, and stay zombies until the
         job ends); without one, our descendants (a subreaper). CPU wait: the run-queue delay
         of each live thread, from /proc/<pid>/task/<tid>/schedstat, 0 where the kernel
-        does not have it."""
+        does not have it, plus that of the threads and processes of the job that have ended
+        (as last read: they are gone from /proc)."""
         ru = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = ru.ru_utime + ru.ru_stime - self.cpu_base
         if not self.proc_readable:
@@ -96,7 +105,7 @@ class JobClock:
         else:       # still the zombie seen (not reaped meanwhile, its pid not reused)
             procs = {pid: f for pid, f in procs.items()
                      if pid == main or self.zombies.get(pid) == zombies.get(pid)}
-        ticks, wait_ns = 0, 0
+        ticks = 0
         for pid, fields in procs.items():
             ticks += sum(int(x) for x in fields[11:15])   # utime stime cutime cstime
             if not self.schedstat:
@@ -106,10 +115,15 @@ class JobClock:
             for tid in tids:
                 try:
                     with open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as f:
-                        wait_ns += int(f.read().split()[1])
+                        wait = int(f.read().split()[1])
                 except (OSError, IndexError, ValueError):
-                    pass
-        return cpu + ticks / CLK_TCK, wait_ns / 1e9
+                    continue
+                key = (pid, str(tid))
+                before = self.waits.get(key, 0)
+                if wait < before:           # a new thread with the id of one that ended
+                    self.ended_wait_ns += before
+                self.waits[key] = wait
+        return cpu + ticks / CLK_TCK, (sum(self.waits.values()) + self.ended_wait_ns) / 1e9
 
     @staticmethod
     def threads(pid):
