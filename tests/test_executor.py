@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from annoy_datasync import executor as executor_mod
 from annoy_datasync import status
-from annoy_datasync.executor import Executor, JobResult, Limits
+from annoy_datasync.executor import Executor, ExecutorFailed, JobResult, Limits
 from testutil import SRC, cpu_burners
 
 LIMITS = Limits(wall_time=1.5, cpu_time=1.5, memory_mb=1024, nproc=16, fsize_mb=1,
@@ -1322,3 +1323,114 @@ def main_solution(n):
         assert isinstance(p["input"], dict)
         assert p["input"] != {"n": 5} and p["input"] != {"n": 6}
     assert settle(ex) == []
+
+
+def _kill_worker(ex2: Executor) -> None:
+    proc = ex2._workers[0].proc
+    proc.kill()
+    proc.wait()
+
+
+ONE = "def main_solution():\n    return 1\n"
+
+
+@pytest.mark.parametrize("fails", [1, 2])
+def test_a_replacement_worker_that_fails_its_handshake(tmp_path, monkeypatch, fails):
+    """A failure other than a dead pipe (here a hello that is not JSON) while a worker is
+    replaced: the job still gets its answer, and a second start is tried."""
+    ex2 = Executor(run_path=str(tmp_path / "run"), workers=1, limits=LIMITS, preload=())
+    real, calls = executor_mod._Worker.handshake, []
+
+    def handshake(self):
+        calls.append(1)
+        if len(calls) <= fails:
+            raise ValueError("Expecting value: line 1 column 1 (char 0)")
+        real(self)
+
+    monkeypatch.setattr(executor_mod._Worker, "handshake", handshake)
+    try:
+        _kill_worker(ex2)
+        first = ex2.run_calls(ONE, [{}]).result(60)[0]
+        assert (first.status, first.error_type) == (status.NOT_RUNNABLE, status.EXECUTOR_ERROR)
+        if fails < executor_mod.RESTART_ATTEMPTS:
+            again = ex2.run_calls(ONE, [{}]).result(60)[0]
+            assert (again.status, again.value) == (status.SUCCESS, 1)
+        else:       # given up: queued jobs are answered, later submits raise at once
+            with pytest.raises(ExecutorFailed, match="could not be restarted.*Expecting value"):
+                ex2.run_calls(ONE, [{}])
+    finally:
+        ex2.close()
+    assert len(calls) == fails + (fails < executor_mod.RESTART_ATTEMPTS)
+
+
+def test_a_worker_that_cannot_be_replaced_answers_every_queued_job(tmp_path, monkeypatch):
+    ex2 = Executor(run_path=str(tmp_path / "run"), workers=1, limits=LIMITS, preload=())
+
+    def handshake(self):
+        raise ValueError("not a hello")
+
+    monkeypatch.setattr(executor_mod._Worker, "handshake", handshake)
+    _kill_worker(ex2)
+    futures = [ex2.run_calls(ONE, [{}, {}]) for _ in range(5)]
+    gen = ex2.run_generator(ONE, "def input_generator():\n    return {}\n", seed=0,
+                            max_calls=1, max_pairs=1, budget_s=1)
+    results = [r for f in futures for r in f.result(60)]
+    assert [(r.status, r.error_type) for r in results] == \
+        [(status.NOT_RUNNABLE, status.EXECUTOR_ERROR)] * 10
+    assert (gen.result(60).status, gen.result().error_type) == \
+        (status.NOT_RUNNABLE, status.EXECUTOR_ERROR)
+    with pytest.raises(ExecutorFailed, match="could not be restarted.*not a hello"):
+        ex2.run_calls(ONE, [{}])
+    ex2.close()
+    assert ex2._workers[0].proc is None
+
+
+def test_an_answer_that_is_not_json_replaces_the_worker(tmp_path, monkeypatch):
+    with Executor(run_path=str(tmp_path / "run"), workers=1, limits=LIMITS,
+                  preload=()) as ex2:
+        real, calls = executor_mod._Worker.recv, []
+        old = ex2._workers[0].proc
+
+        def recv(self):
+            calls.append(1)
+            answer = real(self)
+            if len(calls) == 1:
+                raise json.JSONDecodeError("Expecting value", "x", 0)
+            return answer
+
+        monkeypatch.setattr(executor_mod._Worker, "recv", recv)
+        bad = ex2.run_calls(ONE, [{}]).result(60)[0]
+        good = ex2.run_calls(ONE, [{}]).result(60)[0]
+        assert (bad.status, bad.error_type) == (status.NOT_RUNNABLE, status.EXECUTOR_ERROR)
+        assert (good.status, good.value) == (status.SUCCESS, 1)
+        assert old.poll() is not None and ex2._workers[0].proc is not old
+
+
+def test_a_submit_racing_close_is_refused_not_lost(tmp_path, monkeypatch):
+    """A job submitted while close() runs is either served or refused, never left pending."""
+    ex2 = Executor(run_path=str(tmp_path / "run"), workers=1, limits=LIMITS, preload=())
+    inside, closed = threading.Event(), threading.Event()
+    real = executor_mod._limits_dict
+
+    def limits_dict(limits):      # the submit is past its first checks: close now
+        inside.set()
+        assert closed.wait(30)
+        return real(limits)
+
+    monkeypatch.setattr(executor_mod, "_limits_dict", limits_dict)
+    outcome: list = []
+
+    def submit():
+        try:
+            outcome.append(ex2.run_calls(ONE, [{}]))
+        except RuntimeError as exc:
+            outcome.append(exc)
+
+    t = threading.Thread(target=submit)
+    t.start()
+    assert inside.wait(30)
+    ex2.close()
+    closed.set()
+    t.join(30)
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], RuntimeError) and "closed" in str(outcome[0])

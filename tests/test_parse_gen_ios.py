@@ -331,6 +331,49 @@ def test_an_executor_failure_is_retried_by_a_rerun(tmp_path, monkeypatch, capsys
     assert sorted(r["meta"]["msgidx"] for r in read(out)) == [0, 1]
 
 
+def test_a_worker_that_cannot_be_replaced_stops_the_step(tmp_path, monkeypatch, capsys):
+    """Through the real executor: the generator pool's worker dies on its first job and
+    every start of a replacement fails (a hello that is not JSON). The step stops with one
+    line instead of hanging; nothing of the samples it could not run is written, and a
+    rerun records them all."""
+    from annoy_datasync import executor as executor_mod
+
+    real_send, real_handshake = executor_mod._Worker.send, executor_mod._Worker.handshake
+    died: list[int] = []
+
+    def send(self, body):
+        if not died:
+            died.append(1)
+            self.proc.kill()
+            self.proc.wait()
+        real_send(self, body)
+
+    def handshake(self):
+        if died:
+            raise ValueError("Expecting value: line 1 column 1 (char 0)")
+        real_handshake(self)
+
+    names = ["plain", "memo", "mutating", "numpy", "clock_harmless", "int_set", "plain",
+             "memo", "no_generator"]
+    inp = tmp_path / "u.jsonl"
+    write_input(inp, names)
+    out = tmp_path / "p.jsonl"
+    argv = ["--input_file", str(inp), "--output_file", str(out), "--run_path",
+            str(tmp_path / "run"), "--timeout", "3", "--workers", "1", "--hash_seeds", "0"]
+    monkeypatch.setattr(executor_mod._Worker, "send", send)
+    monkeypatch.setattr(executor_mod._Worker, "handshake", handshake)
+    assert cli.run(parse_gen_ios.main, argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: a sandbox worker failed and could not be restarted "
+                              "(ValueError: Expecting value")
+    assert out.read_text() == ""
+    monkeypatch.undo()
+    assert cli.run(parse_gen_ios.main, argv) == 0
+    summary = capsys.readouterr().err.strip().splitlines()[-1]
+    assert st.RETRY_LATER not in summary and "skipped_done" not in summary
+    assert sorted(r["meta"]["msgidx"] for r in read(out)) == [0, 1, 2, 3, 4, 5, 6, 7]
+
+
 RECHECK_CODES = [
     # seeded random: the merged job must give each call its own sample's seed
     "import random\n\ndef main_solution(n):\n    return [random.randint(0, 10**6) for _ in range(n)]\n",

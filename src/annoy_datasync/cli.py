@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from . import layout, status
-from .executor import read_path_problem
+from .executor import ExecutorFailed, read_path_problem
 from .jsonl import StepError, atomic_write, read_jsonl
 
 
@@ -46,11 +46,12 @@ def summary_head(step: str, **settings: object) -> str:
 
 
 def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
-    """Run a step's ``main`` turning a `StepError` (an `InputError` too) into one line on
-    stderr and exit code 1."""
+    """Run a step's ``main`` turning a `StepError` (an `InputError` too) or an
+    `ExecutorFailed` (its sandbox workers did not start or could not be replaced) into one
+    line on stderr and exit code 1."""
     try:
         return main(argv)
-    except StepError as exc:
+    except (StepError, ExecutorFailed) as exc:
         # a message may carry text from elsewhere (a YAML parser, a server's error body)
         # that spans lines; a log or a driver reads one line per error
         one_line = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())

@@ -13,6 +13,10 @@ Workers live as long as the Executor or the PROCESS that made it, whichever ends
 watch a pidfd of that process, so an Executor may be made in a short-lived thread). A job
 whose worker died or failed comes back NOT_RUNNABLE with ``error_type ==
 status.EXECUTOR_ERROR``: the executor's fault, not the code's; running it again may work.
+A worker that fails (dies, sends a frame that is not JSON, ...) is replaced; one that cannot
+be replaced (RESTART_ATTEMPTS starts failed) breaks the Executor: every job queued or
+submitted before gets such a result, and every later submit raises `ExecutorFailed` (a
+step stops on it with a one-line message).
 """
 
 from __future__ import annotations
@@ -59,6 +63,8 @@ USE_NAMESPACES = True
 USE_SYSCALL_FILTER = True
 # A worker that has not answered this long after a job's own limits is killed and replaced.
 WATCHDOG_GRACE_S = 60.0
+# Starts of a replacement worker tried before the Executor gives up (ExecutorFailed).
+RESTART_ATTEMPTS = 2
 _warned: set[str] = set()
 # Directories the jobs' view makes itself (sandbox_view.VIEW_DIRS): no read path may hold one.
 VIEW_DIRS = ("/etc", "/dev", "/proc", "/tmp")
@@ -143,6 +149,13 @@ class WorkerDied(Exception):
     pass
 
 
+class ExecutorFailed(RuntimeError):
+    """The Executor cannot run jobs: a worker did not start, or could not be replaced. A step
+    stops on it with its one-line message (`cli.run`). (Not a `jsonl.StepError`: this module
+    imports nothing outside the standard library and its siblings, so that it runs under an
+    interpreter of the user's choosing.)"""
+
+
 class _Worker:
     """One sandbox worker process and the parent-side pipe protocol."""
 
@@ -180,15 +193,16 @@ class _Worker:
         watchdog.start()
         try:
             hello = self.recv()
-        except WorkerDied:
+        except (WorkerDied, ValueError):   # ValueError: a frame that is not JSON
             hello = None
         finally:
             watchdog.cancel()
         if not isinstance(hello, dict) or not hello.get("hello"):
-            raise RuntimeError(f"sandbox worker under {ex.python_path} did not start")
+            raise ExecutorFailed(f"sandbox worker under {ex.python_path} did not start")
         self.hello = hello
-        for note in hello.get("notes", []):
-            if note not in _warned:
+        notes = hello.get("notes")
+        for note in notes if isinstance(notes, list) else ():
+            if isinstance(note, str) and note not in _warned:
                 _warned.add(note)
                 log.warning("executor: %s", note)
 
@@ -234,7 +248,7 @@ class Executor:
     """`workers` sandbox worker processes under `python_path`.
 
     The constructor launches every worker, then (``wait=True``) waits until all have started
-    (imports of `preload` done; raises RuntimeError if one cannot start). With ``wait=False``
+    (imports of `preload` done; raises ExecutorFailed, a RuntimeError, if one cannot start). With ``wait=False``
     it returns at once and the first job (or `wait_ready`) waits instead, so several pools
     start up side by side.
 
@@ -269,6 +283,7 @@ class Executor:
         n = workers or os.cpu_count() or 1
         self._queue: queue.Queue = queue.Queue()
         self._closed = False
+        self._broken: str | None = None   # why the Executor cannot run jobs any more
         self._deadlines: dict[int, tuple[float, subprocess.Popen | None]] = {}
         self._stop = threading.Event()
         self._workers = [_Worker(self, i) for i in range(min(n, 128))]
@@ -290,7 +305,8 @@ class Executor:
 
     def wait_ready(self) -> None:
         """Wait until every worker has started and the pool serves jobs (the first job does
-        this by itself). Raises RuntimeError, now and on every later job, if one could not start."""
+        this by itself). Raises ExecutorFailed (a RuntimeError), now and on every later job, if
+        one could not start."""
         with self._ready_lock:
             if self._ready:
                 return
@@ -302,12 +318,15 @@ class Executor:
                 for w in self._workers:
                     w.handshake()
             except BaseException as exc:
+                if isinstance(exc, Exception) and not isinstance(exc, ExecutorFailed):
+                    exc = ExecutorFailed(f"sandbox worker under {self.python_path} did not "
+                                         f"start ({type(exc).__name__}: {exc})")
                 self._start_error = exc
                 self._closed = True
                 for w in self._workers:
-                    w.stop()
+                    _discard(w)
                 _live.discard(self)
-                raise
+                raise exc from None
             for w in self._workers:
                 t = threading.Thread(target=self._serve, args=(w,), daemon=True,
                                      name=f"executor-{w.index}")
@@ -448,47 +467,68 @@ class Executor:
     def _submit(self, job: dict, limits: Limits | None) -> Future:
         if not self._ready:
             self.wait_ready()
-        if self._closed:
-            raise RuntimeError("Executor is closed")
         job["limits"] = _limits_dict(limits or self.limits)
         body = json.dumps(job).encode()   # inputs must be JSON: fail here, in the caller
         fut: Future = Future()
-        self._queue.put((job, fut, body))
+        # under the lock _shutdown closes with: a job is queued before its stop markers or
+        # not at all (after them no thread would take it)
+        with self._ready_lock:
+            if self._broken is not None:
+                raise ExecutorFailed(self._broken)
+            if self._closed:
+                raise RuntimeError("Executor is closed")
+            self._queue.put((job, fut, body))
         return fut
 
     def _serve(self, w: _Worker) -> None:
+        """Serve jobs on worker `w` until a stop marker. Every job taken gets an answer,
+        whatever fails: the thread never ends before its stop marker."""
         while True:
             item = self._queue.get()
             if item is None:
                 return
             job, fut, body = item
-            if not fut.set_running_or_notify_cancel():
-                continue
-            t0 = time.perf_counter()
+            try:
+                self._serve_one(w, job, fut, body)
+            except BaseException as exc:  # noqa: BLE001 - never leave a Future pending
+                log.exception("executor: serving a job failed")
+                if not fut.done():
+                    fut.set_exception(exc)
+
+    def _serve_one(self, w: _Worker, job: dict, fut: Future, body: bytes) -> None:
+        if not fut.set_running_or_notify_cancel():
+            return
+        t0 = time.perf_counter()
+        failed = False
+        proc = w.proc
+        if self._broken is not None:
+            answer = {"error": self._broken}
+        elif proc is None:
+            answer = {"error": "no sandbox worker"}
+        else:
             lim = job["limits"]
             # the worker's own last resort: 10 x (cpu + idle) per call, or per sample
             per_call = lim["cpu_time"] + lim["wall_time"]
             budget = (10 * (per_call * (len(job.get("inputs", ())) + 1)
                             + job.get("budget_s", 0)) + WATCHDOG_GRACE_S)
-            proc = w.proc
             self._deadlines[w.index] = (time.monotonic() + budget, proc)
             try:
-                if proc is None:
-                    raise WorkerDied("no worker")
                 w.send(body)
                 answer = w.recv()
+                if not isinstance(answer, dict):
+                    raise ValueError("an answer that is not a JSON object")
             except WorkerDied as exc:
-                answer = {"error": f"the sandbox worker died ({exc})"}
-                self._restart(w)
-            except BaseException as exc:  # noqa: BLE001 - never leave a Future pending
-                fut.set_exception(exc)
-                continue
+                answer, failed = {"error": f"the sandbox worker died ({exc})"}, True
+            except Exception as exc:  # noqa: BLE001 - e.g. a frame that is not JSON
+                answer, failed = {"error": f"the sandbox worker failed ({exc})"}, True
             finally:
                 self._deadlines.pop(w.index, None)
-            try:
-                fut.set_result(self._to_result(job, answer, time.perf_counter() - t0))
-            except BaseException as exc:  # noqa: BLE001
-                fut.set_exception(exc)
+        if failed:     # first: whoever sees this job fail finds the worker replaced or
+            self._restart(w)    # the Executor broken (its next submit raises)
+        try:
+            fut.set_result(self._to_result(job, answer, time.perf_counter() - t0))
+        except BaseException as exc:  # noqa: BLE001
+            fut.set_exception(exc)
 
     def _watchdog(self) -> None:
         """Kill a worker that overran a job's limits by far (it is then replaced); the
@@ -501,15 +541,23 @@ class Executor:
                     proc.kill()
 
     def _restart(self, w: _Worker) -> None:
-        try:
-            w.stop()
-        except OSError:
-            pass
-        if not self._closed:
+        """Replace worker `w` (dead or not to be trusted). After RESTART_ATTEMPTS failed
+        starts the Executor is broken: the jobs queued get EXECUTOR_ERROR results at once
+        (the thread goes on taking them) and later submits raise ExecutorFailed."""
+        _discard(w)
+        if self._closed or self._broken is not None:
+            return      # (a job of a closing Executor finds no worker and fails at once)
+        problem = ""
+        for _ in range(RESTART_ATTEMPTS):
             try:
                 w.start()
-            except (OSError, RuntimeError, WorkerDied) as exc:
-                log.error("executor: restarting a sandbox worker failed: %s", exc)
+                return
+            except Exception as exc:  # noqa: BLE001 - whatever it is, the worker is unusable
+                problem = f"{type(exc).__name__}: {exc}"
+                log.error("executor: restarting a sandbox worker failed: %s", problem)
+                _discard(w)
+        self._broken = f"a sandbox worker failed and could not be restarted ({problem})"
+        log.error("executor: %s", self._broken)
 
     @staticmethod
     def _to_result(job: dict, answer: dict, seconds: float) -> list[JobResult] | GenResult:
@@ -524,6 +572,18 @@ class Executor:
             return _gen_result(job, answer)
         out, err = text(answer["stdout"]), text(answer["stderr"])
         return [_call_result(r, out, err) for r in answer["results"]]
+
+
+def _discard(w: _Worker) -> None:
+    """Stop worker `w`, killing it if need be; its `proc` is None afterwards."""
+    proc = w.proc
+    try:
+        w.stop()
+    except Exception:  # noqa: BLE001 - a pipe that fails to close: kill it all the same
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+    w.proc = None
 
 
 _live: weakref.WeakSet[Executor] = weakref.WeakSet()
