@@ -1434,3 +1434,20 @@ def test_a_submit_racing_close_is_refused_not_lost(tmp_path, monkeypatch):
     t.join(30)
     assert len(outcome) == 1
     assert isinstance(outcome[0], RuntimeError) and "closed" in str(outcome[0])
+
+
+def test_run_generator_leaves_out_pairs_over_pair_bytes(ex):
+    """A pair whose input or output is longer than pair_bytes as JSON is counted, not sent;
+    it still counts against max_pairs, and the calls after it see the state it left."""
+    code = ("seen = []\ndef main_solution(n, pad):\n    seen.append(n)\n"
+            "    return 'y' * 200 if n == 3 else [n, len(seen)]\n")
+    gen = ("import random\ndef input_generator():\n    n = random.randint(0, 5)\n"
+           "    return {'n': n, 'pad': 'x' * (300 if n == 1 else 0)}\n")
+    kw = dict(seed=5, max_calls=40, max_pairs=6, budget_s=5)
+    whole = ex.run_generator(code, gen, **kw).result(60)
+    bounded = ex.run_generator(code, gen, pair_bytes=100, **kw).result(60)
+    small = [p for p in whole.pairs if p["input"]["n"] not in (1, 3)]
+    assert len(whole.pairs) == 6 and 0 < len(small) < 6
+    assert bounded.pairs == small
+    assert bounded.errors["too_large"] == 6 - len(small)
+    assert {k: v for k, v in bounded.errors.items() if k != "too_large"} == whole.errors

@@ -513,3 +513,57 @@ def test_values_no_file_can_hold_are_dropped_not_a_crash(tmp_path, capsys):
     summary = capsys.readouterr().err.strip().splitlines()[-1]
     assert "kept=1" in summary and f"{st.DROP_FEW_IOS}=2" in summary, summary
     assert f"{st.PAIR_NON_JSON}=" in summary
+
+
+@pytest.mark.parametrize("value", [
+    {"s": "\U0001F600" * 300}, {"s": "\u00e9\u4e2d" * 300}, {"xs": [[] for _ in range(600)]},
+    {str(i): i for i in range(300)}, {"s": "\u2028\n\t\"" * 300}, {"f": [1e-7, -0.0, 2**60] * 99}])
+def test_what_the_generator_job_leaves_out_bounds_would_drop(value):
+    """The generator job leaves out pairs longer than SEND_FACTOR x max_bytes as it writes
+    them (json.dumps defaults); canonical JSON is never under a third of that text, so each
+    such pair is over the 1024-byte bound too (and the rule itself stays in the parent)."""
+    from annoy_datasync.generation import SEND_FACTOR
+
+    text = json.dumps(value)
+    assert len(text) <= 3 * len(canonical(value).encode("utf-8"))
+    cut = SEND_FACTOR * Bounds().max_bytes
+    assert 3 * (Bounds().max_bytes + 1) <= cut
+
+
+def test_pairs_left_out_by_the_generator_job_change_no_file_and_no_count(tmp_path, capsys,
+                                                                          monkeypatch):
+    """The same run with the generator job's early bound and without it (a factor so large
+    that it sends every pair, as before the bound): the same files, the same summary."""
+    from annoy_datasync import executor as executor_mod
+    from annoy_datasync import generation
+
+    left_out = []
+    real_gen_result = executor_mod._gen_result
+
+    def gen_result(job, answer):
+        left_out[-1] += answer["errors"].get(executor_mod.GEN_TOO_LARGE, 0)
+        return real_gen_result(job, answer)
+
+    monkeypatch.setattr(executor_mod, "_gen_result", gen_result)
+    mixed = unified(
+        "import random\n\ndef main_solution(n, xs):\n    random.random()\n"
+        "    return 'z' * n if n % 3 == 0 else sum(xs) + n\n",
+        "import random\n\ndef input_generator():\n    n = random.randint(0, 3000)\n"
+        "    return {'n': n, 'xs': [random.random() for _ in range(n % 400)]}\n")
+    names = ["too_large", "plain", "mutating", "memo"]
+    results = []
+    for factor in (generation.SEND_FACTOR, 10**6):
+        monkeypatch.setattr(generation, "SEND_FACTOR", factor)
+        left_out.append(0)
+        d = tmp_path / str(factor)
+        d.mkdir()
+        write_input(d / "u.jsonl", names)
+        with open(d / "u.jsonl", "a") as f:
+            f.write(json.dumps({"messages": [], "output": mixed, "index": 9}) + "\n")
+        assert run(d, d / "u.jsonl", d / "p.jsonl", "--workers", "2") == 0
+        summary = capsys.readouterr().err.strip().splitlines()[-1]
+        results.append(((d / "p.jsonl").read_bytes(),
+                        (d / "p.jsonl.dropped.jsonl").read_bytes(), summary))
+    assert results[0] == results[1]
+    assert left_out[0] >= 5 and left_out[1] == 0
+    assert "pair_too_large=" in results[0][2] and b'"msgidx": 9' in results[0][0]

@@ -130,6 +130,9 @@ class GenResult:
     error_type: str | None = None  # status.EXECUTOR_ERROR when the worker died or failed
 
 
+# The errors key of a generator job's pairs too large to send (`run_generator`'s pair_bytes).
+GEN_TOO_LARGE = "too_large"
+
 _STATUS_NAMES = ("SUCCESS", "EXCEPTION", "TIMEOUT", "WALL_TIMEOUT", "RESOURCE_LIMIT",
                  "CRASHED", "NON_JSON", "NOT_RUNNABLE")
 
@@ -409,7 +412,8 @@ class Executor:
         return self._submit(job, limits)
 
     def run_generator(self, code: str, gen_code: str, *, seed: int, max_calls: int,
-                      max_pairs: int, budget_s: float, limits: Limits | None = None) -> Future[GenResult]:
+                      max_pairs: int, budget_s: float, limits: Limits | None = None,
+                      pair_bytes: int | None = None) -> Future[GenResult]:
         """Exec `code` + `gen_code`, seed random state with `seed`, then call
         ``input_generator()`` up to `max_calls` times (or until `max_pairs` distinct inputs or
         `budget_s` seconds of CPU time) and ``main_solution(**copy_of(input))`` on each.
@@ -418,9 +422,16 @@ class Executor:
         ``errors["duplicate"]``; failed calls (generator or main_solution) are
         counted under their status. A call that hangs ends the job: the pairs so far are
         kept, ``errors[TIMEOUT]`` counts it and ``message`` says so.
+
+        `pair_bytes`: a pair whose input or output is longer than this as the child writes
+        it (``json.dumps`` with its defaults: ASCII escapes, ", " and ": ") is not sent
+        back, only counted in ``errors[GEN_TOO_LARGE]`` (it still counts as a distinct input
+        against `max_pairs`); default: the result size limit. So a generator of huge inputs
+        costs neither the worker nor this process their JSON.
         """
         job = {"kind": "gen", "code": code, "gen_code": gen_code, "seed": seed,
-               "max_calls": max_calls, "max_pairs": max_pairs, "budget_s": budget_s}
+               "max_calls": max_calls, "max_pairs": max_pairs, "budget_s": budget_s,
+               "pair_bytes": pair_bytes}
         return self._submit(job, limits)
 
     def close(self) -> None:

@@ -32,7 +32,9 @@ The re-check jobs of up to 4 samples bound for one pool are merged into one sand
 Size bounds of a kept pair (`Bounds`, checked on the input and on the output separately):
 at most 1024 bytes of JSON, lists of at most 64 items, strings of at most 256 characters,
 nesting of at most 6 lists/dicts (the kwargs dict counts as one). Larger pairs are dropped
-as ``pair_too_large``: the model must read and write them.
+as ``pair_too_large``: the model must read and write them. The rule is decided here, on the
+canonical JSON; the generator job only leaves out pairs far over it (`SEND_FACTOR`), so
+that a generator of huge inputs costs no one their JSON.
 
 A sample keeps its first ``max_ios`` surviving pairs (generation order) and is dropped when
 fewer than 2 survive. Everything recorded depends only on the code, ``--seed`` and msgidx,
@@ -56,10 +58,17 @@ from typing import Any
 from . import sections
 from . import status as st
 from .compare import canonical
-from .executor import Call
+from .executor import GEN_TOO_LARGE, Call
 from .jsonl import read_jsonl
 
 MIN_IOS = 2
+# The generator job sends back only pairs whose input and output are each at most SEND_FACTOR
+# x Bounds.max_bytes long as it writes them; the others it counts as too large. Its text
+# (json.dumps defaults) is at most 3 x the canonical UTF-8 bytes of the same value: a
+# character outside ASCII is 6 or 12 bytes as an escape, 2 to 4 in UTF-8; ", " and ": " are
+# 2 bytes, 1 in canonical JSON; the rest is the same. So a pair it leaves out has more than
+# 4096 / 3 > 1024 canonical bytes: Bounds would drop it too, and the output files stay the same.
+SEND_FACTOR = 4
 RESEEDS = 4   # extra re-runs, each with its own seed and warped clocks, of pairs whose code
               # drew random numbers or read a clock
 
@@ -312,6 +321,8 @@ def _pair_reason(error: str) -> str:
     """Pair drop reason for a per-call failure counted by the generator job."""
     if error == "duplicate":
         return st.PAIR_DUPLICATE
+    if error == GEN_TOO_LARGE:
+        return st.PAIR_TOO_LARGE
     return st.PAIR_NON_JSON if error == st.NON_JSON else st.PAIR_ERROR
 
 
@@ -362,7 +373,8 @@ class SampleTask:
         self.future = gen_pool().run_generator(
             self.sections.main_code, self.sections.gen_code,
             seed=derive_seed(s.seed, self.msgidx, "generate"), max_calls=s.max_calls,
-            max_pairs=s.max_ios + s.spares, budget_s=s.budget_s)
+            max_pairs=s.max_ios + s.spares, budget_s=s.budget_s,
+            pair_bytes=SEND_FACTOR * s.bounds.max_bytes)
 
     def advance(self, rechecker: Rechecker) -> None:
         fut, self.future = self.future, None

@@ -460,6 +460,9 @@ class Job:
         # the sample's budget is CPU time (this process, its threads and the children it
         # reaped), so how many calls fit does not depend on how busy the machine is
         cpu_end = cpu_seconds() + job["budget_s"]
+        # a pair whose input or output is longer than this as JSON is not sent (still
+        # called: the calls after it see the state it leaves, as without the bound)
+        pair_limit = job.get("pair_bytes") or self.limit
         for _ in range(job["max_calls"]):
             if len(seen) >= job["max_pairs"] or cpu_seconds() > cpu_end:
                 break
@@ -489,6 +492,8 @@ class Job:
             status, etype, msg, value = self.call(fn, json.loads(text))
             if value is None:
                 self.frame("err", s=status, e=etype, m=msg)
+            elif len(text) > pair_limit or len(value) > pair_limit:
+                self.frame("big")   # too large to record: its values stay here
             else:
                 self.value_frame("pair", [("in", text), ("out", value)])
         self.frame("gdone")

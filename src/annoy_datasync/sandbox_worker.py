@@ -498,10 +498,11 @@ class Worker:
             if len(state["pairs"]) >= state["max_pairs"] or not isinstance(msg["in"], dict):
                 return False
             state["pairs"].append({"input": msg["in"], "output": msg["out"]})
-        elif kind == "err":
+        elif kind in ("err", "big"):
             if sum(state["errors"].values()) >= state["max_calls"]:
                 return False
-            state["errors"][msg["s"]] = state["errors"].get(msg["s"], 0) + 1
+            key = msg["s"] if kind == "err" else "too_large"
+            state["errors"][key] = state["errors"].get(key, 0) + 1
         elif kind == "gdone":
             state["done"] = True
         else:
