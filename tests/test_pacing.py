@@ -208,10 +208,10 @@ def test_a_rate_is_inferred_from_429s_when_no_limit_is_known(monkeypatch):
     # answered over the last 5 s (61 answers, from 0.1 s to 3.1 s), less than 15% lower
     assert p.buckets["requests"].rate == pytest.approx(60 / 5.0, rel=0.01)
     before = p.buckets["requests"].rate
-    for _ in range(14):                          # 1 s of answers: +2-3%
-        clock[0] += 1 / 14
+    for _ in range(14):                          # 1 s of answers: +2%, below the rate
+        clock[0] += 1 / 14                       # the last 429 came at
         p.accepted()
-    assert 1.02 < p.buckets["requests"].rate / before < 1.03
+    assert p.buckets["requests"].rate / before == pytest.approx(1.02)
     p.observe({"limit_requests": 3000.0})        # the server tells its limit after all
     assert not p.inferred and p.limits["requests"] == 3000.0
 
@@ -260,8 +260,9 @@ def test_after_a_few_429s_only_the_inferred_rate_is_gone_within_seconds(monkeypa
 
 def test_against_a_headerless_limit_the_inferred_rate_holds_it_with_few_429s(monkeypatch):
     """A server allowing 20 requests a second (one second of burst) that never says so: after
-    the first minute the client sends at about that rate, and few of its requests get a 429
-    (the inferred rate probes upwards and is cut again now and then)."""
+    the first minute the client sends at about that rate, and under 1.5% of its requests get
+    a 429 (the inferred rate creeps back up to where the last 429 came, probes above it,
+    and is cut again)."""
     clock = [0.0]
     monkeypatch.setattr(pacing.time, "monotonic", lambda: clock[0])
     p = Pacer()
@@ -275,4 +276,4 @@ def test_against_a_headerless_limit_the_inferred_rate_holds_it_with_few_429s(mon
     seen = simulate(p, clock, server_ok, full=100.0, until=120.0)
     late = [ok for t, ok in seen if t > 60]
     assert sum(late) / 60 == pytest.approx(20.0, rel=0.05)
-    assert 0 < late.count(False) / len(late) < 0.03
+    assert 0 < late.count(False) / len(late) < 0.015

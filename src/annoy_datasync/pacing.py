@@ -170,8 +170,8 @@ class Pacer:
     for. ``share`` is this worker's fraction of every limit (1 / number of processes)."""
 
     ACCEPTED_SECONDS = 5.0
-    GROW_START = 0.02        # an inferred rate's growth a second just after a 429 ...
-    GROW_DOUBLING = 2.0      # ... doubles every this many seconds without one
+    GROW_START = 0.02        # an inferred rate's growth a second below the ceiling ...
+    GROW_DOUBLING = 2.0      # ... and above it, doubling every this many seconds there
     FORGET_ABOVE = 4.0       # an inferred rate this many times what is used is dropped
 
     def __init__(self, rpm: float | None = None, tpm: float | None = None, share: float = 1.0,
@@ -188,6 +188,8 @@ class Pacer:
         self._last_cut = 0.0
         self._last_429 = 0.0
         self._grown = 0.0             # when the inferred rate last grew
+        self._ceiling: float | None = None   # the inferred limit a 429 last cut (per minute)
+        self._above = 0.0             # since when the inferred limit is above that
         self._queue = asyncio.Lock()  # FIFO: waiters leave in arrival order
         self._wake = asyncio.Event()  # set when the buckets gained (a correction, new limits)
         for kind, limit in self.limits.items():
@@ -272,12 +274,13 @@ class Pacer:
                 b.cap(0.0, now)
         if self.buckets["requests"] is None and len(self._accepted) >= 2:
             self.inferred = True
-            self._last_cut = self._grown = now
+            self._last_cut = self._grown = self._above = now
+            self._ceiling = None      # unpaced when it came: no rate known to be too high
             self._set_limit("requests", self._accepted_rate(now) * 60.0 / self.share / HEADROOM)
             self.buckets["requests"].cap(0.0, now)
         elif self.inferred and now - self._last_cut > 1.0:
             self._last_cut = self._grown = now
-            limit = self.limits["requests"]
+            limit = self._ceiling = self.limits["requests"]
             measured = self._accepted_rate(now) * 60.0 / self.share / HEADROOM
             self._set_limit("requests", max(0.5 * limit, min(0.85 * limit, measured)))
 
@@ -290,11 +293,12 @@ class Pacer:
         return (len(self._accepted) - 1) / max(1.0, now - self._accepted[0])
 
     def accepted(self) -> None:
-        """An attempt was answered (not 429): the server took it. An inferred rate grows the
-        faster the longer no 429 came: by GROW_START a second at first, the growth doubling
-        every GROW_DOUBLING seconds without a 429, up to doubling the rate every second. An
-        inferred rate far above what is used (a server that refused for a moment only) is
-        forgotten: the run is unpaced again until the next 429."""
+        """An attempt was answered (not 429): the server took it. An inferred rate grows by
+        GROW_START a second while below the rate a 429 last came at (the ceiling); above it
+        (or from the first guess, made unpaced: no ceiling), the faster the longer it has
+        been there: the growth doubles every GROW_DOUBLING seconds, up to doubling the rate
+        every second. An inferred rate far above what is used (a server that refused for a
+        moment only) is forgotten: the run is unpaced again until the next 429."""
         now = time.monotonic()
         self._accepted.append(now)
         while self._accepted and self._accepted[0] < now - self.ACCEPTED_SECONDS:
@@ -302,8 +306,13 @@ class Pacer:
         if not self.inferred:
             return
         quiet = now - self._last_429
-        growth = min(1.0, self.GROW_START * 2.0 ** (quiet / self.GROW_DOUBLING))
-        limit = self.limits["requests"] * (1.0 + growth) ** max(0.0, now - self._grown)
+        limit = self.limits["requests"]
+        if self._ceiling is not None and limit < self._ceiling:
+            growth = self.GROW_START          # back towards a rate a 429 came at: gently
+            self._above = now
+        else:
+            growth = min(1.0, self.GROW_START * 2.0 ** ((now - self._above) / self.GROW_DOUBLING))
+        limit *= (1.0 + growth) ** max(0.0, now - self._grown)
         self._grown = now
         used = len(self._accepted) / self.ACCEPTED_SECONDS * 60.0 / self.share / HEADROOM
         if quiet > self.ACCEPTED_SECONDS and limit > self.FORGET_ABOVE * used:
