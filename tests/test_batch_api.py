@@ -613,3 +613,22 @@ def test_a_download_that_breaks_off_leaves_the_old_file_and_no_temp_file(tmp_pat
     batch_api.download(client([b'{"a": 1}\n', b'{"b": 2}\n'], cut=False), "file-1", str(path))
     assert path.read_bytes() == b'{"a": 1}\n{"b": 2}\n'
     assert os.listdir(tmp_path) == ["results.jsonl"]
+
+
+# JSON may escape a lone surrogate (a model's text can hold one); no UTF-8 body can carry it
+LONE_SURROGATE = ('{"messages": [{"role": "system", "content": "ok"}, '
+                  '{"role": "user", "content": [{"type": "text", "text": "half \\ud800 a pair"}]}]}')
+
+
+def test_a_lone_surrogate_is_bad_input_naming_file_and_line_in_a_batch(serve, tmp_path):
+    """The row is recorded as bad_input, as the live path does (test_batched_api_inference);
+    the other rows of its file go through (writing the file crashed on it)."""
+    server = serve(responder=echo)
+    inp = write_requests(tmp_path / "in.jsonl", 5, bad_lines={2: LONE_SURROGATE})
+    out = str(tmp_path / "out.jsonl")
+    assert run_batch(server, inp, out) == 0
+    assert sorted(r["index"] for r in read(out)) == [0, 1, 3, 4]
+    [fail] = read(out + ".failed.jsonl")
+    assert fail["index"] == 2 and fail["reason"] == status.FAIL_BAD_INPUT
+    assert fail["error"].startswith(f"{inp}:3: ")
+    assert 'messages[1]["content"][0]["text"] holds a lone surrogate' in fail["error"]

@@ -246,6 +246,22 @@ def test_a_file_that_is_not_requests_is_a_clear_error(serve, tmp_path):
     assert server.count == 0
 
 
+def test_a_lone_surrogate_in_a_prompt_is_bad_input_naming_file_and_line(serve, tmp_path, transport):
+    """JSON may escape a lone surrogate (a model's text can hold one) but no request body can
+    carry it: the row is bad_input, never sent, its neighbours answered. (Its attempts
+    failed on encoding the body, as an unreadable answer, retried, and again on every rerun.)"""
+    server = serve(lambda req: Reply(content=f"answer {row_of(req)}"))
+    bad = '{"messages": [{"role": "user", "content": "half \\udfff 1"}]}'
+    inp = write_requests(tmp_path / "in.jsonl", 3, bad_lines={1: bad})
+    out = str(tmp_path / "out.jsonl")
+    assert run(server, inp, out) == 0
+    assert sorted(r["index"] for r in read(out)) == [0, 2]
+    assert server.count == 2
+    [fail] = read(out + ".failed.jsonl")
+    assert fail["reason"] == status.FAIL_BAD_INPUT and fail["attempts"] == 0
+    assert fail["error"].startswith(f"{inp}:2: messages[0][\"content\"] holds a lone surrogate")
+
+
 def test_a_request_line_is_checked_by_the_one_messages_rule():
     ok = json.dumps({"messages": [{"role": "user", "content": "q"}]}).encode() + b"\n"
     assert client_mod.parse_request(ok, "in.jsonl", 0)[0] is not None

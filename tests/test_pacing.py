@@ -137,9 +137,15 @@ def test_window_halves_once_per_burst_and_grows_back():
         t = await w.acquire()                    # started after the decrease: counts again
         w.release(t, "congested")
         assert w.limit == 16 and w.decreases == 2
-        for t in tickets[20:]:
+        for t in tickets[20:14 + 20]:
             w.release(t, "ok")
-        assert 16 < w.limit < 18                 # additive: about one per window of answers
+        assert 16 < w.limit < 17.1               # additive: about one per window of answers
+        for t in tickets[34:]:                   # 17 answers since the decrease, a whole
+            w.release(t, "ok")                   # window: one more per answer from then on
+        assert 18.9 < w.limit < 19.2
+        for _ in range(36):
+            w.release(await w.acquire(), "ok")
+        assert w.limit >= 55                     # doubled within about one more window
         for _ in range(5000):
             w.release(await w.acquire(), "ok")
         assert w.limit == 64                     # never above the maximum
@@ -190,12 +196,84 @@ def test_a_rate_is_inferred_from_429s_when_no_limit_is_known(monkeypatch):
     assert p.buckets["requests"].rate == pytest.approx(20.0, rel=0.01)   # what it accepted
     p.rejected()                                 # within the second: no second decrease
     assert p.buckets["requests"].rate == pytest.approx(20.0, rel=0.01)
-    clock[0] += 1.1
-    p.rejected()
-    assert p.buckets["requests"].rate == pytest.approx(17.0, rel=0.01)
-    for _ in range(170):                         # 10 s of answers at 17/s: +5%
-        clock[0] += 1 / 17
+    for _ in range(22):                          # answers go on, at the rate inferred
+        clock[0] += 0.05
         p.accepted()
-    assert p.buckets["requests"].rate == pytest.approx(17.85, rel=0.01)
+    grown = p.buckets["requests"].rate
+    assert 20.0 < grown < 20.6                   # +2% a second just after a 429
+    p.rejected()                                 # a second later: 15% lower
+    assert p.buckets["requests"].rate == pytest.approx(0.85 * grown)
+    clock[0] += 2.0
+    p.rejected()                                 # nothing answered for 2 s: down to what was
+    # answered over the last 5 s (61 answers, from 0.1 s to 3.1 s), less than 15% lower
+    assert p.buckets["requests"].rate == pytest.approx(60 / 5.0, rel=0.01)
+    before = p.buckets["requests"].rate
+    for _ in range(14):                          # 1 s of answers: +2%, below the rate
+        clock[0] += 1 / 14                       # the last 429 came at
+        p.accepted()
+    assert p.buckets["requests"].rate / before == pytest.approx(1.02)
     p.observe({"limit_requests": 3000.0})        # the server tells its limit after all
     assert not p.inferred and p.limits["requests"] == 3000.0
+
+
+def simulate(pacer, clock, server_ok, full, until):
+    """A client sending as fast as `pacer` lets it (at most `full` a second) to a server
+    that answers or 429s as `server_ok(now)` says; `clock` is the pacer's. Returns the
+    outcomes as (time, accepted)."""
+    seen = []
+    while clock[0] < until:
+        rate = pacer.buckets["requests"].rate if pacer.known else full
+        clock[0] += 1 / min(full, rate)
+        ok = server_ok(clock[0])
+        pacer.accepted() if ok else pacer.rejected()
+        seen.append((clock[0], ok))
+    return seen
+
+
+def test_after_a_few_429s_only_the_inferred_rate_is_gone_within_seconds(monkeypatch):
+    """A server (a proxy, a self-hosted one) that refused 10 requests, after 20 answers at
+    full speed, and never again: the rate inferred from that moment (what was answered in
+    the one second counted) is back to full speed within about 11 s and forgotten (the run
+    unpaced) soon after; growing 0.5% a second, as it did, took minutes."""
+    clock = [0.0]
+    monkeypatch.setattr(pacing.time, "monotonic", lambda: clock[0])
+    p = Pacer()
+    full = 100.0
+    sent = [0]
+
+    def server_ok(now):
+        sent[0] += 1
+        return not 20 < sent[0] <= 30
+    simulate(p, clock, server_ok, full, until=0.3)
+    assert p.inferred and p.buckets["requests"].rate == pytest.approx(19.0, rel=0.01)
+    quiet_from = clock[0]
+    back_at = None
+    while p.known:
+        simulate(p, clock, server_ok, full, until=clock[0] + 0.1)
+        if back_at is None and (not p.known or p.buckets["requests"].rate >= full):
+            back_at = clock[0] - quiet_from
+        assert clock[0] < 60, "still paced a minute later"
+    assert back_at < 12 and clock[0] - quiet_from < 15
+    assert not p.inferred and p.limits["requests"] is None
+    assert sent[0] - 30 < 600                    # requests answered until then
+
+
+def test_against_a_headerless_limit_the_inferred_rate_holds_it_with_few_429s(monkeypatch):
+    """A server allowing 20 requests a second (one second of burst) that never says so: after
+    the first minute the client sends at about that rate, and under 1.5% of its requests get
+    a 429 (the inferred rate creeps back up to where the last 429 came, probes above it,
+    and is cut again)."""
+    clock = [0.0]
+    monkeypatch.setattr(pacing.time, "monotonic", lambda: clock[0])
+    p = Pacer()
+    server = Bucket(rate=20.0, capacity=20.0, now=0.0)
+
+    def server_ok(now):
+        if server.wait(now) > 0:
+            return False
+        server.take(1.0, now)
+        return True
+    seen = simulate(p, clock, server_ok, full=100.0, until=120.0)
+    late = [ok for t, ok in seen if t > 60]
+    assert sum(late) / 60 == pytest.approx(20.0, rel=0.05)
+    assert 0 < late.count(False) / len(late) < 0.015

@@ -363,7 +363,34 @@ def parse_request(raw: bytes, path: str, index: int) -> tuple[dict | None, str]:
     if not isinstance(rec, dict):
         return None, f"{where(path, lineno)}: a JSON {type(rec).__name__}, not an object"
     why = messages_problem(rec, path, lineno)
+    if not why:
+        at = lone_surrogate_at(rec["messages"], "messages")
+        if at:
+            # JSON may escape one (a model's text can hold one), but no request body can
+            # carry it: the HTTP client encodes bodies as UTF-8, the Batch API reads UTF-8
+            # files, and servers' JSON parsers refuse the escape. Bad input, not a failed
+            # answer retried on every rerun.
+            why = (f"{where(path, lineno)}: {at} holds a lone surrogate (a \\udXXX escape "
+                   f"with no pair), which no request can carry; fix or drop the line")
     return (None, why) if why else (rec, "")
+
+
+def lone_surrogate_at(value: Any, at: str) -> str:
+    """Where in `value` (JSON data, named `at`) a string holds a lone surrogate, or ""."""
+    if isinstance(value, str):
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return at
+        return ""
+    items = (value.items() if isinstance(value, dict)
+             else enumerate(value) if isinstance(value, list) else ())
+    for key, item in items:
+        found = lone_surrogate_at(item, f'{at}["{key}"]' if isinstance(key, str) else f"{at}[{key}]")
+        if found:
+            return found
+    return ""
 
 
 # --- the worker -----------------------------------------------------------------------------

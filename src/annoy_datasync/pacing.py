@@ -19,9 +19,10 @@
   GPT-style tokenizers) and the expected answer length (start: a quarter of max_tokens,
   at most 1,000) are running averages corrected from every answer's ``usage``; the
   difference between what was reserved and what was used is settled with the bucket.
-- `Window` is the number of attempts allowed on the wire: additive increase (one more
-  per window of good answers), multiplicative decrease (halved on 429, 503 or a timeout),
-  between 1 and the configured maximum. A burst of 429s halves it once, not once per 429:
+- `Window` is the number of attempts allowed on the wire: multiplicative decrease (halved on
+  429, 503 or a timeout), then additive increase (one more per window of good answers) for
+  one window, then one more per good answer until the next decrease; between 1 and the
+  configured maximum. A burst of 429s halves it once, not once per 429:
   only a signal from an attempt started after the last decrease counts.
 """
 
@@ -169,6 +170,9 @@ class Pacer:
     for. ``share`` is this worker's fraction of every limit (1 / number of processes)."""
 
     ACCEPTED_SECONDS = 5.0
+    GROW_START = 0.02        # an inferred rate's growth a second below the ceiling ...
+    GROW_DOUBLING = 2.0      # ... and above it, doubling every this many seconds there
+    FORGET_ABOVE = 4.0       # an inferred rate this many times what is used is dropped
 
     def __init__(self, rpm: float | None = None, tpm: float | None = None, share: float = 1.0,
                  max_tokens: int | None = None) -> None:
@@ -182,6 +186,10 @@ class Pacer:
         self.inferred = False         # the requests limit was inferred from 429s
         self._accepted: deque[float] = deque()   # times of answered attempts, last seconds
         self._last_cut = 0.0
+        self._last_429 = 0.0
+        self._grown = 0.0             # when the inferred rate last grew
+        self._ceiling: float | None = None   # the inferred limit a 429 last cut (per minute)
+        self._above = 0.0             # since when the inferred limit is above that
         self._queue = asyncio.Lock()  # FIFO: waiters leave in arrival order
         self._wake = asyncio.Event()  # set when the buckets gained (a correction, new limits)
         for kind, limit in self.limits.items():
@@ -255,33 +263,64 @@ class Pacer:
     def rejected(self) -> None:
         """A 429 came back: the provider's allowance is spent, whatever we believed. With no
         limit known, the rate the server accepted over the last seconds becomes one
-        (`inferred`), lowered by 15% on a later 429 (at most once a second) and raised by
-        about 0.5% a second while answers come back."""
+        (`inferred`). That first guess is often far too low: the answers counted are those of
+        the first burst, however many happened to come back before the first 429. A later
+        429 lowers it by 15% (at most once a second; down to what was accepted over the last
+        seconds when that is lower, but never below half)."""
         now = time.monotonic()
+        self._last_429 = now
         for b in self.buckets.values():
             if b is not None:
                 b.cap(0.0, now)
         if self.buckets["requests"] is None and len(self._accepted) >= 2:
-            span = max(1.0, now - self._accepted[0])
             self.inferred = True
-            self._last_cut = now
-            rate = (len(self._accepted) - 1) / span       # answers per second, this worker
-            self._set_limit("requests", rate * 60.0 / self.share / HEADROOM)
+            self._last_cut = self._grown = self._above = now
+            self._ceiling = None      # unpaced when it came: no rate known to be too high
+            self._set_limit("requests", self._accepted_rate(now) * 60.0 / self.share / HEADROOM)
             self.buckets["requests"].cap(0.0, now)
         elif self.inferred and now - self._last_cut > 1.0:
-            self._last_cut = now
-            self._set_limit("requests", self.limits["requests"] * 0.85)
+            self._last_cut = self._grown = now
+            limit = self._ceiling = self.limits["requests"]
+            measured = self._accepted_rate(now) * 60.0 / self.share / HEADROOM
+            self._set_limit("requests", max(0.5 * limit, min(0.85 * limit, measured)))
+
+    def _accepted_rate(self, now: float) -> float:
+        """Answers per second of this worker over the last seconds (over at least one)."""
+        while self._accepted and self._accepted[0] < now - self.ACCEPTED_SECONDS:
+            self._accepted.popleft()
+        if len(self._accepted) < 2:
+            return 0.0
+        return (len(self._accepted) - 1) / max(1.0, now - self._accepted[0])
 
     def accepted(self) -> None:
-        """An attempt was answered (not 429): the server took it."""
+        """An attempt was answered (not 429): the server took it. An inferred rate grows by
+        GROW_START a second while below the rate a 429 last came at (the ceiling); above it
+        (or from the first guess, made unpaced: no ceiling), the faster the longer it has
+        been there: the growth doubles every GROW_DOUBLING seconds, up to doubling the rate
+        every second. An inferred rate far above what is used (a server that refused for a
+        moment only) is forgotten: the run is unpaced again until the next 429."""
         now = time.monotonic()
         self._accepted.append(now)
         while self._accepted and self._accepted[0] < now - self.ACCEPTED_SECONDS:
             self._accepted.popleft()
-        if self.inferred:
-            # additive: each answer adds 0.005 requests/s to this worker's rate; with about
-            # `rate` answers a second the rate grows by 0.5% a second, at any rate
-            self._set_limit("requests", self.limits["requests"] + 0.005 * 60.0 / self.share / HEADROOM)
+        if not self.inferred:
+            return
+        quiet = now - self._last_429
+        limit = self.limits["requests"]
+        if self._ceiling is not None and limit < self._ceiling:
+            growth = self.GROW_START          # back towards a rate a 429 came at: gently
+            self._above = now
+        else:
+            growth = min(1.0, self.GROW_START * 2.0 ** ((now - self._above) / self.GROW_DOUBLING))
+        limit *= (1.0 + growth) ** max(0.0, now - self._grown)
+        self._grown = now
+        used = len(self._accepted) / self.ACCEPTED_SECONDS * 60.0 / self.share / HEADROOM
+        if quiet > self.ACCEPTED_SECONDS and limit > self.FORGET_ABOVE * used:
+            self.inferred = False
+            self.limits["requests"] = self.buckets["requests"] = None
+            self._wake.set()
+        else:
+            self._set_limit("requests", limit)
 
     def describe(self) -> str:
         parts = [f"{kind[:3]}/min={self.limits[kind]:.0f}" for kind in ("requests", "tokens")
@@ -299,6 +338,7 @@ class Window:
         self.started = 0            # attempts started so far
         self.cut_at = -1            # value of `started` at the last decrease
         self.decreases = 0
+        self.good = 0               # "ok" answers since the last decrease
         self._waiting: deque[asyncio.Future] = deque()   # FIFO; only those with room are woken
         self._granted = 0           # woken waiters that have not taken their room yet
 
@@ -338,9 +378,14 @@ class Window:
         """`signal`: "ok" (grow), "congested" (429, 503, timeout: shrink) or "neutral"."""
         self.in_flight -= 1
         if signal == "ok":
-            self.limit = min(float(self.maximum), self.limit + 1.0 / max(1.0, self.limit))
+            # one more per window of answers; after a whole window without congestion, one
+            # more per answer (doubling per window), so it is back to full within a few windows
+            step = 1.0 if self.good >= self.limit else 1.0 / max(1.0, self.limit)
+            self.limit = min(float(self.maximum), self.limit + step)
+            self.good += 1
         elif signal == "congested" and ticket > self.cut_at:
             self.limit = max(1.0, self.limit / 2)
+            self.good = 0
             self.cut_at = self.started
             self.decreases += 1
         self._wake()
