@@ -846,7 +846,6 @@ def test_pool_sets_aside_and_probes_again(monkeypatch):
 
 
 def test_progress_projects_the_cost_of_the_rows_left():
-    from annoy_datasync.client import Stats
     from annoy_datasync.fanout import Progress
     from annoy_datasync.prices import Price
     p = Progress(total=100, disable=True, price=Price(1.0, 2.0))

@@ -755,6 +755,7 @@ def test_the_cache_does_not_keep_large_results():
     assert cache.get(DOUBLE, {"x": 1}) is big and len(calls) == 2     # shared while running
     pending[0].set_result([JobResult(st.SUCCESS, value=[[0.5] * 1000 for _ in range(1000)])])
     pending[1].set_result([JobResult(st.SUCCESS, value=[4])])
+    assert small.result()[0].value == [4]
     assert len(big.result()[0].value) == 1000       # the waiting record gets the whole value
     held = weakref.ref(big.result()[0])
     del big
